@@ -1,0 +1,150 @@
+"""Rotations and 4x4 transforms in the Scipion / Dynamo / EMAN convention.
+
+A particle's orientation is a proper rotation ``R`` (3x3) or a homogeneous
+matrix ``M`` (4x4) whose upper-left block is ``R`` and whose last column holds
+the shift (x, y, z) in voxels. ``R @ (0, 0, 1)`` is the particle's z-axis in
+the tomogram; for membrane and vesicle models it is the outward normal.
+
+Euler angles follow Dynamo's ZXZ convention (``tdrot``, ``tilt``, ``narot``,
+degrees): ``R = Rz(tdrot) @ Rx(tilt) @ Rz(narot)``, so the particle's z-axis
+has polar angle ``tilt`` and azimuth ``tdrot - 90``.
+"""
+import numpy as np
+
+
+def _rot_z(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    zero, one = np.zeros_like(c), np.ones_like(c)
+    return np.stack([np.stack([c, -s, zero], -1),
+                     np.stack([s, c, zero], -1),
+                     np.stack([zero, zero, one], -1)], -2)
+
+
+def _rot_x(angle):
+    c, s = np.cos(angle), np.sin(angle)
+    zero, one = np.zeros_like(c), np.ones_like(c)
+    return np.stack([np.stack([one, zero, zero], -1),
+                     np.stack([zero, c, -s], -1),
+                     np.stack([zero, s, c], -1)], -2)
+
+
+def euler_zxz_to_matrix(tdrot, tilt, narot):
+    """Rotation matrices from Dynamo ZXZ Euler angles.
+
+    Parameters
+    ----------
+    tdrot, tilt, narot : float or (N,) array of float
+        Angles in degrees.
+
+    Returns
+    -------
+    R : (3, 3) or (N, 3, 3) ndarray
+        ``Rz(tdrot) @ Rx(tilt) @ Rz(narot)``.
+    """
+    a, b, c = (np.radians(np.asarray(v, dtype=float)) for v in (tdrot, tilt, narot))
+    return _rot_z(a) @ _rot_x(b) @ _rot_z(c)
+
+
+def matrix_to_euler_zxz(rotation):
+    """Dynamo ZXZ Euler angles of rotation matrices (inverse of `euler_zxz_to_matrix`).
+
+    Parameters
+    ----------
+    rotation : (3, 3) or (N, 3, 3) array of float
+        Proper rotations (a 4x4 matrix is accepted; its shift is ignored).
+
+    Returns
+    -------
+    tdrot, tilt, narot : float or (N,) ndarray
+        Degrees; ``tilt`` in [0, 180]. At ``tilt`` 0 or 180 the split between
+        ``tdrot`` and ``narot`` is not unique and ``narot`` is set to 0.
+    """
+    R = np.asarray(rotation, dtype=float)[..., :3, :3]
+    tilt = np.arccos(np.clip(R[..., 2, 2], -1.0, 1.0))
+    sin_tilt = np.sin(tilt)
+    regular = sin_tilt > 1e-6
+    # For R = Rz(a) Rx(b) Rz(c): R[0,2] = sin a sin b, R[1,2] = -cos a sin b,
+    # R[2,0] = sin b sin c, R[2,1] = cos c sin b.
+    # At tilt 0 or 180 only a + c (or a - c) is defined; with c = 0 both give
+    # R[0,0] = cos a, R[1,0] = sin a.
+    tdrot = np.where(regular, np.arctan2(R[..., 0, 2], -R[..., 1, 2]),
+                     np.arctan2(R[..., 1, 0], R[..., 0, 0]))
+    narot = np.where(regular, np.arctan2(R[..., 2, 0], R[..., 2, 1]), 0.0)
+    out = [np.degrees(v) for v in (tdrot, tilt, narot)]
+    if np.ndim(out[0]) == 0:
+        return tuple(float(v) for v in out)
+    return tuple(out)
+
+
+def rotation_from_z_axis(z_axes, in_plane=0.0):
+    """Rotations whose z-axis points along given directions.
+
+    Parameters
+    ----------
+    z_axes : (3,) or (N, 3) array of float
+        Target directions (x, y, z); need not be unit length, must be non-zero.
+    in_plane : float or (N,) array of float, optional
+        Rotation about the new z-axis, degrees (Dynamo's ``narot``). With 0,
+        the rotation is ``Rz(tdrot) @ Rx(tilt)``: the minimal-twist choice of the
+        ZXZ convention.
+
+    Returns
+    -------
+    R : (3, 3) or (N, 3, 3) ndarray
+        Proper rotations with ``R @ (0, 0, 1)`` equal to the normalised axis.
+    """
+    v = np.asarray(z_axes, dtype=float)
+    single = v.ndim == 1
+    v = np.atleast_2d(v)
+    norm = np.linalg.norm(v, axis=1)
+    if np.any(norm == 0):
+        raise ValueError("cannot orient along a zero-length z-axis")
+    v = v / norm[:, None]
+    tilt = np.degrees(np.arccos(np.clip(v[:, 2], -1.0, 1.0)))
+    # R @ z = (sin a sin b, -cos a sin b, cos b)
+    tdrot = np.degrees(np.arctan2(v[:, 0], -v[:, 1]))
+    R = euler_zxz_to_matrix(tdrot, tilt, np.broadcast_to(in_plane, tdrot.shape))
+    return R[0] if single else R
+
+
+def homogeneous(rotation=None, shift=None):
+    """4x4 transforms from rotations and shifts.
+
+    Parameters
+    ----------
+    rotation : (3, 3) or (N, 3, 3) array, optional
+        Identity when omitted.
+    shift : (3,) or (N, 3) array, optional
+        (x, y, z) in voxels; zero when omitted.
+
+    Returns
+    -------
+    M : (4, 4) or (N, 4, 4) ndarray
+    """
+    if rotation is None:
+        rotation = np.eye(3) if shift is None or np.ndim(shift) == 1 else \
+            np.broadcast_to(np.eye(3), (len(shift), 3, 3))
+    rotation = np.asarray(rotation, dtype=float)
+    M = np.zeros(rotation.shape[:-2] + (4, 4))
+    M[..., :3, :3] = rotation
+    M[..., 3, 3] = 1.0
+    if shift is not None:
+        M[..., :3, 3] = shift
+    return M
+
+
+def angle_between(u, v):
+    """Angle in degrees between vectors, row by row.
+
+    Parameters
+    ----------
+    u, v : (3,) or (N, 3) array of float
+
+    Returns
+    -------
+    float or (N,) ndarray
+    """
+    u = np.asarray(u, dtype=float)
+    v = np.asarray(v, dtype=float)
+    cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
