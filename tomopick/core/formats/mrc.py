@@ -1,0 +1,146 @@
+"""MRC volumes: reading (memory-mapped for large files), writing, headers.
+
+Arrays are indexed [z, y, x]; voxel sizes are in Å/voxel.
+"""
+import os
+
+import mrcfile
+import numpy as np
+
+
+class MrcError(ValueError):
+    """A file that is missing, unreadable or not a valid MRC volume."""
+
+
+def _open(path, mmap):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise MrcError(f"MRC file not found: {path}")
+    try:
+        if mmap:
+            return mrcfile.mmap(path, mode="r", permissive=False)
+        return mrcfile.open(path, mode="r", permissive=False)
+    except Exception as err:  # mrcfile raises ValueError/OSError/EOFError for broken files
+        raise MrcError(f"cannot read MRC file {path}: {err}") from err
+
+
+def read_mrc(path, mmap=False):
+    """Volume data of an MRC file.
+
+    Parameters
+    ----------
+    path : str or path-like
+    mmap : bool, optional
+        Return a read-only memory map instead of loading the data: use it for
+        tomograms, of which only slabs or boxes are needed at a time.
+
+    Returns
+    -------
+    data : (nz, ny, nx) ndarray or numpy.memmap
+
+    Raises
+    ------
+    MrcError
+        If the file is missing, truncated or not an MRC volume.
+    """
+    mrc = _open(path, mmap)
+    data = mrc.data
+    if data is None or data.ndim not in (2, 3):
+        mrc.close()
+        raise MrcError(f"MRC file {path} holds no 2D/3D volume")
+    if mmap:
+        # keep the mapping alive through the array; the file handle itself is closed
+        return data
+    out = np.array(data)
+    mrc.close()
+    return out if out.ndim == 3 else out[None]
+
+
+def mrc_header_info(path):
+    """Shape and voxel size of an MRC file without reading its data.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    dict
+        ``shape`` (nz, ny, nx), ``voxel_size`` (Å, x), ``origin`` (x, y, z in Å
+        from the header), ``dtype``.
+
+    Raises
+    ------
+    MrcError
+        If the file is missing or its header/data size are inconsistent.
+    """
+    mrc = _open(path, mmap=True)
+    try:
+        shape = tuple(int(v) for v in mrc.data.shape)
+        if len(shape) == 2:
+            shape = (1,) + shape
+        voxel = mrc.voxel_size
+        origin = mrc.header.origin
+        return {"shape": shape, "voxel_size": round(float(voxel.x), 4),
+                "origin": (float(origin.x), float(origin.y), float(origin.z)),
+                "dtype": mrc.data.dtype}
+    finally:
+        mrc.close()
+
+
+def write_mrc(path, data, voxel_size, origin=None):
+    """Write a volume as a float32 (or integer-typed) MRC file, atomically.
+
+    Parameters
+    ----------
+    path : str or path-like
+    data : (nz, ny, nx) array
+    voxel_size : float
+        Å/voxel, written to the header.
+    origin : (3,) float, optional
+        Header origin (x, y, z) in Å.
+
+    Notes
+    -----
+    The file appears under its final name only once complete, so a failure
+    never leaves a truncated volume behind.
+    """
+    path = os.fspath(path)
+    data = np.asarray(data)
+    if data.dtype not in (np.int8, np.int16, np.uint8, np.uint16, np.float32):
+        data = data.astype(np.float32)
+    tmp = path + ".part"
+    with mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = float(voxel_size)
+        if origin is not None:
+            mrc.header.origin = tuple(float(v) for v in origin)
+    os.replace(tmp, path)
+
+
+def create_mrc(path, shape, voxel_size, dtype=np.float32):
+    """Create an MRC file of a given shape and return it open for slab-wise writing.
+
+    Parameters
+    ----------
+    path : str or path-like
+    shape : (nz, ny, nx)
+    voxel_size : float
+        Å/voxel.
+    dtype : numpy dtype, optional
+
+    Returns
+    -------
+    mrcfile.mmapfile.MmapFile
+        Write slabs into ``mrc.data[z0:z1]``; call ``mrc.update_header_stats()``
+        and ``close()`` at the end.
+    """
+    mrc = mrcfile.new_mmap(os.fspath(path), shape=tuple(shape), mrc_mode=_mode(dtype),
+                           overwrite=True)
+    mrc.voxel_size = float(voxel_size)
+    return mrc
+
+
+def _mode(dtype):
+    return {np.dtype(np.int8): 0, np.dtype(np.int16): 1, np.dtype(np.float32): 2,
+            np.dtype(np.uint16): 6, np.dtype(np.uint8): 6}[np.dtype(dtype)]
