@@ -5,6 +5,8 @@ the model workflow, unsupervised PickET picking), extract subtomograms, apply
 their alignment and average, and take a consensus of several pickings — with
 numpy, scipy and scikit-learn only.
 """
+import os
+
 from . import environment as _environment
 
 # pyworkflow reads its environment once, on first import: fill in what is unset first
@@ -28,3 +30,7 @@ class Plugin(pwem.Plugin):
     @classmethod
     def defineBinaries(cls, env):
         pass
+
+    def getPluginTemplateDir(self):
+        # saved workflows live in tomopick/workflows (SPEC layout), not templates/
+        return os.path.join(os.path.dirname(__file__), "workflows")
