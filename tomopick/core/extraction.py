@@ -1,0 +1,431 @@
+"""Subtomogram extraction: cubic boxes cut out of a tomogram around particle positions.
+
+Conventions
+-----------
+- Volumes are indexed ``[z, y, x]``; positions and shifts are (x, y, z) in
+  voxels with the bottom-left-corner origin of `tomopick.core.picks`: the
+  centre of element ``[k, j, i]`` is at (i, j, k).
+- A box of size ``n`` has its centre at index ``n // 2`` along every axis (the
+  Scipion / Xmipp / EMAN convention, and where the FFT puts the origin).
+
+Sub-voxel accuracy
+------------------
+A particle at a non-integer position ``p`` is cut out *without interpolation*
+(so the box is an exact copy of tomogram voxels, no smoothing): the box centre
+is the voxel ``c = floor(p + 0.5)`` and the remainder ``p - c`` (each
+component in [-0.5, 0.5)) goes into the subtomogram's transform shift.  In the
+Scipion convention ``aligned(r) = subtomogram(R r + t)`` (r about the box
+centre) a particle whose centre sits at offset ``d`` from the box centre is
+brought to the centre by ``t = d`` whatever ``R`` is, so the stored shift is
+``t = t_coordinate + (p - c)`` (scaled to output voxels when downsampling) and
+`tomopick.core.alignment.apply_alignment` centres the particle to sub-voxel
+accuracy.
+
+Reading
+-------
+The tomogram may be a ``numpy.memmap`` (``mrcfile.mmap``).  Boxes are read in
+z order: where they are dense, whole z-slabs are read sequentially (each
+slice once, the overlap between consecutive slabs is kept in memory) and the
+boxes are sliced out of the in-memory slab; where they are sparse each box is
+sliced straight out of the memory map, so a few boxes never read the whole
+tomogram.
+"""
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Normalisation methods, in the order of the extraction protocol's ``normproc``.
+NORMALIZATIONS = ("normalize", "edge mean")
+#: Out-of-bounds policies, in the order of the extraction protocol's ``outOfBounds``.
+OUT_OF_BOUNDS = ("skip", "pad")
+
+_PAGE = 4096
+
+
+@dataclass
+class Extraction:
+    """Subtomograms cut out of one tomogram.
+
+    Attributes
+    ----------
+    boxes : (K, m, m, m) ndarray of float32
+        The subtomograms ``[z, y, x]``, in the order of ``index``.
+    index : (K,) ndarray of int
+        Row of each box in the input positions; boxes come in the order they
+        were read (by z), not in input order.
+    matrices : (K, 4, 4) ndarray of float
+        Scipion-convention transforms: rotation of the input matrix (identity
+        when none was given) and shift ``(t_input + p - c) * m / n`` in output
+        voxels (see the module notes on sub-voxel accuracy).
+    padded : (K,) ndarray of bool
+        Boxes that reached outside the tomogram and were filled with the pad value.
+    n_skipped : int
+        Positions dropped because their box reached outside the tomogram
+        (``out_of_bounds='skip'``).
+    scale : float
+        Output voxel size / input voxel size: ``n / m`` (``down_factor``
+        rounded to an integer output box).
+    """
+    boxes: np.ndarray
+    index: np.ndarray
+    matrices: np.ndarray
+    padded: np.ndarray
+    n_skipped: int
+    scale: float
+
+
+def box_centers(positions):
+    """Integer box centres and the sub-voxel remainders of particle positions.
+
+    Parameters
+    ----------
+    positions : (N, 3) array of float
+        (x, y, z) in voxels.
+
+    Returns
+    -------
+    centers : (N, 3) ndarray of int
+        ``floor(p + 0.5)``: the voxel nearest each position (halves round up).
+    remainders : (N, 3) ndarray of float
+        ``p - centers``, each component in [-0.5, 0.5).
+    """
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    if not np.all(np.isfinite(positions)):
+        bad = int(np.flatnonzero(~np.isfinite(positions).all(axis=1))[0])
+        raise ValueError(f"position {bad} is not finite: {positions[bad]}")
+    centers = np.floor(positions + 0.5).astype(np.int64)
+    return centers, positions - centers
+
+
+def output_box_size(box_size, down_factor=1.0):
+    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1."""
+    if down_factor < 1:
+        raise ValueError(f"downFactor must be >= 1, got {down_factor}")
+    return max(1, int(round(box_size / down_factor)))
+
+
+def volume_mean(volume, chunk_bytes=256 << 20):
+    """Mean of a (possibly memory-mapped) volume, read in z-slabs.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array-like
+    chunk_bytes : int, optional
+        Bytes read at a time.
+
+    Returns
+    -------
+    float
+    """
+    nz = volume.shape[0]
+    step = max(1, chunk_bytes // max(1, volume[0].nbytes))
+    total = 0.0
+    for z0 in range(0, nz, step):
+        total += float(np.asarray(volume[z0:z0 + step], dtype=np.float64).sum())
+    return total / float(np.prod(volume.shape))
+
+
+def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None,
+               slab_bytes=256 << 20, allocate=None):
+    """Raw boxes around positions, yielded slab by slab in z order.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array-like
+        The tomogram, typically a read-only ``numpy.memmap``.
+    positions : (N, 3) array of float
+        (x, y, z) in voxels; each box is centred on the nearest voxel (see
+        `box_centers`).
+    box_size : int
+        Edge of the cubic box in voxels.
+    out_of_bounds : {'skip', 'pad'}
+        Boxes reaching outside the volume are dropped ('skip') or completed
+        with ``pad_value`` ('pad').
+    pad_value : float, optional
+        Value outside the volume; the volume mean (`volume_mean`) when None,
+        computed only if a box needs it.
+    slab_bytes : int, optional
+        Target size of an in-memory slab (at least ``box_size`` slices are read).
+    allocate : callable, optional
+        ``allocate(k)`` returns the (k, n, n, n) float32 array a batch is written
+        into (lets a caller fill its output in place); ``np.empty`` when None.
+
+    Yields
+    ------
+    index : (k,) ndarray of int
+        Rows of ``positions`` of this batch.
+    boxes : (k, n, n, n) ndarray of float32
+        ``boxes[b] = volume[cz - n//2 : cz - n//2 + n, cy - ..., cx - ...]``.
+    padded : (k,) ndarray of bool
+
+    Notes
+    -----
+    Positions whose box is out of bounds under 'skip' are never yielded; the
+    caller counts them (see `extract_subtomograms`). Batches come in z order,
+    ``count_boxes`` tells beforehand how many boxes will be yielded in all.
+    """
+    if allocate is None:
+        allocate = (lambda k: np.empty((k, n, n, n), np.float32))
+    n = _check_box_size(box_size)
+    if out_of_bounds not in OUT_OF_BOUNDS:
+        raise ValueError(f"out_of_bounds must be one of {OUT_OF_BOUNDS}, got {out_of_bounds!r}")
+    if np.ndim(volume) != 3:
+        raise ValueError(f"the tomogram must be a 3D array, got shape {np.shape(volume)}")
+    shape = np.array(volume.shape)  # nz, ny, nx
+    starts, inside, candidates = _plan(shape, positions, n, out_of_bounds)
+    if len(candidates) == 0:
+        return
+    if pad_value is None and not np.all(inside[candidates]):
+        pad_value = volume_mean(volume)
+    order = candidates[np.argsort(starts[candidates, 0], kind="stable")]
+
+    slice_bytes = int(np.prod(shape[1:])) * 4
+    height = max(n, slab_bytes // max(1, slice_bytes))
+    nz = int(shape[0])
+    slab, slab_lo = None, 0
+    i = 0
+    while i < len(order):
+        z_first = max(0, starts[order[i], 0])
+        # every box starting below z_first + height - n fits in this slab
+        j = i + int(np.searchsorted(starts[order[i:], 0], z_first + height - n, side="right"))
+        j = max(j, i + 1)
+        batch = order[i:j]
+        z_last = min(nz, int(starts[batch, 0].max()) + n)
+        # sparse boxes: each one touches ~n*n pages; read a slab only when that is cheaper
+        sparse_bytes = len(batch) * n * n * max(_PAGE, n * 4)
+        if sparse_bytes < (z_last - z_first) * slice_bytes // 2:
+            boxes = allocate(len(batch))
+            padded = np.zeros(len(batch), bool)
+            for b, row in enumerate(batch):
+                padded[b] = _copy_box(volume, 0, starts[row], n, boxes[b], pad_value)
+        else:
+            slab, slab_lo = _advance_slab(volume, slab, slab_lo, z_first, z_last)
+            boxes = allocate(len(batch))
+            padded = np.zeros(len(batch), bool)
+            for b, row in enumerate(batch):
+                padded[b] = _copy_box(slab, slab_lo, starts[row], n, boxes[b], pad_value,
+                                      full_shape=shape)
+        yield batch, boxes, padded
+        i = j
+
+
+def count_boxes(shape, positions, box_size, out_of_bounds="skip"):
+    """Number of boxes `iter_boxes` yields for a volume of ``shape`` (nz, ny, nx)."""
+    return len(_plan(np.array(shape), positions, _check_box_size(box_size), out_of_bounds)[2])
+
+
+def _plan(shape, positions, n, out_of_bounds):
+    """Box starts (z, y, x), in-bounds mask and rows to extract."""
+    if out_of_bounds not in OUT_OF_BOUNDS:
+        raise ValueError(f"out_of_bounds must be one of {OUT_OF_BOUNDS}, got {out_of_bounds!r}")
+    centers, _ = box_centers(positions)
+    starts = centers[:, ::-1] - n // 2
+    inside = np.all((starts >= 0) & (starts + n <= shape), axis=1)
+    if out_of_bounds == "skip":
+        return starts, inside, np.flatnonzero(inside)
+    overlaps = np.all((starts < shape) & (starts + n > 0), axis=1)
+    if not np.all(overlaps):
+        bad = int(np.flatnonzero(~overlaps)[0])
+        raise ValueError(f"position {bad} {np.asarray(positions)[bad]} lies entirely "
+                         f"outside the tomogram of shape (z, y, x) {tuple(shape)}")
+    return starts, inside, np.arange(len(starts))
+
+
+def _check_box_size(box_size):
+    n = int(box_size)
+    if n != box_size or n < 1:
+        raise ValueError(f"boxSize must be a positive integer number of voxels, got {box_size}")
+    return n
+
+
+def _advance_slab(volume, slab, slab_lo, z_lo, z_hi):
+    """In-memory copy of volume[z_lo:z_hi], reusing the part already in ``slab``."""
+    new = np.empty((z_hi - z_lo,) + tuple(volume.shape[1:]), np.float32)
+    read_from = z_lo
+    if slab is not None:
+        keep_lo, keep_hi = max(z_lo, slab_lo), min(z_hi, slab_lo + len(slab))
+        if keep_lo == z_lo and keep_hi > keep_lo:
+            new[:keep_hi - z_lo] = slab[keep_lo - slab_lo:keep_hi - slab_lo]
+            read_from = keep_hi
+    if read_from < z_hi:
+        new[read_from - z_lo:] = volume[read_from:z_hi]
+    return new, z_lo
+
+
+def _copy_box(source, source_z0, start, n, out, pad_value, full_shape=None):
+    """Copy one box (start z, y, x in volume indices) into ``out``; True if padded."""
+    shape = np.array(full_shape if full_shape is not None else source.shape)
+    lo = np.maximum(start, 0)
+    hi = np.minimum(start + n, shape)
+    src = (slice(lo[0] - source_z0, hi[0] - source_z0), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
+    if np.all(lo == start) and np.all(hi == start + n):
+        out[...] = source[src]
+        return False
+    out.fill(pad_value)
+    dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
+    out[dst] = source[src]
+    return True
+
+
+def fourier_crop_boxes(boxes, size):
+    """Downsample cubic boxes by Fourier cropping, keeping the box centre fixed.
+
+    Parameters
+    ----------
+    boxes : (K, n, n, n) array
+    size : int
+        Output edge ``m <= n``.
+
+    Returns
+    -------
+    (K, m, m, m) ndarray of float32
+        Same mean as the input; the point at index ``n // 2`` maps to index
+        ``m // 2`` exactly (the boxes are shifted so the centre is the FFT
+        origin before cropping), and a feature at offset ``d`` from the centre
+        ends at offset ``d * m / n``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    n = boxes.shape[-1]
+    if size > n or size < 1:
+        raise ValueError(f"cannot Fourier-crop a box of {n} to {size}")
+    if size == n:
+        return boxes.copy()
+    axes = (1, 2, 3)
+    spectrum = np.fft.rfftn(np.fft.ifftshift(boxes, axes=axes), axes=axes)
+    keep_pos = (size + 1) // 2          # frequencies 0 .. ceil(m/2)-1
+    keep_neg = size // 2                # and -floor(m/2) .. -1 (includes -m/2 for even m)
+    full = np.r_[0:keep_pos, n - keep_neg:n]
+    cropped = spectrum[:, full][:, :, full][:, :, :, :size // 2 + 1]
+    out = np.fft.irfftn(cropped, s=(size, size, size), axes=axes)
+    out *= (size / n) ** 3
+    return np.fft.fftshift(out, axes=axes).astype(np.float32)
+
+
+def normalize_boxes(boxes, method="normalize"):
+    """Zero mean and unit standard deviation, in place.
+
+    Parameters
+    ----------
+    boxes : (K, n, n, n) ndarray of float32
+        Modified in place.
+    method : {'normalize', 'edge mean'}
+        'normalize': mean and std of the whole box; 'edge mean': of the box
+        edge (the voxels on its six faces, one voxel thick), so that the
+        background, not the particle, sets the scale.
+
+    Returns
+    -------
+    boxes : the same array
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {method!r}")
+    if method == "normalize":
+        mean = boxes.mean(axis=(1, 2, 3), dtype=np.float64)
+        std = boxes.std(axis=(1, 2, 3), dtype=np.float64)
+    else:
+        edge = edge_mask(boxes.shape[-1])
+        values = boxes[:, edge]
+        mean = values.mean(axis=1, dtype=np.float64)
+        std = values.std(axis=1, dtype=np.float64)
+    std = np.where(std > 0, std, 1.0)
+    boxes -= mean.astype(np.float32)[:, None, None, None]
+    boxes /= std.astype(np.float32)[:, None, None, None]
+    return boxes
+
+
+def edge_mask(n):
+    """Boolean (n, n, n) mask of the voxels on the six faces of a box."""
+    mask = np.ones((n, n, n), bool)
+    if n > 2:
+        mask[1:-1, 1:-1, 1:-1] = False
+    return mask
+
+
+def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor=1.0,
+                         invert=False, normalize=None, out_of_bounds="skip", pad_value=None,
+                         slab_bytes=256 << 20, workers=None):
+    """Cut subtomograms out of one tomogram.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array-like
+        The tomogram (a ``numpy.memmap`` is read slab by slab, never whole).
+    positions : (N, 3) array of float
+        Particle centres (x, y, z) in voxels of ``volume``; fractional parts
+        go into the output shifts (module notes).
+    box_size : int
+        Box edge in voxels of ``volume``.
+    matrices : (N, 4, 4) array, optional
+        Scipion-convention transforms of the coordinates (shifts in voxels of
+        ``volume``); identity when None.
+    down_factor : float, optional
+        >= 1. The box is Fourier-cropped to ``m = round(box_size / down_factor)``
+        and the voxel size grows by ``box_size / m`` (``Extraction.scale``).
+    invert : bool, optional
+        Multiply by -1 (dark particles become bright).
+    normalize : {None, 'normalize', 'edge mean'}, optional
+        See `normalize_boxes`; applied last, on the output boxes.
+    out_of_bounds : {'skip', 'pad'}, optional
+        What to do with boxes that reach outside the tomogram.
+    pad_value : float, optional
+        Fill value for 'pad'; the tomogram mean when None.
+    slab_bytes : int, optional
+        Memory for one z-slab of the tomogram.
+    workers : int, optional
+        Threads that post-process (downsample/normalise) while the next slab is
+        read; ``os.cpu_count()`` when None.
+
+    Returns
+    -------
+    Extraction
+    """
+    n = _check_box_size(box_size)
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    m = output_box_size(n, down_factor)
+    scale = n / m
+    if normalize is not None and normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalisation must be None or one of {NORMALIZATIONS}, got {normalize!r}")
+    if matrices is None:
+        matrices = np.broadcast_to(np.eye(4), (len(positions), 4, 4))
+    matrices = np.asarray(matrices, dtype=float)
+    if matrices.shape != (len(positions), 4, 4):
+        raise ValueError(f"expected {len(positions)} 4x4 matrices, got shape {matrices.shape}")
+
+    total = count_boxes(volume.shape, positions, n, out_of_bounds)
+    out = np.empty((total, m, m, m), np.float32)
+    filled = [0]
+
+    def allocate(k):
+        # without downsampling the raw boxes go straight into the output
+        if m == n:
+            return out[filled[0]:filled[0] + k]
+        return np.empty((k, n, n, n), np.float32)
+
+    def finish(boxes, k0):
+        if m != n:
+            out[k0:k0 + len(boxes)] = fourier_crop_boxes(boxes, m)
+        block = out[k0:k0 + len(boxes)]
+        if invert:
+            np.negative(block, out=block)
+        if normalize is not None:
+            normalize_boxes(block, normalize)
+
+    indices, pads, jobs = [], [], []
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for index, boxes, padded in iter_boxes(volume, positions, n, out_of_bounds, pad_value,
+                                               slab_bytes, allocate):
+            if m != n or invert or normalize is not None:
+                jobs.append(pool.submit(finish, boxes, filled[0]))
+            filled[0] += len(index)
+            indices.append(index)
+            pads.append(padded)
+        for job in jobs:
+            job.result()
+    index = np.concatenate(indices) if indices else np.zeros(0, int)
+    padded = np.concatenate(pads) if pads else np.zeros(0, bool)
+    _, remainders = box_centers(positions[index])
+    out_matrices = matrices[index].copy()
+    out_matrices[:, :3, 3] = (out_matrices[:, :3, 3] + remainders) / scale
+    n_skipped = len(positions) - len(index)
+    return Extraction(out, index, out_matrices, padded, n_skipped, scale)
