@@ -52,6 +52,8 @@ def workflow_json(path, values=None):
     values = dict(values or {})
     if path.endswith(TEMPLATE_SUFFIX):
         template = LocalTemplate("tomopick", path)
+        # fills %(VAR)s from the environment and splits the ~fields~ (Scipion's own order)
+        template.replaceEnvVariables()
         template.parseContent()
         known = {p.getAlias() for p in template.getParams().values()}
         unknown = sorted(set(values) - known)
