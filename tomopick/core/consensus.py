@@ -1,0 +1,697 @@
+"""Picking consensus: which particles several pickings agree on.
+
+Several pickings (`Picks`) of the same tomograms are merged into particles:
+picks of *different* pickings that lie within a radius of each other are one
+particle, and each picking votes at most once per particle. A particle is kept
+when enough pickings voted for it (all of them, any of them, at least or
+exactly k of them).
+
+The grouping rule is symmetric, so the result does not depend on the order of
+the pickings nor on the order of the picks inside them:
+
+1. Two picks are *linked* when they come from different pickings, lie in the
+   same tomogram and their distance is at most the radius.
+2. A connected component of the links whose picks come from distinct pickings
+   and are all linked to each other (a clique) is one particle. On
+   well-separated particles every component is such a clique.
+3. Any other component (a picking has two picks in it, or it is a chain longer
+   than the radius) is split by complete-linkage agglomeration under a
+   cannot-link rule: links are taken shortest first (ties broken by a canonical
+   order of the picks that ignores which picking they came from) and two
+   partial particles merge only when they share no picking and every pair of
+   their picks is linked.
+
+The members' attributes are then reduced in the canonical order of the picks
+(tomogram, x, y, z, ...), so permuting the inputs gives bit-identical results.
+
+This replaces the serial loop of tomoviz's "picking consensus"
+(``ProtTomoConsensusPicking.consensusWorker``), which compares each pick with a
+running mean of earlier ones (order-dependent, O(N M)), lets one picking vote
+twice for one particle, truncates positions to integers, averages quaternions
+pairwise from a random start, rounds the matrices to two decimals and drops
+the shifts.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from .picks import Picks
+
+MODES = (">=", "=")
+
+
+# --------------------------------------------------------------------------
+# rotations
+# --------------------------------------------------------------------------
+def average_rotations(matrices, weights=None):
+    """Chordal L2 mean of rotations (the Markley quaternion average).
+
+    The mean is the proper rotation ``R`` minimising
+    ``sum_i w_i ||R - R_i||_F^2``. Markley's quaternion average (principal
+    eigenvector of ``sum_i w_i q_i q_i^T``) minimises the same quantity; here it
+    is computed without quaternions, as the orthogonal Procrustes projection of
+    the weighted matrix sum onto SO(3) (SVD with a determinant correction).
+    This is deterministic (no random start, no sign ambiguity: ``q`` and ``-q``
+    give the same matrix) and the result is orthonormal to rounding error.
+
+    Parameters
+    ----------
+    matrices : (N, 3, 3) or (N, 4, 4) array of float
+        Proper rotations; for 4x4 transforms only the rotation block is used.
+    weights : (N,) array of float, optional
+        Non-negative weights, not all zero; equal weights when omitted.
+
+    Returns
+    -------
+    R : (3, 3) ndarray
+        The mean rotation (det +1).
+
+    Raises
+    ------
+    ValueError
+        If no matrix is given, shapes do not match, or the weights are
+        negative or all zero.
+    """
+    R = np.asarray(matrices, dtype=float)
+    if R.ndim != 3 or R.shape[1:] not in ((3, 3), (4, 4)):
+        raise ValueError(f"matrices must have shape (N, 3, 3) or (N, 4, 4), got {R.shape}")
+    if len(R) == 0:
+        raise ValueError("cannot average an empty set of rotations")
+    R = R[:, :3, :3]
+    if weights is None:
+        w = np.ones(len(R))
+    else:
+        w = np.asarray(weights, dtype=float).reshape(-1)
+        if len(w) != len(R):
+            raise ValueError(f"{len(w)} weights for {len(R)} rotations")
+        if np.any(w < 0) or not np.any(w > 0):
+            raise ValueError("weights must be non-negative and not all zero")
+    return _project_to_rotation(np.einsum("n,nij->ij", w, R)[None])[0]
+
+
+def _project_to_rotation(M):
+    """Nearest proper rotations (Frobenius norm) of a stack of 3x3 matrices.
+
+    For det(M) > 0 this is the orthogonal polar factor of M, computed by
+    Newton's iteration ``X <- (g X + X^-T / g) / 2`` with determinant scaling
+    ``g = |det X|^(-1/3)`` (Higham 1986): it converges quadratically and, on
+    the nine entries as separate arrays, is far cheaper than a batched SVD.
+    Matrices with det(M) <= 0, or for which the iteration does not reach an
+    orthonormal matrix, take the SVD route with a determinant correction.
+    """
+    M = np.asarray(M, dtype=float)
+    G = len(M)
+    out = np.empty_like(M)
+    X = M.reshape(G, 9).T.copy()           # entry k of all matrices is row k
+    scale = np.abs(X).max(axis=0)
+    newton = _det9(X) > 1e-9 * scale ** 3
+    X = X[:, newton]
+    if X.shape[1]:
+        # iterate on the matrices still moving only
+        active = np.arange(X.shape[1])
+        Y = X
+        for _ in range(60):
+            C = _cofactor9(Y)
+            det = (Y[:3] * C[:3]).sum(axis=0)
+            g = np.abs(det) ** (-1.0 / 3.0)
+            new = 0.5 * (g * Y + C / (g * det))
+            moving = np.abs(new - Y).max(axis=0) >= 1e-13
+            X[:, active] = new
+            active = active[moving]
+            if len(active) == 0:
+                break
+            Y = new[:, moving]
+        # an unscaled step polishes the converged matrices to rounding error
+        C = _cofactor9(X)
+        X = 0.5 * (X + C / (X[:3] * C[:3]).sum(axis=0))
+        good = _orthonormality_error9(X) < 1e-12
+        idx = np.flatnonzero(newton)
+        out[idx[good]] = X[:, good].T.reshape(-1, 3, 3)
+        newton[idx[~good]] = False
+    rest = ~newton
+    if rest.any():
+        U, _, Vt = np.linalg.svd(M[rest])
+        # Flipping the last singular vector when U V^T is a reflection gives
+        # the nearest det +1 matrix.
+        sign = np.sign(np.linalg.det(U @ Vt))
+        sign[sign == 0] = 1.0
+        U[..., :, 2] *= sign[..., None]
+        out[rest] = U @ Vt
+    return out
+
+
+def _cofactor9(X):
+    """Cofactors of 3x3 matrices stored as (9, G) row-major entries.
+
+    ``inv(A).T == cofactor(A) / det(A)`` and ``det(A) = sum(A[:3] * C[:3])``.
+    """
+    a, b, c, d, e, f, g, h, i = X
+    C = np.empty_like(X)
+    C[0] = e * i - f * h
+    C[1] = f * g - d * i
+    C[2] = d * h - e * g
+    C[3] = c * h - b * i
+    C[4] = a * i - c * g
+    C[5] = b * g - a * h
+    C[6] = b * f - c * e
+    C[7] = c * d - a * f
+    C[8] = a * e - b * d
+    return C
+
+
+def _det9(X):
+    a, b, c, d, e, f, g, h, i = X
+    return a * (e * i - f * h) + b * (f * g - d * i) + c * (d * h - e * g)
+
+
+def _orthonormality_error9(X):
+    """max |A^T A - I| per matrix, for (9, G) row-major entries."""
+    cols = (X[0::3], X[1::3], X[2::3])       # the three columns, each (3, G)
+    err = np.zeros(X.shape[1])
+    for p in range(3):
+        for q in range(p, 3):
+            dot = (cols[p] * cols[q]).sum(axis=0)
+            err = np.maximum(err, np.abs(dot - (p == q)))
+    return err
+
+
+# --------------------------------------------------------------------------
+# scores
+# --------------------------------------------------------------------------
+def jaccard(membership):
+    """Jaccard index of several pickings over common particles.
+
+    Parameters
+    ----------
+    membership : (G, n) array of bool
+        ``membership[g, i]`` is True when picking ``i`` voted for particle ``g``.
+
+    Returns
+    -------
+    float
+        (particles picked by every picking) / (particles picked by any), the
+        size of the intersection over the size of the union; NaN when there
+        are no particles. For two pickings this is the usual
+        ``|A & B| / |A | B|``.
+    """
+    membership = np.asarray(membership, dtype=bool)
+    if membership.ndim != 2:
+        raise ValueError(f"membership must be (particles, pickings), got shape {membership.shape}")
+    union = int(membership.any(axis=1).sum())
+    if union == 0:
+        return float("nan")
+    return int(membership.all(axis=1).sum()) / union
+
+
+def resolve_min_votes(consensus, n_inputs):
+    """Votes a particle needs, from the form's ``consensus`` value.
+
+    Parameters
+    ----------
+    consensus : int
+        -1 for all pickings (AND), 1 for any (OR), k in 1..n_inputs otherwise.
+    n_inputs : int
+
+    Returns
+    -------
+    int
+        A value in 1..n_inputs.
+
+    Raises
+    ------
+    ValueError
+        For 0, values below -1 or above the number of pickings (tomoviz
+        silently turned those into AND).
+    """
+    consensus = int(consensus)
+    if consensus == -1:
+        return n_inputs
+    if not 1 <= consensus <= n_inputs:
+        raise ValueError(f"consensus must be -1 (all) or between 1 and the number of "
+                         f"pickings ({n_inputs}), got {consensus}")
+    return consensus
+
+
+# --------------------------------------------------------------------------
+# consensus
+# --------------------------------------------------------------------------
+@dataclass
+class ConsensusInfo:
+    """How the picks were grouped, for summaries and diagnostics.
+
+    Attributes
+    ----------
+    min_votes : int
+        Votes required (``consensus`` resolved: -1 became the number of inputs).
+    mode : str
+        '>=' or '='.
+    radius : float
+        Grouping radius, voxels of the first input.
+    group_of : list of (N_i,) ndarray of int
+        For each input, the particle index of each of its picks.
+    votes : (G,) ndarray of int
+        Number of pickings that voted for each particle.
+    membership : (G, n_inputs) ndarray of bool
+        Which pickings voted for each particle.
+    tomo_ids : (G,) ndarray of str
+        Tomogram of each particle.
+    kept : (G,) ndarray of bool
+        Particles in the consensus; the output picks are ``kept`` particles in
+        particle order.
+    per_tomogram : dict
+        tsId -> dict with ``input_counts`` (picks per input), ``particles``
+        (all particles), ``consensus`` (kept particles) and ``jaccard``.
+    jaccard : float
+        Jaccard index over all tomograms.
+    n_split_components : int
+        Linked components that had to be split (crowded or chained picks).
+    """
+    min_votes: int
+    mode: str
+    radius: float
+    group_of: list
+    votes: np.ndarray
+    membership: np.ndarray
+    tomo_ids: np.ndarray
+    kept: np.ndarray
+    per_tomogram: dict = field(default_factory=dict)
+    jaccard: float = float("nan")
+    n_split_components: int = 0
+
+
+def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
+    """Particles on which several pickings agree.
+
+    Parameters
+    ----------
+    inputs : list of Picks
+        Two or more pickings of the same tomograms (matched by ``tomo_ids``).
+        Inputs with another ``voxel_size`` than the first are rescaled to it
+        (positions and shifts); either all or none must carry a voxel size.
+    radius : float
+        Picks of different inputs at most this far apart (voxels of the first
+        input) are the same particle. Members of one particle are pairwise
+        within ``radius``.
+    min_votes : int, optional
+        -1: every input must vote (AND); 1: any (OR); k: k votes, see ``mode``.
+        Under AND a tomogram where some input has no picks gives no particles,
+        as in tomoviz.
+    mode : {'>=', '='}
+        Keep particles with at least / exactly ``min_votes`` votes.
+
+    Returns
+    -------
+    picks : Picks
+        One row per kept particle, at the first input's voxel size, ordered by
+        tomogram then canonical position. ``positions`` is the mean of the
+        members; ``scores`` is the number of votes; ``group_ids`` is the
+        members' common group id, 0 when they disagree; ``matrices`` (when any
+        input carries orientations) holds the chordal mean of the members'
+        rotations and the mean of their shifts (identity for particles with no
+        oriented member). ``extra['votes']`` (int) repeats the votes and, when
+        some input carries scores, ``extra['mean_score']`` is the mean score
+        of the members that have one (NaN if none).
+    info : ConsensusInfo
+        The grouping of every input pick and per-tomogram statistics.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two inputs, a non-positive radius, an invalid ``min_votes``
+        or ``mode``, or voxel sizes given for only some inputs.
+    """
+    inputs = list(inputs)
+    n_inputs = len(inputs)
+    if n_inputs < 2:
+        raise ValueError(f"a consensus needs at least two pickings, got {n_inputs}")
+    for i, p in enumerate(inputs):
+        if not isinstance(p, Picks):
+            raise ValueError(f"input {i} is a {type(p).__name__}, not Picks")
+    radius = float(radius)
+    if not np.isfinite(radius) or radius <= 0:
+        raise ValueError(f"radius must be a positive number of voxels, got {radius}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    min_votes = resolve_min_votes(min_votes, n_inputs)
+    for i, p in enumerate(inputs):
+        if not np.all(np.isfinite(p.positions)):
+            raise ValueError(f"input {i} has non-finite positions")
+    inputs = _common_voxel_size(inputs)
+
+    # ---- all picks in one table ------------------------------------------
+    counts = np.array([len(p) for p in inputs])
+    n = int(counts.sum())
+    source = np.repeat(np.arange(n_inputs), counts)
+    positions = np.concatenate([p.positions for p in inputs]) if n else np.zeros((0, 3))
+    all_tomos = np.concatenate([p.tomo_ids for p in inputs]) if n else np.zeros(0, dtype=str)
+    tomo_names, tomo_code = _codes(all_tomos)
+    group_ids = np.concatenate([p.group_ids for p in inputs]) if n else np.zeros(0, int)
+    oriented_any = any(p.matrices is not None for p in inputs)
+    scored_any = any(p.scores is not None for p in inputs)
+    matrices = oriented = scores = None
+    if oriented_any:
+        matrices = np.concatenate([p.matrices if p.matrices is not None
+                                   else np.broadcast_to(np.eye(4), (len(p), 4, 4))
+                                   for p in inputs]) if n else np.zeros((0, 4, 4))
+        oriented = np.repeat([p.matrices is not None for p in inputs], counts)
+    if scored_any:
+        scores = np.concatenate([p.scores if p.scores is not None else np.full(len(p), np.nan)
+                                 for p in inputs]) if n else np.zeros(0)
+
+    order, rank = _canonical_order(tomo_code, positions, group_ids, matrices, scores)
+
+    # ---- links: cross-input pairs within the radius ----------------------
+    edges_i, edges_j, dist2 = _links(positions, tomo_code, source, radius)
+
+    # ---- particles -------------------------------------------------------
+    label, n_split = _group(n, source, edges_i, edges_j, dist2, rank)
+    # particles numbered by their first member in canonical order
+    uniq, first_at = np.unique(label[order], return_index=True)
+    n_groups = len(uniq)
+    number = np.empty(n_groups, dtype=np.int64)
+    number[np.argsort(first_at, kind="stable")] = np.arange(n_groups)
+    label = number[np.searchsorted(uniq, label)]
+    members = order[np.argsort(label[order], kind="stable")]   # by particle, then rank
+    size = np.bincount(label, minlength=n_groups)
+    group_tomo = tomo_code[order[np.sort(first_at)]]
+
+    membership = np.zeros((n_groups, n_inputs), dtype=bool)
+    membership[label, source] = True
+    votes = membership.sum(axis=1)
+    if mode == ">=":
+        kept = votes >= min_votes
+    else:
+        kept = votes == min_votes
+
+    # ---- reduce the members of kept particles, in canonical order ---------
+    members = members[np.repeat(kept, size)]
+    size_kept = size[kept]
+    starts = np.cumsum(size_kept) - size_kept
+    if len(members):
+        mean_pos = np.add.reduceat(positions[members], starts, axis=0) / size_kept[:, None]
+        g = group_ids[members]
+        gmin = np.minimum.reduceat(g, starts)
+        out_groups = np.where(gmin == np.maximum.reduceat(g, starts), gmin, 0)
+    else:
+        mean_pos, out_groups = np.zeros((0, 3)), np.zeros(0, dtype=int)
+    out_matrices = None
+    if oriented_any:
+        out_matrices = _mean_transforms(matrices[members], oriented[members], starts)
+    extra = {"votes": votes[kept].astype(int)}
+    if scored_any:
+        s = scores[members]
+        has = ~np.isnan(s)
+        if len(members):
+            ssum = np.add.reduceat(np.where(has, s, 0.0), starts)
+            scount = np.add.reduceat(has.astype(int), starts)
+        else:
+            ssum, scount = np.zeros(0), np.zeros(0, dtype=int)
+        extra["mean_score"] = np.where(scount > 0, ssum / np.maximum(scount, 1), np.nan)
+
+    picks = Picks(tomo_names[group_tomo[kept]], mean_pos, out_groups, out_matrices,
+                  votes[kept].astype(float), inputs[0].voxel_size, extra)
+
+    # ---- bookkeeping -----------------------------------------------------
+    group_of = np.split(label, np.cumsum(counts)[:-1])
+    per_tomogram = {}
+    for t, name in enumerate(tomo_names):
+        in_t = group_tomo == t
+        per_tomogram[str(name)] = {
+            "input_counts": np.bincount(source[tomo_code == t], minlength=n_inputs),
+            "particles": int(in_t.sum()),
+            "consensus": int((kept & in_t).sum()),
+            "jaccard": jaccard(membership[in_t]),
+        }
+    info = ConsensusInfo(min_votes=min_votes, mode=mode, radius=radius, group_of=group_of,
+                         votes=votes, membership=membership, tomo_ids=tomo_names[group_tomo],
+                         kept=kept,
+                         per_tomogram=per_tomogram, jaccard=jaccard(membership),
+                         n_split_components=n_split)
+    return picks, info
+
+
+def _common_voxel_size(inputs):
+    """The inputs expressed in voxels of the first one."""
+    sizes = [p.voxel_size for p in inputs]
+    if all(s is None for s in sizes):
+        return inputs
+    missing = [i for i, s in enumerate(sizes) if s is None]
+    if missing:
+        raise ValueError(f"input(s) {missing} carry no voxel size while others do; "
+                         f"cannot tell whether they need rescaling")
+    for i, s in enumerate(sizes):
+        if not (np.isfinite(s) and s > 0):
+            raise ValueError(f"input {i} has an invalid voxel size {s}")
+    reference = float(sizes[0])
+    return [p if float(p.voxel_size) == reference else p.rescaled(reference) for p in inputs]
+
+
+def _codes(names):
+    """Sorted distinct names and the index of each name among them.
+
+    Tomogram ids come in long runs, so only the run heads are sorted.
+    """
+    names = np.asarray(names, dtype=str)
+    if len(names) == 0:
+        return names[:0], np.zeros(0, dtype=np.int64)
+    heads = np.flatnonzero(np.r_[True, names[1:] != names[:-1]])
+    distinct, code = np.unique(names[heads], return_inverse=True)
+    return distinct, np.repeat(code.astype(np.int64), np.diff(np.r_[heads, len(names)]))
+
+
+def _canonical_order(tomo_code, positions, group_ids, matrices, scores):
+    """An order of the picks that depends on their values only, not on inputs.
+
+    Picks are sorted by tomogram, x, y, z, and exact ties on all four by group
+    id, matrix and score. Returns the permutation and the rank of each pick.
+    """
+    n = len(positions)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    x = positions[:, 0]
+    # One float key (tomogram, x): rounding is monotonic, so it can only merge
+    # distinct (tomogram, x) into ties, never swap them; ties are then sorted
+    # on the full key below.
+    span = 2.0 ** np.ceil(np.log2(np.ptp(x) + 2.0))
+    first_key = tomo_code * span + (x - x.min())
+    order = np.argsort(first_key)
+    primary = np.column_stack([tomo_code, positions])
+    order = _sort_ties(order, first_key, lambda idx: primary[idx])
+    order = _sort_ties(order, primary,
+                       lambda idx: _full_key(idx, primary, group_ids, matrices, scores))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    return order, rank
+
+
+def _full_key(idx, primary, group_ids, matrices, scores):
+    columns = [primary[idx], group_ids[idx, None]]
+    if matrices is not None:
+        columns.append(matrices[idx].reshape(len(idx), 16))
+    if scores is not None:
+        columns.append(scores[idx, None])
+    return np.column_stack(columns)
+
+
+def _sort_ties(order, tied_on, key):
+    """Sort runs of ``order`` that are equal on ``tied_on`` by ``key`` columns."""
+    values = tied_on[order]
+    if values.ndim == 1:
+        values = values[:, None]
+    equal = np.all(values[1:] == values[:-1], axis=1)
+    if not equal.any():
+        return order
+    in_run = np.r_[equal, False] | np.r_[False, equal]
+    where = np.flatnonzero(in_run)
+    run_id = np.cumsum(np.r_[True, ~equal])[where]
+    idx = order[where]
+    columns = key(idx)
+    # run_id is the primary key: each run stays in its own slots
+    sub = np.lexsort(tuple(columns.T[::-1]) + (run_id,))
+    order = order.copy()
+    order[where] = idx[sub]
+    return order
+
+
+def _links(positions, tomo_code, source, radius):
+    """Cross-input pairs in one tomogram at most ``radius`` apart.
+
+    Returns the two pick indices of each pair and its squared distance.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if len(positions) < 2:
+        return empty, empty, np.zeros(0)
+    i, j = _candidate_pairs(positions, tomo_code, radius)
+    keep = source[i] != source[j]
+    i, j = i[keep], j[keep]
+    # The decision is taken on this one formula, symmetric in (i, j), so that
+    # it does not depend on the order of the picks.
+    dist2 = ((positions[i] - positions[j]) ** 2).sum(axis=1)
+    keep = dist2 <= radius * radius
+    return i[keep], j[keep], dist2[keep]
+
+
+def _candidate_pairs(positions, tomo_code, radius):
+    """All pairs in one tomogram closer than ``radius`` (and some farther).
+
+    Picks are binned in cubic cells of side ``radius``; a pair within the
+    radius always lies in the same or in adjacent cells. Sorting the cell keys
+    and matching the 13 forward neighbour offsets is much faster than a k-d
+    tree for the sparse, clustered point sets of pickings.
+    """
+    cell = np.floor(positions / radius).astype(np.int64)
+    cell -= cell.min(axis=0)
+    dims = cell.max(axis=0) + 3
+    n_tomos = int(tomo_code.max()) + 1
+    if float(np.prod(dims.astype(float))) * n_tomos > 2.0 ** 62:
+        # cell keys would overflow: fall back to a tree (the tomogram is a 4th
+        # coordinate spaced beyond the radius)
+        points = np.column_stack([positions, tomo_code * (4.0 * radius + 1.0)])
+        pairs = cKDTree(points).query_pairs(radius * (1 + 1e-9), output_type="ndarray")
+        return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    key = ((tomo_code * dims[2] + cell[:, 2] + 1) * dims[1] + cell[:, 1] + 1) * dims[0] \
+        + cell[:, 0] + 1
+    order = np.argsort(key)
+    sorted_key = key[order]
+    start = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
+    cell_key = sorted_key[start]
+    count = np.diff(np.r_[start, len(key)])
+    first, second = [], []
+    crowded = np.flatnonzero(count > 1)
+    a, b = _cell_products(start, count, crowded, crowded, same_cell=True)
+    first.append(a)
+    second.append(b)
+    for dz in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if (dz, dy, dx) <= (0, 0, 0):
+                    continue        # each unordered neighbour pair once
+                target = cell_key + (dz * dims[1] + dy) * dims[0] + dx
+                at = np.searchsorted(cell_key, target)
+                at[at == len(cell_key)] = 0
+                hit = np.flatnonzero(cell_key[at] == target)
+                a, b = _cell_products(start, count, hit, at[hit], same_cell=False)
+                first.append(a)
+                second.append(b)
+    return order[np.concatenate(first)], order[np.concatenate(second)]
+
+
+def _cell_products(start, count, cells_a, cells_b, same_cell):
+    """Sorted-order indices of every pick pair between paired cells."""
+    na, nb = count[cells_a], count[cells_b]
+    total = na * nb
+    n_pairs = int(total.sum())
+    if n_pairs == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    which = np.repeat(np.arange(len(cells_a)), total)
+    within = np.arange(n_pairs) - np.repeat(np.cumsum(total) - total, total)
+    nbw = nb[which]
+    ia = within // nbw
+    ib = within - ia * nbw
+    a = start[cells_a][which] + ia
+    b = start[cells_b][which] + ib
+    if same_cell:
+        keep = ia < ib
+        a, b = a[keep], b[keep]
+    return a, b
+
+
+def _group(n, source, ei, ej, dist2, rank):
+    """Particle label of every pick (see the module docstring, steps 2-3)."""
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), 0
+    graph = coo_matrix((np.ones(len(ei)), (ei, ej)), shape=(n, n))
+    n_comp, label = connected_components(graph, directed=False)
+    label = label.astype(np.int64)
+    size = np.bincount(label, minlength=n_comp)
+    n_edges = np.bincount(label[ei], minlength=n_comp)
+    # distinct inputs per component
+    pair = np.unique(label * (source.max() + 1) + source)
+    distinct = np.bincount(pair // (source.max() + 1), minlength=n_comp)
+    clean = (distinct == size) & (n_edges == size * (size - 1) // 2)
+    if clean.all():
+        return label, 0
+
+    # Components that are not a clique of distinct inputs: agglomerate.
+    bad_edge = ~clean[label[ei]]
+    bi, bj, bd = ei[bad_edge], ej[bad_edge], dist2[bad_edge]
+    lo = np.minimum(rank[bi], rank[bj])
+    hi = np.maximum(rank[bi], rank[bj])
+    edge_order = np.lexsort((hi, lo, bd))
+    linked = set(zip(bi.tolist(), bj.tolist()))
+    linked |= {(b, a) for a, b in linked}
+    parent = {}
+    members = {}
+    inputs_of = {}
+    src = source.tolist()
+
+    def find(a):
+        root = a
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while a != root:
+            parent[a], a = root, parent.get(a, a)
+        return root
+
+    for e in edge_order.tolist():
+        a, b = int(bi[e]), int(bj[e])
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        ma = members.get(ra, [ra])
+        mb = members.get(rb, [rb])
+        ia = inputs_of.get(ra, {src[ra]})
+        ib = inputs_of.get(rb, {src[rb]})
+        if ia & ib:
+            continue
+        if not all((x, y) in linked for x in ma for y in mb):
+            continue
+        parent[rb] = ra
+        members[ra] = ma + mb
+        inputs_of[ra] = ia | ib
+        members.pop(rb, None)
+        inputs_of.pop(rb, None)
+
+    new_label = label.copy()
+    bad_points = np.flatnonzero(~clean[label])
+    roots = np.array([find(int(p)) for p in bad_points], dtype=np.int64)
+    new_label[bad_points] = n_comp + roots     # any unique id; renumbered later
+    return new_label, int((~clean).sum())
+
+
+def _mean_transforms(mats, oriented, starts):
+    """Per-particle mean transform of the oriented members (identity if none).
+
+    ``mats`` (M, 4, 4) and ``oriented`` (M,) are the members grouped by
+    particle, each particle starting at ``starts``. The rotation is the chordal
+    mean, the shift the arithmetic mean.
+    """
+    n_groups, n = len(starts), len(mats)
+    out = np.broadcast_to(np.eye(4), (n_groups, 4, 4)).copy()
+    if n_groups == 0:
+        return out
+    w = oriented.astype(float)
+    count = np.add.reduceat(w, starts)
+    has = count > 0
+    tsum = np.add.reduceat(mats[:, :3, 3] * w[:, None], starts, axis=0)
+    out[has, :3, 3] = tsum[has] / count[has, None]
+
+    R = mats[:, :3, :3]
+    # first oriented member of each particle
+    first = np.minimum.reduceat(np.where(oriented, np.arange(n), n), starts)
+    first_safe = np.minimum(first, n - 1)
+    particle = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, n]))
+    # Particles whose oriented members all hold the same rotation (one member,
+    # or unoriented picks stored as identity) keep it bit for bit.
+    differs = oriented & np.any(R != R[first_safe[particle]], axis=(1, 2))
+    same = has & ~np.logical_or.reduceat(differs, starts)
+    out[same, :3, :3] = R[first_safe[same]]
+    need = has & ~same
+    if need.any():
+        rsum = np.add.reduceat(R * w[:, None, None], starts, axis=0)
+        out[need, :3, :3] = _project_to_rotation(rsum[need])
+    return out
