@@ -1,0 +1,176 @@
+"""Open the napari viewers described by a view spec (``python -m tomopick.viewers.launch``).
+
+Scipion's project window runs Tk; napari needs Qt's event loop. The Scipion
+viewers (`.viewers`) therefore write a *view spec* (JSON + an .npz of
+coordinates) and run this module in a separate process. Subsets the user saves
+are written as ``subset_NNN.json`` files ({"kept_ids": [...]}) in the spec's
+``result_dir``; the Scipion side registers them when the process ends.
+
+Spec keys: ``kind`` (tomograms, coordinates, meshes, subtomograms, average,
+masks), ``title``, ``tomograms`` (list of {tsId, path, voxel_size}), ``picks``
+(npz with tomo_ids, positions [voxels of each tomogram], group_ids, scores,
+matrices, ids), ``model_type``, ``subtomograms`` (list of {name, path}),
+``masks`` (list of {tsId, path, tomogram}), ``result_dir``.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+from tomopick.core.formats.mrc import read_mrc
+
+
+def load_picks(path):
+    """The coordinate arrays of a spec's ``picks`` npz, as a dict."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in data.files}
+
+
+class SubsetCollector:
+    """Kept ids across several per-tomogram views of one coordinate set.
+
+    Tomograms never opened keep all their coordinates.
+    """
+
+    def __init__(self, picks, result_dir):
+        self.picks = picks
+        self.result_dir = result_dir
+        self.views = {}
+        self.saved = []
+
+    def kept_ids(self):
+        kept = []
+        for ts_id in dict.fromkeys(self.picks["tomo_ids"].tolist()):
+            rows = self.picks["tomo_ids"] == ts_id
+            if ts_id in self.views:
+                kept.append(self.views[ts_id].kept_ids())
+            else:
+                kept.append(self.picks["ids"][rows])
+        return np.concatenate(kept) if kept else np.zeros(0, int)
+
+    def save(self, _kept_in_view=None):
+        """Write the current subset as the next ``subset_NNN.json``; returns its path."""
+        os.makedirs(self.result_dir, exist_ok=True)
+        path = os.path.join(self.result_dir, f"subset_{len(self.saved) + 1:03d}.json")
+        tmp = path + ".tmp"
+        with open(tmp, "w") as out:
+            json.dump({"kept_ids": [int(i) for i in self.kept_ids()]}, out)
+        os.replace(tmp, path)
+        self.saved.append(path)
+        return path
+
+
+def open_tomogram(spec, ts_id, show=True, collector=None):
+    """The view of one tomogram of a spec (coordinates, meshes or masks kind)."""
+    from . import slice_viewer
+
+    entry = {t["tsId"]: t for t in spec["tomograms"]}[ts_id]
+    volume = read_mrc(entry["path"], mmap=True)
+    kind = spec["kind"]
+    title = f"{spec.get('title', kind)}: {ts_id}"
+    picks = load_picks(spec["picks"]) if spec.get("picks") else None
+    if picks is not None:
+        rows = picks["tomo_ids"] == ts_id
+        sub = {k: v[rows] for k, v in picks.items()}
+    if kind == "meshes":
+        return slice_viewer.mesh_viewer(volume, sub["positions"], sub["group_ids"],
+                                        model_type=spec.get("model_type", "Vesicle"),
+                                        title=title, show=show)
+    if kind == "masks":
+        mask = next(m for m in spec["masks"] if m["tsId"] == ts_id)
+        labels = read_mrc(mask["path"])
+        return slice_viewer.segmentation_viewer(volume, labels, title=title, show=show)
+    if kind == "coordinates":
+        scores = sub["scores"] if np.ptp(picks["scores"]) > 0 else None
+        colors_by = spec.get("colors_by") or ("score" if scores is not None else "group")
+        view = slice_viewer.tomogram_viewer(
+            volume, sub["positions"], matrices=sub["matrices"] if spec.get("oriented") else None,
+            group_ids=sub["group_ids"], scores=scores, ids=sub["ids"], colors_by=colors_by,
+            point_size=spec.get("point_size", 8.0), title=title, show=show,
+            voxel_size=entry.get("voxel_size"),
+            on_save=collector.save if collector is not None else None)
+        if collector is not None:
+            collector.views[ts_id] = view
+        return view
+    return slice_viewer.tomogram_viewer(volume, title=title, show=show,
+                                        voxel_size=entry.get("voxel_size"))
+
+
+def open_views(spec, show=True):
+    """Build the views of a spec.
+
+    Returns
+    -------
+    list
+        The open views; for multi-tomogram kinds a chooser dialog is added as
+        ``views[0]`` (a QDialog) that opens tomograms on double-click.
+    SubsetCollector or None
+    """
+    from . import slice_viewer
+
+    kind = spec["kind"]
+    if kind == "subtomograms":
+        volumes = [read_mrc(s["path"]) for s in spec["subtomograms"]]
+        names = [s["name"] for s in spec["subtomograms"]]
+        return [slice_viewer.subtomogram_gallery(volumes, names, title=spec.get("title", kind),
+                                                 show=show)], None
+    if kind == "average":
+        return [slice_viewer.average_viewer(read_mrc(spec["average"]),
+                                            title=spec.get("title", kind), show=show)], None
+    collector = None
+    if kind == "coordinates":
+        collector = SubsetCollector(load_picks(spec["picks"]), spec["result_dir"])
+    ts_ids = [t["tsId"] for t in spec["tomograms"]]
+    if len(ts_ids) == 1:
+        return [open_tomogram(spec, ts_ids[0], show, collector)], collector
+    return [_chooser(spec, ts_ids, show, collector)], collector
+
+
+def _chooser(spec, ts_ids, show, collector):
+    from qtpy.QtWidgets import QDialog, QLabel, QListWidget, QPushButton, QVBoxLayout
+
+    dialog = QDialog()
+    dialog.setWindowTitle(f"tomopick: {spec.get('title', spec['kind'])}")
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(QLabel("Double-click a tomogram to open it."))
+    listing = QListWidget()
+    listing.addItems(ts_ids)
+    layout.addWidget(listing)
+    dialog.views = {}
+
+    def opened(item):
+        ts_id = item.text()
+        dialog.views[ts_id] = open_tomogram(spec, ts_id, True, collector)
+
+    listing.itemDoubleClicked.connect(opened)
+    if collector is not None:
+        button = QPushButton("Save subset (all tomograms)")
+        button.clicked.connect(lambda _checked=False: collector.save())
+        layout.addWidget(button)
+    close = QPushButton("Close")
+    close.clicked.connect(dialog.accept)
+    layout.addWidget(close)
+    dialog.listing = listing
+    if show:
+        dialog.show()
+    return dialog
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m tomopick.viewers.launch SPEC.json", file=sys.stderr)
+        return 2
+    with open(argv[0]) as handle:
+        spec = json.load(handle)
+    from napari.qt import get_qapp
+
+    app = get_qapp()
+    views, _collector = open_views(spec, show=True)  # noqa: F841 (keep the views alive)
+    app.exec_()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

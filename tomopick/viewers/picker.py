@@ -1,0 +1,397 @@
+"""The interactive vectorial picker: picking logic and its entry point.
+
+`PickingSession` holds the user's points (per tomogram, per model) and saves
+them to the points CSV after every change; it knows nothing of Qt, so it is
+tested and reused without a display. `pick_interactively` opens the napari
+picker on top of it (Qt is imported only there).
+
+The points CSV (shared with ProtTomoPickVectorialPicking's ``pointsFile``)::
+
+    tomoId,modelId,x,y,z,role
+
+one row per point; positions are voxels (x, y, z), bottom-left origin (the
+centre of array element [k, j, i] is at (i, j, k)); ``role`` is ``point`` for
+a surface / axis point and ``interior`` for the marker that tells which side
+of an open surface is inside. Each model (``modelId``) is one vesicle,
+membrane or filament and becomes its own groupId.
+"""
+import csv
+import os
+import tempfile
+
+import numpy as np
+
+#: Model types in the order of the vectorial picking protocol's ``modelType``.
+MODEL_TYPES = ("General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament")
+
+#: Fewest points that let the model workflow fit each model type (sphere: 4
+#: unknowns; general quadric ellipsoid: 9; plane-like surface patch: 3; a
+#: filament axis: 2; a general cloud: 1).
+MIN_POINTS = {"General": 1, "Vesicle": 4, "Ellipsoidal vesicle": 9, "Surface": 3, "Filament": 2}
+
+POINT, INTERIOR = "point", "interior"
+CSV_COLUMNS = ("tomoId", "modelId", "x", "y", "z", "role")
+
+
+def read_points_csv(path):
+    """Rows of a points CSV.
+
+    Parameters
+    ----------
+    path : str
+        CSV with header ``tomoId,modelId,x,y,z`` and optionally ``role``
+        (missing or empty role means ``point``).
+
+    Returns
+    -------
+    list of (str, int, float, float, float, str)
+        (tomoId, modelId, x, y, z, role) in file order.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line of a missing column, a non-numeric value or
+        an unknown role.
+    """
+    rows = []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in CSV_COLUMNS[:5] if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
+                             f"(expected {','.join(CSV_COLUMNS)})")
+        for line, row in enumerate(reader, start=2):
+            role = (row.get("role") or POINT).strip().lower()
+            if role not in (POINT, INTERIOR):
+                raise ValueError(f"{path}, line {line}: role must be 'point' or 'interior', "
+                                 f"got {row.get('role')!r}")
+            try:
+                model = int(float(row["modelId"]))
+                x, y, z = (float(row[c]) for c in "xyz")
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{path}, line {line}: {err}") from err
+            rows.append((row["tomoId"].strip(), model, x, y, z, role))
+    return rows
+
+
+def write_points_csv(path, rows):
+    """Write points CSV rows atomically (temporary file, then ``os.replace``).
+
+    A crash while writing leaves the previous file intact, never half a file.
+
+    Parameters
+    ----------
+    path : str
+    rows : iterable of (tomoId, modelId, x, y, z, role)
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=".points-", suffix=".csv", dir=directory)
+    try:
+        with os.fdopen(handle, "w", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(CSV_COLUMNS)
+            for ts_id, model, x, y, z, role in rows:
+                writer.writerow([ts_id, int(model), f"{x:.3f}", f"{y:.3f}", f"{z:.3f}", role])
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class PickingSession:
+    """The user's picks on a set of tomograms, saved as they are made.
+
+    Parameters
+    ----------
+    points_csv : str
+        File to read existing points from (when it exists) and to rewrite,
+        atomically, after every change.
+    tomo_ids : sequence of str, optional
+        The tomograms that can be picked; points of other tsIds found in the
+        CSV are kept and written back untouched.
+    model_type : str
+        One of `MODEL_TYPES`; sets how many points a model needs.
+    autosave : bool
+        Save after every change (default); False only for scripted use.
+
+    Notes
+    -----
+    Models are numbered from 1 per tomogram. The *current* model of a
+    tomogram receives new points; `new_model` starts the next one.
+    """
+
+    def __init__(self, points_csv, tomo_ids=(), model_type="General", autosave=True):
+        if model_type not in MIN_POINTS:
+            raise ValueError(f"unknown model type {model_type!r}; expected one of {MODEL_TYPES}")
+        self.points_csv = os.fspath(points_csv)
+        self.model_type = model_type
+        self.autosave = autosave
+        self.tomo_ids = list(dict.fromkeys(tomo_ids))
+        self._points = {}      # tsId -> {modelId: [(x, y, z), ...]}
+        self._interior = {}    # tsId -> {modelId: (x, y, z)}
+        self._current = {}     # tsId -> modelId
+        self._listeners = []
+        if os.path.exists(self.points_csv):
+            self.load()
+
+    # -- persistence -------------------------------------------------------
+    def load(self):
+        """Replace the session's points by those of the CSV file."""
+        self._points, self._interior, self._current = {}, {}, {}
+        for ts_id, model, x, y, z, role in read_points_csv(self.points_csv):
+            if ts_id not in self.tomo_ids:
+                self.tomo_ids.append(ts_id)
+            if role == INTERIOR:
+                self._interior.setdefault(ts_id, {})[model] = (x, y, z)
+                self._points.setdefault(ts_id, {}).setdefault(model, [])
+            else:
+                self._points.setdefault(ts_id, {}).setdefault(model, []).append((x, y, z))
+        for ts_id, models in self._points.items():
+            self._current[ts_id] = max(models)
+        self._notify(None)
+
+    def rows(self):
+        """All points as CSV rows (tomoId, modelId, x, y, z, role), tomogram by tomogram."""
+        rows = []
+        for ts_id in self.tomo_ids:
+            for model in sorted(self._points.get(ts_id, {})):
+                for x, y, z in self._points[ts_id][model]:
+                    rows.append((ts_id, model, x, y, z, POINT))
+                if model in self._interior.get(ts_id, {}):
+                    rows.append((ts_id, model, *self._interior[ts_id][model], INTERIOR))
+        return rows
+
+    def save(self):
+        """Rewrite the CSV atomically with the current points."""
+        write_points_csv(self.points_csv, self.rows())
+
+    def add_listener(self, callback):
+        """Call ``callback(tsId)`` after every change (tsId None: everything changed)."""
+        self._listeners.append(callback)
+
+    def _changed(self, ts_id):
+        if self.autosave:
+            self.save()
+        self._notify(ts_id)
+
+    def _notify(self, ts_id):
+        for callback in self._listeners:
+            callback(ts_id)
+
+    # -- queries -------------------------------------------------------------
+    def _check(self, ts_id):
+        if ts_id not in self.tomo_ids:
+            raise KeyError(f"tomogram {ts_id!r} is not part of this picking session")
+
+    def current_model(self, ts_id):
+        """Model receiving new points in a tomogram (1 before anything is picked)."""
+        self._check(ts_id)
+        return self._current.get(ts_id, 1)
+
+    def model_ids(self, ts_id):
+        """Models of a tomogram that hold at least one point or an interior marker."""
+        models = self._points.get(ts_id, {})
+        return sorted(m for m in models if models[m] or m in self._interior.get(ts_id, {}))
+
+    def points(self, ts_id, model=None):
+        """(N, 3) array (x, y, z) of a model's points, or of all models when None."""
+        models = self._points.get(ts_id, {})
+        chosen = models.values() if model is None else [models.get(model, [])]
+        points = [p for pts in chosen for p in pts]
+        return np.array(points, dtype=float).reshape(-1, 3)
+
+    def point_models(self, ts_id):
+        """Model id of each row of ``points(ts_id)``."""
+        models = self._points.get(ts_id, {})
+        return np.array([m for m, pts in models.items() for _ in pts], dtype=int)
+
+    def interior(self, ts_id, model=None):
+        """Interior marker (x, y, z) of a model (default: current), or None."""
+        model = self.current_model(ts_id) if model is None else model
+        return self._interior.get(ts_id, {}).get(model)
+
+    def interiors(self, ts_id):
+        """(model ids, (M, 3) positions) of all interior markers of a tomogram."""
+        markers = self._interior.get(ts_id, {})
+        models = sorted(markers)
+        return (np.array(models, dtype=int),
+                np.array([markers[m] for m in models], dtype=float).reshape(-1, 3))
+
+    def point_count(self, ts_id):
+        return sum(len(p) for p in self._points.get(ts_id, {}).values())
+
+    def status(self, ts_id):
+        """Picking status of a tomogram for the list dialog.
+
+        Returns
+        -------
+        str
+            ``'not picked'``, ``'picked'`` or ``'incomplete: model M has n/k points'``
+            when a model has fewer points than its model type needs.
+        """
+        self._check(ts_id)
+        models = self.model_ids(ts_id)
+        if not models:
+            return "not picked"
+        need = MIN_POINTS[self.model_type]
+        for model in models:
+            have = len(self._points[ts_id][model])
+            if have < need:
+                return f"incomplete: model {model} has {have}/{need} points"
+        return "picked"
+
+    # -- edits -------------------------------------------------------------
+    @staticmethod
+    def _xyz(position):
+        position = np.asarray(position, dtype=float).reshape(-1)
+        if position.shape != (3,) or not np.all(np.isfinite(position)):
+            raise ValueError(f"a position must be three finite numbers (x, y, z), got {position}")
+        return tuple(float(v) for v in position)
+
+    def add_point(self, ts_id, position, model=None):
+        """Add a point (x, y, z voxels) to a model (default: the current one).
+
+        Returns
+        -------
+        (int, int)
+            The model id and the point's index in it.
+        """
+        self._check(ts_id)
+        model = self.current_model(ts_id) if model is None else int(model)
+        points = self._points.setdefault(ts_id, {}).setdefault(model, [])
+        points.append(self._xyz(position))
+        self._current.setdefault(ts_id, model)
+        self._changed(ts_id)
+        return model, len(points) - 1
+
+    def delete_last(self, ts_id, model=None):
+        """Remove the most recent point of a model (default: current); returns it or None."""
+        self._check(ts_id)
+        model = self.current_model(ts_id) if model is None else model
+        points = self._points.get(ts_id, {}).get(model)
+        if not points:
+            return None
+        removed = points.pop()
+        self._changed(ts_id)
+        return removed
+
+    def delete_nearest(self, ts_id, position, max_distance=None):
+        """Remove the point or interior marker nearest to ``position``.
+
+        Parameters
+        ----------
+        position : (3,) float
+            (x, y, z) voxels, e.g. where the user clicked.
+        max_distance : float, optional
+            Voxels; nothing is removed when the nearest item is farther.
+
+        Returns
+        -------
+        (model, role, (x, y, z)) or None
+        """
+        self._check(ts_id)
+        target = np.array(self._xyz(position))
+        candidates = [(m, POINT, i, p) for m, pts in self._points.get(ts_id, {}).items()
+                      for i, p in enumerate(pts)]
+        candidates += [(m, INTERIOR, None, p) for m, p in self._interior.get(ts_id, {}).items()]
+        if not candidates:
+            return None
+        distances = [np.linalg.norm(np.array(c[3]) - target) for c in candidates]
+        best = int(np.argmin(distances))
+        if max_distance is not None and distances[best] > max_distance:
+            return None
+        model, role, index, removed = candidates[best]
+        if role == POINT:
+            self._points[ts_id][model].pop(index)
+        else:
+            del self._interior[ts_id][model]
+        self._changed(ts_id)
+        return model, role, removed
+
+    def new_model(self, ts_id):
+        """Start a new model in a tomogram and make it current.
+
+        The current model is reused while it is still empty, so repeated
+        requests do not leave gaps in the numbering.
+
+        Returns
+        -------
+        int
+            The new current model id.
+        """
+        self._check(ts_id)
+        current = self.current_model(ts_id)
+        models = self._points.get(ts_id, {})
+        if not models.get(current) and current not in self._interior.get(ts_id, {}):
+            self._current[ts_id] = current
+            return current
+        model = max(list(models) + [current]) + 1
+        models = self._points.setdefault(ts_id, {})
+        models[model] = []
+        self._current[ts_id] = model
+        self._notify(ts_id)
+        return model
+
+    def select_model(self, ts_id, model):
+        """Make an existing model current (to add points to it again)."""
+        self._check(ts_id)
+        self._points.setdefault(ts_id, {}).setdefault(int(model), [])
+        self._current[ts_id] = int(model)
+        self._notify(ts_id)
+
+    def set_interior(self, ts_id, position, model=None):
+        """Place (or move) the interior marker of a model (default: current)."""
+        self._check(ts_id)
+        model = self.current_model(ts_id) if model is None else int(model)
+        self._interior.setdefault(ts_id, {})[model] = self._xyz(position)
+        self._points.setdefault(ts_id, {}).setdefault(model, [])
+        self._current.setdefault(ts_id, model)
+        self._changed(ts_id)
+        return model
+
+
+def pick_interactively(tomograms, points_csv, model_type="General", box_size=32):
+    """Open the picker and block until the user closes it.
+
+    A dialog lists the tomograms with their picking status and point counts;
+    double-clicking one opens it in the napari picker (keys in its help panel).
+    Points are written to ``points_csv`` after every change.
+
+    Parameters
+    ----------
+    tomograms : sequence of (str, str, float)
+        (tsId, MRC path, voxel size Å).
+    points_csv : str
+        Points file, read when it exists and rewritten on every change.
+    model_type : str
+        One of `MODEL_TYPES`.
+    box_size : int
+        Box size in voxels; sets the size of the drawn markers.
+
+    Returns
+    -------
+    PickingSession
+        The session as the user left it (already saved).
+
+    Raises
+    ------
+    ValueError
+        If no tomogram is given or a tomogram file is missing.
+    RuntimeError
+        If no display is available for Qt.
+    """
+    tomograms = [(str(t), os.fspath(p), float(v)) for t, p, v in tomograms]
+    if not tomograms:
+        raise ValueError("pick_interactively needs at least one tomogram")
+    for ts_id, path, _ in tomograms:
+        if not os.path.exists(path):
+            raise ValueError(f"tomogram {ts_id}: file not found: {path}")
+    session = PickingSession(points_csv, [t[0] for t in tomograms], model_type)
+    from ._qt_picker import run_picker_dialog  # Qt only from here on
+
+    run_picker_dialog(session, tomograms, box_size)
+    return session

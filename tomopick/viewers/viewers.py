@@ -1,0 +1,210 @@
+"""Scipion viewers: open tomopick's napari views from the project window.
+
+`TomoPickNapariViewer` handles tomograms, coordinates, meshes, subtomograms,
+averages and segmentations. It writes a view spec (`write_view_spec`) and
+runs `tomopick.viewers.launch` in its own process, because the project window
+runs Tk and napari needs Qt's event loop. Subsets of coordinates the user
+saves there are registered, when the viewer process ends, as new outputs of
+the protocol that made the coordinates (`register_coordinates_subset`), the
+way scipion-em-tomo's own viewers register subsets.
+
+Nothing here imports Qt: the module is loaded when Scipion discovers viewers.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pyworkflow.viewer as pwviewer
+from tomo.objects import (AverageSubTomogram, SetOfCoordinates3D, SetOfMeshes,
+                          SetOfSubTomograms, SetOfTomograms, SetOfTomoMasks)
+
+SUBSET_PREFIX = "coordinatesSubset"
+
+
+def _python():
+    return os.environ.get("SCIPION_PYTHON") or sys.executable
+
+
+def _tomogram_entries(tomograms):
+    return [{"tsId": t.getTsId(), "path": os.path.abspath(t.getFileName()),
+             "voxel_size": float(t.getSamplingRate())} for t in tomograms.iterItems(orderBy="id")]
+
+
+def write_view_spec(obj, directory, protocol=None, title=None):
+    """Describe what to show for a Scipion object, for `tomopick.viewers.launch`.
+
+    Parameters
+    ----------
+    obj : SetOfTomograms, SetOfCoordinates3D, SetOfMeshes, SetOfSubTomograms,
+          AverageSubTomogram or SetOfTomoMasks
+    directory : str
+        Where the spec, the coordinate arrays and the saved subsets go.
+    protocol : pyworkflow Protocol, optional
+        The producer (its ``modelType`` parameter, when it has one, says how
+        meshes are fitted).
+
+    Returns
+    -------
+    str
+        Path of the spec JSON.
+
+    Raises
+    ------
+    TypeError
+        For an object type no tomopick view handles.
+    """
+    from tomopick import convert
+
+    os.makedirs(directory, exist_ok=True)
+    spec = {"title": title or (obj.getNameId() if hasattr(obj, "getNameId") else str(obj)),
+            "result_dir": os.path.join(directory, "subsets")}
+    # subsets of an earlier session of this view were registered then
+    shutil.rmtree(spec["result_dir"], ignore_errors=True)
+    if isinstance(obj, SetOfTomoMasks):  # before SetOfTomograms: it is one
+        spec["kind"] = "masks"
+        spec["tomograms"], spec["masks"] = [], []
+        for mask in obj.iterItems(orderBy="id"):
+            volume = mask.getVolName() or mask.getFileName()
+            spec["tomograms"].append({"tsId": mask.getTsId(), "path": os.path.abspath(volume),
+                                      "voxel_size": float(mask.getSamplingRate())})
+            spec["masks"].append({"tsId": mask.getTsId(),
+                                  "path": os.path.abspath(mask.getFileName())})
+    elif isinstance(obj, SetOfTomograms):
+        spec["kind"] = "tomograms"
+        spec["tomograms"] = _tomogram_entries(obj)
+    elif isinstance(obj, SetOfCoordinates3D):  # SetOfMeshes too
+        spec["kind"] = "meshes" if isinstance(obj, SetOfMeshes) else "coordinates"
+        tomograms = obj.getPrecedents()
+        spec["tomograms"] = _tomogram_entries(tomograms)
+        picks = convert.picks_from_coordinates(obj)
+        ids = picks.extra["ids"]
+        tomo_size = {t["tsId"]: t["voxel_size"] for t in spec["tomograms"]}
+        # coordinates are drawn in voxels of their tomogram (sets may differ in sampling)
+        positions = picks.positions.copy()
+        for ts_id in np.unique(picks.tomo_ids):
+            if ts_id in tomo_size and picks.voxel_size:
+                rows = picks.tomo_ids == ts_id
+                positions[rows] *= picks.voxel_size / tomo_size[ts_id]
+        oriented = bool(np.any(np.abs(picks.matrices[:, :3, :3] - np.eye(3)) > 1e-6))
+        spec["oriented"] = oriented
+        box = obj.getBoxSize() if hasattr(obj, "getBoxSize") else None
+        spec["point_size"] = float(max(4.0, (box or 32) / 4.0))
+        spec["picks"] = os.path.join(directory, "picks.npz")
+        np.savez(spec["picks"], tomo_ids=picks.tomo_ids, positions=positions,
+                 group_ids=picks.group_ids, scores=picks.scores, matrices=picks.matrices, ids=ids)
+        model_type = getattr(protocol, "modelType", None) if protocol is not None else None
+        if model_type is not None:
+            from tomopick.core.geometry import MODEL_TYPES
+
+            try:
+                spec["model_type"] = MODEL_TYPES[int(model_type.get())]
+            except (TypeError, ValueError, IndexError):
+                pass
+    elif isinstance(obj, AverageSubTomogram):
+        spec["kind"] = "average"
+        spec["average"] = os.path.abspath(obj.getFileName())
+    elif isinstance(obj, SetOfSubTomograms):
+        spec["kind"] = "subtomograms"
+        spec["subtomograms"] = [{"name": str(s.getObjId()), "path": os.path.abspath(s.getFileName())}
+                                for s in obj.iterItems(orderBy="id", limit=100)]
+    else:
+        raise TypeError(f"no tomopick view for {type(obj).__name__}")
+    path = os.path.join(directory, "view.json")
+    with open(path, "w") as out:
+        json.dump(spec, out, indent=1)
+    return path
+
+
+def register_coordinates_subset(protocol, coordinates, kept_ids, project=None,
+                                prefix=SUBSET_PREFIX):
+    """Register the kept coordinates as a new output of ``protocol``.
+
+    Parameters
+    ----------
+    protocol : pyworkflow Protocol
+        The protocol that produced ``coordinates``; the subset becomes its
+        next ``coordinatesSubset_N`` output (scipion-em-tomo's viewers do the
+        same with their subsets).
+    coordinates : SetOfCoordinates3D
+    kept_ids : iterable of int
+        Object ids of the coordinates to keep.
+    project : pyworkflow Project, optional
+        When given, the protocol is stored (committed) in the project database.
+
+    Returns
+    -------
+    (str, SetOfCoordinates3D)
+        The output name and the new set.
+
+    Raises
+    ------
+    ValueError
+        If no coordinate is kept or an id is not in the set.
+    """
+    kept = {int(i) for i in kept_ids}
+    if not kept:
+        raise ValueError("the subset is empty: keep at least one coordinate")
+    name = protocol.getNextOutputName(prefix + "_")
+    subset = type(coordinates).create(protocol._getPath(), prefix=name.lower())
+    subset.copyInfo(coordinates)
+    found = set()
+    for coord in coordinates.iterItems(orderBy="id"):
+        if coord.getObjId() in kept:
+            subset.append(coord.clone())
+            found.add(coord.getObjId())
+    missing = sorted(kept - found)
+    if missing:
+        raise ValueError(f"coordinate id(s) not in {coordinates.getNameId()}: {missing[:10]}")
+    subset.write()
+    protocol._defineOutputs(**{name: subset})
+    protocol._defineSourceRelation(coordinates, subset)
+    if project is not None:
+        project._storeProtocol(protocol)
+    return name, subset
+
+
+def read_saved_subsets(result_dir):
+    """Kept-id lists of the subsets saved by a viewer process, in saving order."""
+    if not os.path.isdir(result_dir):
+        return []
+    subsets = []
+    for fname in sorted(f for f in os.listdir(result_dir)
+                        if f.startswith("subset_") and f.endswith(".json")):
+        with open(os.path.join(result_dir, fname)) as handle:
+            subsets.append(json.load(handle)["kept_ids"])
+    return subsets
+
+
+class TomoPickNapariViewer(pwviewer.Viewer):
+    """Slice views (Z/X/Y, contrast) of tomograms with coordinates and
+    orientations, meshes with their fitted models, subtomogram galleries,
+    averages (orthogonal sections) and segmentations, in napari."""
+    _label = "tomopick napari viewer"
+    _name = "tomopick napari viewer"
+    _environments = [pwviewer.DESKTOP_TKINTER]
+    _targets = [SetOfTomograms, SetOfCoordinates3D, SetOfMeshes, SetOfSubTomograms,
+                AverageSubTomogram, SetOfTomoMasks]
+
+    def _visualize(self, obj, **kwargs):
+        protocol = self.protocol
+        base = protocol._getTmpPath() if protocol is not None else os.path.abspath("tomopick-view")
+        directory = os.path.join(base, f"napari_{type(obj).__name__}_{obj.getObjId()}")
+        spec_path = write_view_spec(obj, directory, protocol)
+        process = subprocess.Popen([_python(), "-m", "tomopick.viewers.launch", spec_path])
+        if isinstance(obj, SetOfCoordinates3D) and not isinstance(obj, SetOfMeshes) \
+                and protocol is not None:
+            # register saved subsets once the viewer closes, without blocking the Tk window
+            result_dir = os.path.join(directory, "subsets")
+            project = self.getProject()
+
+            def wait_and_register():
+                process.wait()
+                for kept in read_saved_subsets(result_dir):
+                    register_coordinates_subset(protocol, obj, kept, project)
+
+            threading.Thread(target=wait_and_register, daemon=True).start()
+        return []
