@@ -308,7 +308,8 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
         One row per kept particle, at the first input's voxel size, ordered by
         tomogram then canonical position. ``positions`` is the mean of the
         members; ``scores`` is the number of votes; ``group_ids`` is the
-        members' common group id, 0 when they disagree; ``matrices`` (when any
+        group id the members agree on (members with group 0, "unknown", do
+        not count), 0 when they disagree or carry none; ``matrices`` (when any
         input carries orientations) holds the chordal mean of the members'
         rotations and the mean of their shifts (identity for particles with no
         oriented member). ``extra['votes']`` (int) repeats the votes and, when
@@ -392,9 +393,12 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
     starts = np.cumsum(size_kept) - size_kept
     if len(members):
         mean_pos = np.add.reduceat(positions[members], starts, axis=0) / size_kept[:, None]
+        # 0 means "no group" (Picks): only members that carry one must agree
         g = group_ids[members]
-        gmin = np.minimum.reduceat(g, starts)
-        out_groups = np.where(gmin == np.maximum.reduceat(g, starts), gmin, 0)
+        info_ = np.iinfo(np.int64)
+        gmin = np.minimum.reduceat(np.where(g == 0, info_.max, g), starts)
+        gmax = np.maximum.reduceat(np.where(g == 0, info_.min, g), starts)
+        out_groups = np.where(gmin == gmax, gmin, 0)
     else:
         mean_pos, out_groups = np.zeros((0, 3)), np.zeros(0, dtype=int)
     out_matrices = None
