@@ -288,3 +288,49 @@ def test_filament_points_turn_by_dphi_at_radius():
 def test_crop_model_names_unknown_type():
     with pytest.raises(ValueError, match="Tube"):
         g.crop_model("Tube", np.zeros((5, 3)))
+
+
+# ------------------------------------------------------------ phantom vesicles
+
+@pytest.fixture(scope="module")
+def phantom_vesicles():
+    """The truth vesicles of a simulated phantom: a sphere and an ellipsoid (radius ~13)."""
+    from tomopick.core import simulate
+    phantom = simulate.simulate_tomogram(shape=(64, 96, 96), n_particles=0, n_vesicles=2,
+                                         proteins_per_vesicle=0, tilt_range=None, ctf=False, seed=0)
+    return phantom.vesicles
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_phantom_sphere_vesicle_fit_crop_and_normals(phantom_vesicles, seed):
+    from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
+    truth = phantom_vesicles[0]
+    radius = truth["semi_axes"][0]
+    assert np.allclose(truth["semi_axes"], radius)
+    rng = np.random.default_rng(seed)
+    clicks, _ = vesicle_surface_points(truth, 40, rng)
+    clicks += click_noise(40, rng)
+    center, r = g.fit_sphere(clicks)
+    assert np.linalg.norm(center - truth["center"]) < 1.0
+    assert abs(r / radius - 1) < 0.02
+    crop = g.crop_vesicle(clicks, spacing=4.0)
+    assert np.abs(np.linalg.norm(crop.positions - truth["center"], axis=1) - radius).max() < 1.0
+    err = angle_between(crop.normals, vesicle_normals(truth, crop.positions))
+    assert np.median(err) < 3.0 and err.max() < 10.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_phantom_ellipsoidal_vesicle_within_1p5_voxels_and_5_degrees(phantom_vesicles, seed):
+    from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
+    truth = phantom_vesicles[1]
+    rng = np.random.default_rng(seed)
+    clicks, _ = vesicle_surface_points(truth, 40, rng)
+    clicks += click_noise(40, rng)
+    crop = g.crop_ellipsoid(clicks, spacing=4.0, edge=3.0)
+    c, a, R = (np.asarray(truth[k]) for k in ("center", "semi_axes", "rotation"))
+    q = (crop.positions - c) @ R
+    f = np.sqrt(((q / a) ** 2).sum(1))
+    distance = np.abs((f - 1) * f / np.sqrt(((q / a ** 2) ** 2).sum(1)))  # first order
+    assert distance.max() < 1.5
+    err = angle_between(crop.normals, vesicle_normals(truth, crop.positions))
+    assert np.median(err) < 5.0
