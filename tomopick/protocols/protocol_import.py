@@ -3,6 +3,7 @@ import os
 
 from pwem.objects import Transform
 import pyworkflow.protocol.params as params
+from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils.path import createAbsLink, removeBaseExt
 from tomo.convert.mdoc import normalizeTSId
 from tomo.objects import SetOfTomograms, Tomogram
@@ -24,6 +25,7 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
     _label = "import tomograms"
     _outputClassName = "SetOfTomograms"
     _possibleOutputs = {OUTPUT_NAME: SetOfTomograms}
+    stepsExecutionMode = STEPS_PARALLEL
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -56,6 +58,7 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
                           label=f"Origin {axis} (Å)",
                           help=f"Position of the origin of coordinates along {axis}, in Å "
                                "from the first voxel (on the binned tomogram).")
+        form.addParallelSection(threads=1, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
