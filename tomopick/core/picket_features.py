@@ -1,0 +1,449 @@
+"""Neighbourhood features of PickET, computed as filters instead of windows.
+
+PickET (Arvindekar, Golatkar & Viswanath, bioRxiv 2025) describes every voxel of
+a blurred, min-max normalised tomogram by its n x n x n neighbourhood (n odd):
+
+- ``intensities``: the n^3 voxel values of the window;
+- ``FFT``: the magnitudes of the n^3 discrete Fourier transform of the window;
+- ``Gabor``: the responses (window . filter) to a bank of real 3D Gabor filters,
+  ``cos(2 pi (fa ta + fb tb + fc tc)) * G``, fa, fb, fc each taking
+  ``num_sinusoids`` values in [0, 0.5] cycles/voxel, t = linspace(0, n, n)
+  along each window axis, G an isotropic Gaussian ``exp(-r^2 / (4 s^2))`` with
+  s = (n // 2) / 3; only the ``num_output_features`` filters whose responses
+  vary most (standard deviation over the fitting sample) are kept.
+
+PickET materialises every window.  Here the window form (`window_features`) is
+used only for the bounded fitting sample and as the reference; whole volumes go
+through filters:
+
+- intensities and Gabor features are linear in the window, so any linear
+  combination of them is ONE n^3 correlation kernel (`window_kernels`), applied
+  by FFT (`correlate_kernels`);
+- FFT magnitudes are moduli of local DFT coefficients, a separable complex
+  filter evaluated axis by axis with a radix-n butterfly (`fft_magnitudes`);
+  only the non-redundant half is computed: for a real window F(-k) = conj F(k),
+  so (n^3 + 1) / 2 coefficients carry all the information.
+
+Conventions: arrays are [z, y, x]; a feature "at voxel x" belongs to the window
+centred on x (PickET stores the label of the window starting at x at x + n//2,
+which is the same thing).  Volumes are extended by symmetric reflection
+(``numpy.pad(mode='symmetric')``) so every voxel, including the border, has a
+full window.
+"""
+import numpy as np
+import scipy.fft
+
+FEATURE_MODES = ("FFT", "Gabor", "intensities")
+
+
+def check_neighborhood_size(n):
+    """Validate an odd neighbourhood edge length; return it as int.
+
+    Raises
+    ------
+    ValueError
+        If ``n`` is not an odd integer >= 3.
+    """
+    if int(n) != n or n < 3 or n % 2 == 0:
+        raise ValueError(f"neighborhood size must be an odd integer >= 3, got {n}")
+    return int(n)
+
+
+def check_feature_mode(mode):
+    """Return the canonical feature-mode name ('FFT', 'Gabor' or 'intensities').
+
+    Raises
+    ------
+    ValueError
+        If ``mode`` is none of them (case-insensitive; 'ffts' is accepted).
+    """
+    canonical = {m.lower(): m for m in FEATURE_MODES}
+    canonical["ffts"] = "FFT"
+    try:
+        return canonical[str(mode).lower()]
+    except KeyError:
+        raise ValueError(f"feature mode {mode!r} is not one of {FEATURE_MODES}") from None
+
+
+# --------------------------------------------------------------------------- windows
+
+def pad_volume(volume, n):
+    """Extend a [z, y, x] volume by n//2 voxels on every side (symmetric reflection)."""
+    return np.pad(np.asarray(volume, dtype=np.float32), n // 2, mode="symmetric")
+
+
+def sample_windows(padded, centers, n):
+    """Gather the n^3 windows centred on given voxels.
+
+    Parameters
+    ----------
+    padded : (nz + n - 1, ny + n - 1, nx + n - 1) ndarray
+        Volume padded by `pad_volume`.
+    centers : (M, 3) int array
+        Voxel indices [z, y, x] in the UNPADDED volume.
+    n : int
+        Window edge.
+
+    Returns
+    -------
+    (M, n^3) float32 ndarray
+        Windows flattened in [a, b, c] (z, y, x) order, as PickET flattens them.
+    """
+    centers = np.asarray(centers, dtype=np.intp).reshape(-1, 3)
+    offsets = np.arange(n)
+    # window starting at padded index == centre in unpadded coordinates
+    z = centers[:, 0, None, None, None] + offsets[None, :, None, None]
+    y = centers[:, 1, None, None, None] + offsets[None, None, :, None]
+    x = centers[:, 2, None, None, None] + offsets[None, None, None, :]
+    return padded[z, y, x].reshape(len(centers), n ** 3).astype(np.float32, copy=False)
+
+
+def all_windows(volume, n):
+    """Every window of a (small) volume, (nz*ny*nx, n^3): the explicit reference.
+
+    Materialises n^3 values per voxel -- only for tests and benchmarks.
+    """
+    padded = pad_volume(volume, n)
+    view = np.lib.stride_tricks.sliding_window_view(padded, (n, n, n))
+    return view.reshape(-1, n ** 3).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- FFT
+
+def fft_half_indices(n):
+    """The non-redundant half of the n^3 DFT frequencies.
+
+    Returns
+    -------
+    freqs : (K, 3) int ndarray
+        (kz, ky, kx) in -n//2..n//2, K = (n^3 + 1) / 2, ordered with kx first
+        (kx > 0), then ky (kx = 0, ky > 0), then kz (kx = ky = 0, kz >= 0).
+    weights : (K,) ndarray
+        How many of the n^3 coefficients each one stands for (2: itself and its
+        conjugate partner; 1: the zero frequency).
+    """
+    h = n // 2
+    ks = np.arange(-h, h + 1)
+    freqs = [(kz, ky, kx) for kx in range(1, h + 1) for ky in ks for kz in ks]
+    freqs += [(kz, ky, 0) for ky in range(1, h + 1) for kz in ks]
+    freqs += [(kz, 0, 0) for kz in range(0, h + 1)]
+    freqs = np.array(freqs, dtype=int)
+    weights = np.where((freqs == 0).all(axis=1), 1.0, 2.0)
+    return freqs, weights
+
+
+def window_fft_magnitudes(windows, n):
+    """PickET's FFT features of explicit windows, restricted to the half-space.
+
+    Parameters
+    ----------
+    windows : (M, n^3) array
+    n : int
+
+    Returns
+    -------
+    (M, (n^3 + 1) / 2) float32 ndarray
+        |DFT| of each window at `fft_half_indices` (the other half duplicates
+        these values exactly).
+    """
+    spectra = np.abs(np.fft.fftn(np.asarray(windows, np.float32).reshape(-1, n, n, n),
+                                 axes=(1, 2, 3)))
+    freqs, _ = fft_half_indices(n)
+    kz, ky, kx = (freqs % n).T
+    return spectra[:, kz, ky, kx].astype(np.float32)
+
+
+def _axis_dft(a, axis, n, out_len, ks):
+    """Centred n-point DFT along one axis, valid part, for the frequencies ``ks``.
+
+    T_k(x) = sum_{t=-h..h} a(x + t) exp(-2 pi i k t / n), computed from the
+    symmetric/antisymmetric pairs a(x+t) +- a(x-t) so every k costs h
+    multiply-adds for its cosine part and h for its sine part, and -k comes free
+    (T_-k = C_k + i S_k when T_k = C_k - i S_k).
+    """
+    h = n // 2
+
+    def tap(t):
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(h + t, h + t + out_len)
+        return a[tuple(index)]
+
+    a0 = tap(0)
+    sums = [tap(t) + tap(-t) for t in range(1, h + 1)]
+    diffs = [tap(t) - tap(-t) for t in range(1, h + 1)]
+    out = {}
+    for k in sorted(set(abs(int(k)) for k in ks)):
+        cos_part = a0.copy()
+        for t, s in enumerate(sums, start=1):
+            cos_part += np.float32(np.cos(2 * np.pi * k * t / n)) * s
+        if k == 0:
+            out[0] = cos_part
+            continue
+        sin_part = np.zeros_like(cos_part)
+        for t, d in enumerate(diffs, start=1):
+            sin_part += np.float32(np.sin(2 * np.pi * k * t / n)) * d
+        if k in ks:
+            out[k] = _complex(cos_part, -sin_part)
+        if -k in ks:
+            out[-k] = _complex(cos_part, sin_part)
+    return out
+
+
+def _complex(re, im):
+    """re + i im without float64 promotion (inputs may themselves be complex)."""
+    if np.iscomplexobj(re) or np.iscomplexobj(im):
+        return re + np.complex64(1j) * im
+    out = np.empty(re.shape, np.complex64)
+    out.real = re
+    out.imag = im
+    return out
+
+
+def fft_magnitudes(padded, n, out_shape=None):
+    """Half-space local DFT magnitudes of every window, by separable filtering.
+
+    Parameters
+    ----------
+    padded : 3D ndarray
+        Volume (or z-chunk) already extended by n//2 on every side.
+    n : int
+        Window edge (odd).
+    out_shape : tuple, optional
+        Defaults to ``padded.shape - (n - 1)``.
+
+    Returns
+    -------
+    (K, nz, ny, nx) float32 ndarray
+        Feature k at voxel x equals ``window_fft_magnitudes`` of the window
+        centred on x, k ordered as `fft_half_indices`.
+    """
+    h = n // 2
+    nz, ny, nx = out_shape or tuple(s - 2 * h for s in padded.shape)
+    freqs, _ = fft_half_indices(n)
+    out = np.empty((len(freqs), nz, ny, nx), np.float32)
+    row = {tuple(f): i for i, f in enumerate(freqs)}
+    u = np.asarray(padded, np.float32)
+    xs = _axis_dft(u, 2, n, nx, range(0, h + 1))
+    for kx, xk in xs.items():
+        kys = range(-h, h + 1) if kx > 0 else range(0, h + 1)
+        ys = _axis_dft(xk, 1, n, ny, kys)
+        for ky, yk in ys.items():
+            kzs = range(-h, h + 1) if (kx > 0 or ky > 0) else range(0, h + 1)
+            zs = _axis_dft(yk, 0, n, nz, kzs)
+            for kz, zk in zs.items():
+                np.abs(zk, out=out[row[(kz, ky, kx)]])
+        del ys
+    return out
+
+
+# --------------------------------------------------------------------------- Gabor
+
+def gabor_bank(n, num_sinusoids=10, max_freq=0.5):
+    """PickET's bank of real 3D Gabor filters, one per frequency triple.
+
+    Parameters
+    ----------
+    n : int
+        Window edge (odd).
+    num_sinusoids : int
+        Frequencies per axis, ``linspace(0, max_freq, num_sinusoids)``.
+
+    Returns
+    -------
+    bank : (num_sinusoids^3, n^3) float32 ndarray
+        Filters flattened in [a, b, c] window order.
+    freqs : (num_sinusoids^3, 3) ndarray
+        (fa, fb, fc) cycles/voxel along window axes (z, y, x) of each filter.
+    """
+    h = n // 2
+    sigma = h / 3
+    t = np.linspace(0, n, n)             # PickET's wave coordinate (not unit-spaced)
+    r = np.arange(-h, h + 1)
+    g1 = np.exp(-0.5 * r ** 2 / (2 * sigma ** 2))
+    gauss = g1[:, None, None] * g1[None, :, None] * g1[None, None, :]
+    f = np.linspace(0, max_freq, num_sinusoids)
+    fa, fb, fc = [a.ravel() for a in np.meshgrid(f, f, f, indexing="ij")]
+    phase = (fa[:, None, None, None] * t[None, :, None, None]
+             + fb[:, None, None, None] * t[None, None, :, None]
+             + fc[:, None, None, None] * t[None, None, None, :])
+    bank = np.cos(2 * np.pi * phase) * gauss[None]
+    return (bank.reshape(len(fa), n ** 3).astype(np.float32),
+            np.column_stack([fa, fb, fc]))
+
+
+def select_gabor_filters(windows, bank, num_output_features=64):
+    """Indices of the filters whose responses vary most over the sample.
+
+    Returns
+    -------
+    (num_output_features,) int ndarray
+        Sorted by increasing response standard deviation, as PickET's argsort.
+    """
+    responses = np.asarray(windows, np.float32) @ bank.T
+    stds = responses.std(axis=0)
+    return np.argsort(stds, kind="stable")[-int(num_output_features):]
+
+
+# --------------------------------------------------------------------------- generic
+
+def window_features(windows, n, mode, gabor_filters=None):
+    """PickET's features of explicit windows (fitting sample; reference).
+
+    Parameters
+    ----------
+    windows : (M, n^3) array
+    n : int
+    mode : {'FFT', 'Gabor', 'intensities'}
+    gabor_filters : (F, n^3) array
+        The selected Gabor filters (Gabor mode only).
+
+    Returns
+    -------
+    (M, d) float32 ndarray
+        d = n^3 (intensities), (n^3 + 1) / 2 (FFT, half-space), F (Gabor).
+    """
+    mode = check_feature_mode(mode)
+    windows = np.asarray(windows, np.float32)
+    if mode == "intensities":
+        return windows
+    if mode == "FFT":
+        return window_fft_magnitudes(windows, n)
+    if gabor_filters is None:
+        raise ValueError("Gabor features need the selected filters (gabor_filters)")
+    return windows @ np.asarray(gabor_filters, np.float32).T
+
+
+def window_kernels(projection, mode, n, gabor_filters=None):
+    """Correlation kernels equivalent to linear maps of linear features.
+
+    For intensities (features = window) and Gabor (features = filters @ window),
+    ``projection @ features`` is ``kernels @ window``: one n^3 kernel per row.
+
+    Parameters
+    ----------
+    projection : (P, d) array
+    mode : {'Gabor', 'intensities'}
+
+    Returns
+    -------
+    (P, n, n, n) float64 ndarray
+    """
+    mode = check_feature_mode(mode)
+    projection = np.atleast_2d(np.asarray(projection, float))
+    if mode == "intensities":
+        kernels = projection
+    elif mode == "Gabor":
+        kernels = projection @ np.asarray(gabor_filters, float)
+    else:
+        raise ValueError("FFT magnitudes are not linear in the window: no kernel exists")
+    return kernels.reshape(-1, n, n, n)
+
+
+def correlate_kernels(padded, kernels, workers=1, cache=None):
+    """Valid correlation of a padded volume (or chunk) with several n^3 kernels.
+
+    out[p, x] = sum_w padded[x + w] * kernels[p, w], w over the window; with the
+    volume padded by `pad_volume`, out[p] at voxel x is ``kernels[p] . window(x)``.
+    Computed with real FFTs: one forward transform of the volume, one inverse
+    per kernel.
+
+    Parameters
+    ----------
+    padded : 3D ndarray
+    kernels : (P, n, n, n) array
+    workers : int
+        Threads for scipy.fft.
+    cache : dict, optional
+        Kernel spectra by transform shape, reused across z-chunks of one volume.
+
+    Returns
+    -------
+    (P, nz, ny, nx) float32 ndarray
+    """
+    kernels = np.asarray(kernels)
+    n = kernels.shape[-1]
+    shape_in = padded.shape
+    out_shape = tuple(s - n + 1 for s in shape_in)
+    fshape = tuple(scipy.fft.next_fast_len(s, real=True) for s in shape_in)
+    spectrum = scipy.fft.rfftn(np.asarray(padded, np.float32), fshape, workers=workers)
+    cache = {} if cache is None else cache
+    if fshape not in cache:
+        # correlation = convolution with the flipped kernel, read from offset n-1
+        cache[fshape] = [scipy.fft.rfftn(k[::-1, ::-1, ::-1].astype(np.float32), fshape,
+                                         workers=workers) for k in kernels]
+    out = np.empty((len(kernels),) + out_shape, np.float32)
+    for p, kspec in enumerate(cache[fshape]):
+        full = scipy.fft.irfftn(spectrum * kspec, fshape, workers=workers)
+        out[p] = full[n - 1:n - 1 + out_shape[0], n - 1:n - 1 + out_shape[1],
+                      n - 1:n - 1 + out_shape[2]]
+    return out
+
+
+def project_fft_magnitudes(padded, n, projection, block=(4, 16)):
+    """``projection @ fft_magnitudes`` at every voxel, in cache-sized blocks.
+
+    The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache
+    between the butterfly and the matrix product: this is ~10x faster than
+    transforming a whole slab at once and never holds (n^3+1)/2 feature volumes.
+
+    Parameters
+    ----------
+    padded : 3D ndarray
+        Volume or z-chunk extended by n//2 on every side.
+    projection : (P, K) array
+        K = (n^3 + 1) / 2, columns ordered as `fft_half_indices`.
+
+    Returns
+    -------
+    (P, nz, ny, nx) float32 ndarray
+    """
+    h = n // 2
+    projection = np.atleast_2d(np.asarray(projection, np.float32))
+    nz, ny, nx = (s - 2 * h for s in padded.shape)
+    out = np.empty((len(projection), nz, ny, nx), np.float32)
+    bz, by = block
+    for z0 in range(0, nz, bz):
+        z1 = min(nz, z0 + bz)
+        for y0 in range(0, ny, by):
+            y1 = min(ny, y0 + by)
+            mags = fft_magnitudes(padded[z0:z1 + 2 * h, y0:y1 + 2 * h], n)
+            out[:, z0:z1, y0:y1] = (projection @ mags.reshape(len(mags), -1)).reshape(
+                len(projection), z1 - z0, y1 - y0, nx)
+    return out
+
+
+def project_features(padded, n, mode, projection, gabor_filters=None, cache=None):
+    """``projection @ features(x)`` at every voxel of a padded volume or chunk.
+
+    What prediction needs: a few linear combinations of the features, never the
+    features themselves (linear modes: one correlation kernel per row; FFT:
+    blocked magnitudes times the matrix).
+
+    Returns
+    -------
+    (P, nz, ny, nx) float32 ndarray
+    """
+    mode = check_feature_mode(mode)
+    if mode == "FFT":
+        return project_fft_magnitudes(padded, n, projection)
+    kernels = window_kernels(projection, mode, n, gabor_filters)
+    return correlate_kernels(padded, kernels, cache=cache)
+
+
+def feature_volumes(volume, n, mode, gabor_filters=None, workers=1):
+    """Every feature at every voxel of a (small) volume, computed as filters.
+
+    The fast counterpart of ``window_features(all_windows(volume, n), ...)``;
+    used for tests and inspection (prediction never needs all features).
+
+    Returns
+    -------
+    (d, nz, ny, nx) float32 ndarray
+    """
+    mode = check_feature_mode(mode)
+    padded = pad_volume(volume, n)
+    if mode == "FFT":
+        return fft_magnitudes(padded, n)
+    d = n ** 3 if mode == "intensities" else len(gabor_filters)
+    kernels = window_kernels(np.eye(d), mode, n, gabor_filters)
+    return correlate_kernels(padded, kernels, workers)
