@@ -97,7 +97,9 @@ class FilteredVolume:
 
     napari accepts any array-like with ``shape``, ``dtype``, ``ndim`` and
     ``__getitem__``; it reads one plane at a time, so only a slab of
-    ``2 * ceil(3 sigma) + 1`` planes around the shown one is filtered in 3D.
+    ``2 r + 1`` planes around the shown one is filtered in 3D, r being the
+    kernel radius of `scipy.ndimage.gaussian_filter` (``int(4 sigma + 0.5)``):
+    the result equals filtering the whole volume.
     This keeps the contrast filter instantaneous on memory-mapped tomograms of
     any size.
 
@@ -118,7 +120,7 @@ class FilteredVolume:
         self.shape = tuple(volume.shape)
         self.dtype = np.dtype(np.float32)
         self.ndim = 3
-        self._margin = int(np.ceil(3 * self.sigma))
+        self._margin = int(4.0 * self.sigma + 0.5)  # scipy's truncate=4 radius
 
     @property
     def size(self):

@@ -21,6 +21,20 @@ def _napari():
     return napari
 
 
+def world_to_canvas(viewer, zyx):
+    """Canvas pixel (row, column) of a world point (z, y, x) on a 2D napari view.
+
+    Uses the camera's centre and zoom and the canvas size; a canvas-only
+    screenshot has that size on a 1:1 display (Xvfb).
+    """
+    displayed = list(viewer.dims.displayed)
+    point = np.asarray(zyx, dtype=float)[displayed]
+    center = np.asarray(viewer.camera.center, dtype=float)[-2:]
+    zoom = float(viewer.camera.zoom)
+    height, width = viewer.window._qt_viewer.canvas.size
+    return (point - center) * zoom + np.array([height, width]) / 2.0
+
+
 class _View:
     """Common part of the views: the viewer, screenshots, closing."""
 
@@ -40,17 +54,8 @@ class _View:
         return image
 
     def world_to_canvas(self, zyx):
-        """Canvas pixel (row, column) of a world point (z, y, x) on the 2D view.
-
-        Valid after the viewer is shown (it uses the camera's centre and zoom
-        and the canvas size; screenshots have that size on a 1:1 display).
-        """
-        displayed = list(self.viewer.dims.displayed)
-        point = np.asarray(zyx, dtype=float)[displayed]
-        center = np.asarray(self.viewer.camera.center, dtype=float)[-2:]
-        zoom = float(self.viewer.camera.zoom)
-        height, width = self.viewer.window._qt_viewer.canvas.size
-        return (point - center) * zoom + np.array([height, width]) / 2.0
+        """Canvas pixel (row, column) of a world point (z, y, x); see `world_to_canvas`."""
+        return world_to_canvas(self.viewer, zyx)
 
     def close(self):
         self.viewer.close()

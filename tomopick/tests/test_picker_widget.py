@@ -1,0 +1,324 @@
+"""The interactive picker: picking logic (no Qt) and the real napari widget.
+
+The widget tests drive the same objects a user does (key bindings, clicks,
+the tomogram list dialog, the blocking `pick_interactively`) with no screen:
+a private Xvfb when installed (napari then renders, and the screenshots are
+checked pixel by pixel), Qt's offscreen platform otherwise (rendering checks
+are skipped, everything else runs).
+"""
+import os
+
+from tomopick.viewers import headless
+
+DISPLAY = headless.virtual_display()  # before anything imports Qt
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from tomopick.core.formats.mrc import write_mrc  # noqa: E402
+from tomopick.viewers import picker  # noqa: E402
+from tomopick.viewers.picker import PickingSession, read_points_csv  # noqa: E402
+
+
+# ----------------------------------------------------------------- logic (no Qt)
+def test_session_saves_every_change_and_reloads_identically(tmp_path):
+    csv_path = tmp_path / "points.csv"
+    session = PickingSession(csv_path, ["t1", "t2"], "Vesicle")
+    assert not csv_path.exists()
+    session.add_point("t1", (10, 20, 30))
+    assert read_points_csv(csv_path) == [("t1", 1, 10.0, 20.0, 30.0, "point")]
+    session.add_point("t1", (11.5, 21, 31))
+    assert session.new_model("t1") == 2
+    session.add_point("t1", (40, 41, 42))
+    session.set_interior("t1", (45, 45, 45))
+    session.add_point("t2", (1, 2, 3))
+    rows = read_points_csv(csv_path)
+    assert rows == [("t1", 1, 10.0, 20.0, 30.0, "point"), ("t1", 1, 11.5, 21.0, 31.0, "point"),
+                    ("t1", 2, 40.0, 41.0, 42.0, "point"), ("t1", 2, 45.0, 45.0, 45.0, "interior"),
+                    ("t2", 1, 1.0, 2.0, 3.0, "point")]
+
+    again = PickingSession(csv_path, ["t1", "t2"], "Vesicle")
+    assert again.rows() == session.rows()
+    assert again.model_ids("t1") == [1, 2]
+    assert again.current_model("t1") == 2
+    assert again.interior("t1") == (45.0, 45.0, 45.0)
+    np.testing.assert_array_equal(again.points("t1", 1), [[10, 20, 30], [11.5, 21, 31]])
+    np.testing.assert_array_equal(again.point_models("t1"), [1, 1, 2])
+
+
+def test_delete_last_and_delete_nearest_remove_the_right_point(tmp_path):
+    session = PickingSession(tmp_path / "p.csv", ["t"])
+    for p in [(0, 0, 0), (10, 0, 0), (20, 0, 0)]:
+        session.add_point("t", p)
+    assert session.delete_last("t") == (20.0, 0.0, 0.0)
+    np.testing.assert_array_equal(session.points("t"), [[0, 0, 0], [10, 0, 0]])
+    session.set_interior("t", (5, 5, 0))
+    # nearest to (9, 1, 0) is the point at (10, 0, 0), not the interior marker
+    assert session.delete_nearest("t", (9, 1, 0), max_distance=3) == (1, "point", (10.0, 0.0, 0.0))
+    # nothing within 1 voxel of (30, 0, 0): nothing removed
+    assert session.delete_nearest("t", (30, 0, 0), max_distance=1) is None
+    assert session.delete_nearest("t", (5, 4, 0)) == (1, "interior", (5.0, 5.0, 0.0))
+    assert session.interior("t") is None
+    assert [r[2:] for r in read_points_csv(tmp_path / "p.csv")] == [(0.0, 0.0, 0.0, "point")]
+    assert session.delete_last("t") == (0.0, 0.0, 0.0)
+    assert session.delete_last("t") is None
+
+
+def test_new_model_on_an_empty_model_does_not_skip_numbers(tmp_path):
+    session = PickingSession(tmp_path / "p.csv", ["t"])
+    assert session.new_model("t") == 1
+    assert session.new_model("t") == 1
+    session.add_point("t", (1, 1, 1))
+    assert session.new_model("t") == 2
+    assert session.new_model("t") == 2
+    session.add_point("t", (2, 2, 2))
+    assert session.model_ids("t") == [1, 2]
+    session.select_model("t", 1)
+    session.add_point("t", (3, 3, 3))
+    np.testing.assert_array_equal(session.points("t", 1), [[1, 1, 1], [3, 3, 3]])
+
+
+def test_status_names_the_model_with_too_few_points(tmp_path):
+    session = PickingSession(tmp_path / "p.csv", ["t"], "Vesicle")
+    assert session.status("t") == "not picked"
+    for p in [(0, 0, 10), (10, 0, 0), (0, 10, 0), (-10, 0, 0)]:
+        session.add_point("t", p)
+    assert session.status("t") == "picked"
+    session.new_model("t")
+    session.add_point("t", (50, 50, 50))
+    assert session.status("t") == "incomplete: model 2 has 1/4 points"
+
+
+def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    csv_path = tmp_path / "p.csv"
+    session = PickingSession(csv_path, ["t"])
+    session.add_point("t", (1, 2, 3))
+    before = csv_path.read_text()
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(picker.os, "replace", broken_replace)
+    with pytest.raises(OSError):
+        session.add_point("t", (4, 5, 6))
+    assert csv_path.read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["p.csv"]  # no temporary file left behind
+
+
+def test_points_of_tomograms_outside_the_session_are_written_back(tmp_path):
+    csv_path = tmp_path / "p.csv"
+    csv_path.write_text("tomoId,modelId,x,y,z\nother,3,1,2,3\n")
+    session = PickingSession(csv_path, ["t"])
+    session.add_point("t", (7, 8, 9))
+    assert read_points_csv(csv_path) == [("t", 1, 7.0, 8.0, 9.0, "point"),
+                                         ("other", 3, 1.0, 2.0, 3.0, "point")]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tomoId,modelId,x,y\nt,1,1,2\n", "missing column"),
+    ("tomoId,modelId,x,y,z,role\nt,1,1,2,3,centre\n", "line 2: role must be"),
+    ("tomoId,modelId,x,y,z\nt,1,1,two,3\n", "line 2"),
+])
+def test_bad_points_files_are_rejected_with_file_and_line(tmp_path, text, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        PickingSession(path, ["t"])
+
+
+def test_session_rejects_unknown_tomograms_model_types_and_positions(tmp_path):
+    with pytest.raises(ValueError, match="unknown model type"):
+        PickingSession(tmp_path / "p.csv", ["t"], "Sphere")
+    session = PickingSession(tmp_path / "p.csv", ["t"])
+    with pytest.raises(KeyError, match="'u'"):
+        session.add_point("u", (1, 2, 3))
+    with pytest.raises(ValueError, match="three finite numbers"):
+        session.add_point("t", (1, np.nan, 3))
+
+
+# ------------------------------------------------------------------ the widget
+@pytest.fixture(scope="module")
+def qapp():
+    from napari.qt import get_qapp
+
+    return get_qapp()
+
+
+@pytest.fixture(scope="module")
+def renders(qapp):
+    return DISPLAY is not None and headless.canvas_renders()
+
+
+def _volume():
+    """A dark volume with one bright blob at (x, y, z) = (40, 20, 16)."""
+    volume = np.zeros((32, 48, 64), np.float32)
+    volume[16, 20, 40] = 1000.0
+    return ndimage.gaussian_filter(volume, 2.0)
+
+
+@pytest.fixture
+def window(qapp, tmp_path):
+    from tomopick.viewers._qt_picker import PickerWindow
+
+    session = PickingSession(tmp_path / "points.csv", ["t1"], "Vesicle")
+    win = PickerWindow(session, "t1", _volume(), box_size=24, show=True)
+    yield win
+    win.close()
+
+
+def _press(viewer, key):
+    """Run the viewer's binding of ``key`` as a key press would."""
+    from napari.utils.key_bindings import KeyBinding
+
+    viewer.keymap[KeyBinding.from_str(key)](viewer)
+
+
+class _Click:
+    def __init__(self, zyx, modifiers):
+        self.button, self.position, self.modifiers = 1, zyx, modifiers
+
+
+def test_keys_and_clicks_edit_points_models_and_interior(window, tmp_path):
+    viewer = window.viewer
+    viewer.cursor.position = (16, 20, 40)
+    _press(viewer, "a")
+    window._on_click(viewer, _Click((16, 30, 10), ["Control"]))
+    _press(viewer, "n")
+    viewer.cursor.position = (16, 5, 5)
+    _press(viewer, "a")
+    viewer.cursor.position = (16, 24, 44)
+    _press(viewer, "i")
+    rows = read_points_csv(tmp_path / "points.csv")
+    assert rows == [("t1", 1, 40.0, 20.0, 16.0, "point"), ("t1", 1, 10.0, 30.0, 16.0, "point"),
+                    ("t1", 2, 5.0, 5.0, 16.0, "point"), ("t1", 2, 44.0, 24.0, 16.0, "interior")]
+    # the layers show what the session holds, in napari's (z, y, x) order
+    np.testing.assert_array_equal(window.points_layer.data, [[16, 20, 40], [16, 30, 10], [16, 5, 5]])
+    np.testing.assert_array_equal(window.interior_layer.data, [[16, 24, 44]])
+    _press(viewer, "d")                       # last point of the current model (2)
+    window._on_click(viewer, _Click((16, 29, 11), ["Shift"]))  # nearest: (10, 30, 16)
+    rows = read_points_csv(tmp_path / "points.csv")
+    assert rows == [("t1", 1, 40.0, 20.0, 16.0, "point"), ("t1", 2, 44.0, 24.0, 16.0, "interior")]
+    assert "current model: 2 (0 points, interior set)" in window.status_label.text()
+
+
+def test_slicing_axis_wheel_and_arrows_move_through_the_volume(window):
+    viewer = window.viewer
+    assert window.slice_index == 16
+    _press(viewer, "Up")
+    _press(viewer, "PageUp")
+    assert window.slice_index == 27
+    window._on_wheel(viewer, type("E", (), {"delta": (0, -1), "modifiers": []})())
+    assert window.slice_index == 26
+    zoom = viewer.camera.zoom
+    window._on_wheel(viewer, type("E", (), {"delta": (0, 1), "modifiers": ["Control"]})())
+    assert viewer.camera.zoom == pytest.approx(zoom * 1.15)
+    _press(viewer, "Shift-Y")
+    assert tuple(viewer.dims.order) == (1, 0, 2) and window.slice_index == 24
+    # in the Y view the cursor's slice coordinate is y: the point lands at y = 24
+    viewer.cursor.position = (10, 24, 30)
+    _press(viewer, "a")
+    np.testing.assert_array_equal(window.session.points("t1"), [[30, 24, 10]])
+    _press(viewer, "Shift-X")
+    assert tuple(viewer.dims.order) == (2, 0, 1) and window.axis_box.currentText() == "x"
+
+
+def test_gaussian_toggle_shows_the_filtered_volume_and_montage_neighbours(window):
+    volume = window.volume
+    _press(window.viewer, "g")
+    assert window.gaussian_on and window.gaussian_box.isChecked()
+    expected = ndimage.gaussian_filter(volume, window.sigma, mode="nearest")
+    np.testing.assert_allclose(window.image.data[16], expected[16], rtol=1e-5, atol=1e-6)
+    _press(window.viewer, "m")
+    assert window.montage_on and window.montage_label.pixmap() is not None
+    mosaic, indices = window.montage_image()
+    np.testing.assert_array_equal(indices, [14, 15, 16, 17, 18])
+    assert mosaic.shape == (48, 5 * 64 + 4 * 2)
+    # the blob is brightest in the central panel (slice 16)
+    panel_max = [mosaic[:, i * 66:i * 66 + 64].max() for i in range(5)]
+    assert int(np.argmax(panel_max)) == 2
+    _press(window.viewer, "g")
+    assert window.image.data is volume
+
+
+def test_picker_screenshot_draws_each_model_in_its_colour_on_its_slice(window, renders, tmp_path):
+    if not renders:
+        pytest.skip("no OpenGL rendering (needs Xvfb + Mesa: see tomopick.viewers.headless)")
+    from tomopick.viewers import display
+    from tomopick.viewers.slice_viewer import world_to_canvas
+
+    session = window.session
+    session.add_point("t1", (40, 20, 16))
+    session.new_model("t1")
+    session.add_point("t1", (12, 36, 16))
+    session.add_point("t1", (52, 36, 2))   # 14 slices away: not drawn on slice 16
+    shot = window.viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
+
+    def colour_at(xyz):
+        row, col = np.round(world_to_canvas(window.viewer, xyz[::-1])).astype(int)
+        return shot[row - 1:row + 2, col - 1:col + 2].reshape(-1, 3).mean(0)
+
+    for xyz, model in [((40, 20, 16), 1), ((12, 36, 16), 2)]:
+        np.testing.assert_allclose(colour_at(np.array(xyz)),
+                                   display.group_colors([model])[0, :3] * 255, atol=3)
+    assert colour_at(np.array((52, 36, 16))).max() < 10   # dark background, no marker
+
+
+def test_tomogram_list_tracks_status_and_opens_pickers(qapp, tmp_path):
+    from tomopick.viewers._qt_picker import TomogramListDialog
+
+    paths = []
+    for name in ("a", "b"):
+        paths.append((name, str(tmp_path / f"{name}.mrc"), 10.0))
+        write_mrc(paths[-1][1], _volume(), 10.0)
+    session = PickingSession(tmp_path / "points.csv", ["a", "b"], "Surface")
+    dialog = TomogramListDialog(session, paths)
+    try:
+        assert dialog.row_values("a") == ("a", "not picked", "0", "0")
+        dialog.table.cellDoubleClicked.emit(1, 0)
+        win = dialog.pickers["b"]
+        assert win.volume.shape == (32, 48, 64)
+        for p in [(1, 1, 1), (2, 1, 1)]:
+            session.add_point("b", p)
+        assert dialog.row_values("b") == ("b", "incomplete: model 1 has 2/3 points", "1", "2")
+        session.add_point("b", (1, 2, 1))
+        assert dialog.row_values("b") == ("b", "picked", "1", "3")
+        assert dialog.open_picker("b") is win   # raised, not opened twice
+    finally:
+        dialog.done(0)
+    assert dialog.pickers == {}
+
+
+def test_pick_interactively_blocks_until_the_dialog_closes_and_returns_the_saved_session(
+        qapp, tmp_path):
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from tomopick.viewers._qt_picker import TomogramListDialog
+
+    path = str(tmp_path / "a.mrc")
+    write_mrc(path, _volume(), 10.0)
+    actions = []
+
+    def user():
+        dialog = next(w for w in QApplication.topLevelWidgets()
+                      if isinstance(w, TomogramListDialog) and w.isVisible())
+        win = dialog.open_picker("a", show=False)
+        win.viewer.cursor.position = (16, 20, 40)
+        win.add_point_at_cursor()
+        actions.append("picked")
+        dialog.accept()
+
+    QTimer.singleShot(300, user)
+    session = picker.pick_interactively([("a", path, 10.0)], tmp_path / "out.csv", "General", 16)
+    assert actions == ["picked"]
+    assert read_points_csv(tmp_path / "out.csv") == [("a", 1, 40.0, 20.0, 16.0, "point")]
+    assert session.point_count("a") == 1
+
+
+def test_pick_interactively_rejects_missing_files(tmp_path):
+    with pytest.raises(ValueError, match="tomogram a: file not found"):
+        picker.pick_interactively([("a", tmp_path / "none.mrc", 10.0)], tmp_path / "p.csv")
+    with pytest.raises(ValueError, match="at least one tomogram"):
+        picker.pick_interactively([], tmp_path / "p.csv")
