@@ -23,6 +23,7 @@ parallel threads. 'cubic' uses scipy's cubic B-spline
 (``affine_transform(order=3, mode='grid-constant')``).
 """
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,7 +34,9 @@ INTERPOLATIONS = ("linear", "cubic")
 
 _ORDER = {"linear": 1, "cubic": 3}
 # z-slices of the output computed at a time: keeps the temporaries in cache
-_CHUNK_VOXELS = 1 << 16
+_CHUNK_VOXELS = 1 << 14
+# per-thread reusable work arrays
+_workspace = threading.local()
 
 
 def _index_transform(matrix, shape):
@@ -78,6 +81,16 @@ def align_box(box, matrix, interpolation="linear"):
                                     output=np.float32)
 
 
+def _frame(shape):
+    """This thread's zero-framed work array for boxes of ``shape`` (reused: no page faults)."""
+    frame = getattr(_workspace, "frame", None)
+    framed = tuple(s + 3 for s in shape)
+    if frame is None or frame.shape != framed:
+        frame = np.zeros(framed, np.float32)
+        _workspace.frame = frame
+    return frame
+
+
 def _trilinear(box, A, offset):
     """Trilinear resampling out[g] = box(A g + offset), zero outside, in numpy.
 
@@ -85,44 +98,51 @@ def _trilinear(box, A, offset):
     clipped coordinate has its 8 neighbours inside the array and everything
     outside the box reads as zero; the 8 corners are gathered from shifted
     views of the flat array with one shared index (no per-corner index sums).
+    The output is computed a few z-slices at a time so that the ~20
+    temporaries stay in the CPU cache.
     """
     nz, ny, nx = box.shape
-    pad = np.zeros((nz + 3, ny + 3, nx + 3), np.float32)
-    pad[1:nz + 1, 1:ny + 1, 1:nx + 1] = box
-    flat = pad.ravel()
-    sz, sy = pad.shape[1] * pad.shape[2], pad.shape[2]
+    frame = _frame(box.shape)
+    frame[1:nz + 1, 1:ny + 1, 1:nx + 1] = box
+    flat = frame.ravel()
+    sz, sy = frame.shape[1] * frame.shape[2], frame.shape[2]
+    corners = [flat[o:] for o in (0, 1, sy, sy + 1, sz, sz + 1, sz + sy, sz + sy + 1)]
     A = A.astype(np.float32)
     offset = (offset + 1.0).astype(np.float32)  # +1: the zero frame
     # coordinates further out than the frame all read zero: clip them into it
     upper = np.array([nz + 1, ny + 1, nx + 1], np.float32)
+    zero = np.float32(0.0)
     gz, gy, gx = (np.arange(s, dtype=np.float32) for s in (nz, ny, nx))
+    # the grid is separable: c_k = A[k,0] z + (A[k,1] y + A[k,2] x) + offset_k
+    planes = [((A[k, 1] * gy)[:, None] + (A[k, 2] * gx)[None, :]).ravel() for k in range(3)]
     out = np.empty((nz, ny, nx), np.float32)
     chunk = max(1, _CHUNK_VOXELS // (ny * nx))
-    corner_offsets = (0, 1, sy, sy + 1, sz, sz + 1, sz + sy, sz + sy + 1)
+    axis_strides = (np.float32(sz), np.float32(sy))
     for z0 in range(0, nz, chunk):
         zz = gz[z0:z0 + chunk]
-        coords = []
+        fractions, base = [], None
         for k in range(3):
-            # separable grid: c_k = A[k,0] z + A[k,1] y + A[k,2] x + offset_k
-            c = ((A[k, 0] * zz + offset[k])[:, None, None] + (A[k, 1] * gy)[None, :, None]
-                 + (A[k, 2] * gx)[None, None, :])
-            np.clip(c, 0.0, upper[k], out=c)
-            coords.append(c)
-        # coordinates are >= 0, so truncation is floor
-        iz, iy, ix = (c.astype(np.int32) for c in coords)
-        fz, fy, fx = (np.subtract(c, i, out=c) for c, i in zip(coords, (iz, iy, ix)))
-        base = iz * sz
-        base += iy * sy
-        base += ix
+            c = ((A[k, 0] * zz + offset[k])[:, None] + planes[k][None, :]).ravel()
+            np.clip(c, zero, upper[k], out=c)
+            whole = np.floor(c)
+            c -= whole
+            fractions.append(c)
+            if k < 2:
+                whole *= axis_strides[k]
+            # flat index summed in float32: exact below 2**24 voxels
+            base = whole if base is None else np.add(base, whole, out=base)
+        fz, fy, fx = fractions
+        index = base.astype(np.intp)
+        # indices are in range by construction; 'wrap' skips numpy's bounds-error path
         c000, c001, c010, c011, c100, c101, c110, c111 = (
-            flat[o:].take(base) for o in corner_offsets)
+            v.take(index, mode="wrap") for v in corners)
         for lo, hi, f in ((c000, c001, fx), (c010, c011, fx), (c100, c101, fx),
                           (c110, c111, fx), (c000, c010, fy), (c100, c110, fy),
                           (c000, c100, fz)):
             hi -= lo
             hi *= f
             lo += hi
-        out[z0:z0 + chunk] = c000
+        out[z0:z0 + len(zz)] = c000.reshape(len(zz), ny, nx)
     return out
 
 
