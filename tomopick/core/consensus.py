@@ -11,15 +11,21 @@ the pickings nor on the order of the picks inside them:
 
 1. Two picks are *linked* when they come from different pickings, lie in the
    same tomogram and their distance is at most the radius.
-2. A connected component of the links whose picks come from distinct pickings
-   and are all linked to each other (a clique) is one particle. On
-   well-separated particles every component is such a clique.
-3. Any other component (a picking has two picks in it, or it is a chain longer
-   than the radius) is split by complete-linkage agglomeration under a
-   cannot-link rule: links are taken shortest first (ties broken by a canonical
-   order of the picks that ignores which picking they came from) and two
-   partial particles merge only when they share no picking and every pair of
-   their picks is linked.
+2. A particle is a set of picks from distinct pickings, connected by links,
+   that all lie within the radius of their mean position. For two pickings
+   this is "the two picks are within the radius", as in tomoviz; for more it
+   is tomoviz's "within the radius of the particle's running mean" without
+   the running (order-dependent) part.
+3. A connected component of the links is one particle when it obviously
+   satisfies (2): its picks come from distinct pickings and it is a clique
+   (every subset of a clique lies within the radius of its mean) or has at
+   most three picks (for links AB, BC: ``|A - mean| = |(A-B) + (A-C)| / 3 <=
+   (r + 2r) / 3``). On well-separated particles every component is such.
+4. Any other component (a picking has two picks in it, or a long chain) is
+   split by agglomeration: links are taken shortest first, ties broken by a
+   canonical order of the picks that ignores which picking they came from,
+   and two partial particles merge when they share no picking and all their
+   picks lie within the radius of the merged mean.
 
 The members' attributes are then reduced in the canonical order of the picks
 (tomogram, x, y, z, ...), so permuting the inputs gives bit-identical results.
@@ -292,9 +298,9 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
         Inputs with another ``voxel_size`` than the first are rescaled to it
         (positions and shifts); either all or none must carry a voxel size.
     radius : float
-        Picks of different inputs at most this far apart (voxels of the first
-        input) are the same particle. Members of one particle are pairwise
-        within ``radius``.
+        Voxels of the first input. Picks of different inputs at most this far
+        apart are linked; a particle's picks are connected by links and all
+        lie within ``radius`` of their mean (see the module docstring).
     min_votes : int, optional
         -1: every input must vote (AND); 1: any (OR); k: k votes, see ``mode``.
         Under AND a tomogram where some input has no picks gives no particles,
@@ -368,7 +374,7 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
     edges_i, edges_j, dist2 = _links(positions, tomo_code, source, radius)
 
     # ---- particles -------------------------------------------------------
-    label, n_split = _group(n, source, edges_i, edges_j, dist2, rank)
+    label, n_split = _group(n, source, edges_i, edges_j, dist2, rank, positions, radius)
     # particles numbered by their first member in canonical order
     uniq, first_at = np.unique(label[order], return_index=True)
     n_groups = len(uniq)
@@ -604,8 +610,8 @@ def _cell_products(start, count, cells_a, cells_b, same_cell):
     return a, b
 
 
-def _group(n, source, ei, ej, dist2, rank):
-    """Particle label of every pick (see the module docstring, steps 2-3)."""
+def _group(n, source, ei, ej, dist2, rank, positions, radius):
+    """Particle label of every pick (see the module docstring)."""
     if n == 0:
         return np.zeros(0, dtype=np.int64), 0
     graph = coo_matrix((np.ones(len(ei)), (ei, ej)), shape=(n, n))
@@ -613,25 +619,38 @@ def _group(n, source, ei, ej, dist2, rank):
     label = label.astype(np.int64)
     size = np.bincount(label, minlength=n_comp)
     n_edges = np.bincount(label[ei], minlength=n_comp)
-    # distinct inputs per component
-    pair = np.unique(label * (source.max() + 1) + source)
-    distinct = np.bincount(pair // (source.max() + 1), minlength=n_comp)
-    clean = (distinct == size) & (n_edges == size * (size - 1) // 2)
+    n_src = int(source.max()) + 1
+    distinct = np.count_nonzero(
+        np.bincount(label * n_src + source, minlength=n_comp * n_src).reshape(n_comp, n_src),
+        axis=1)
+    # Components of distinct inputs that the agglomeration below would merge
+    # whole are particles as they stand: cliques (every subset of one lies
+    # within the radius of its mean) and any connected trio (for links AB, BC
+    # <= r, |A - mean| = |(A - B) + (A - C)| / 3 <= (r + 2r) / 3).
+    clean = (distinct == size) & ((size <= 3) | (n_edges == size * (size - 1) // 2))
     if clean.all():
         return label, 0
+    return _agglomerate(label, clean, n_comp, source, ei, ej, dist2, rank, positions,
+                        radius), int((~clean).sum())
 
-    # Components that are not a clique of distinct inputs: agglomerate.
+
+def _agglomerate(label, clean, n_comp, source, ei, ej, dist2, rank, positions, radius):
+    """Split the remaining components by constrained agglomeration.
+
+    Links are taken shortest first (ties by canonical rank); two partial
+    particles merge when they share no input and all their picks lie within
+    ``radius`` of the merged mean (summed in canonical order).
+    """
     bad_edge = ~clean[label[ei]]
     bi, bj, bd = ei[bad_edge], ej[bad_edge], dist2[bad_edge]
     lo = np.minimum(rank[bi], rank[bj])
     hi = np.maximum(rank[bi], rank[bj])
     edge_order = np.lexsort((hi, lo, bd))
-    linked = set(zip(bi.tolist(), bj.tolist()))
-    linked |= {(b, a) for a, b in linked}
-    parent = {}
-    members = {}
-    inputs_of = {}
+    parent, members, inputs_of = {}, {}, {}
     src = source.tolist()
+    rnk = rank.tolist()
+    xyz = positions.tolist()
+    r2 = radius * radius
 
     def find(a):
         root = a
@@ -642,20 +661,23 @@ def _group(n, source, ei, ej, dist2, rank):
         return root
 
     for e in edge_order.tolist():
-        a, b = int(bi[e]), int(bj[e])
-        ra, rb = find(a), find(b)
+        ra, rb = find(int(bi[e])), find(int(bj[e]))
         if ra == rb:
             continue
-        ma = members.get(ra, [ra])
-        mb = members.get(rb, [rb])
         ia = inputs_of.get(ra, {src[ra]})
         ib = inputs_of.get(rb, {src[rb]})
         if ia & ib:
             continue
-        if not all((x, y) in linked for x in ma for y in mb):
+        merged = sorted(members.get(ra, [ra]) + members.get(rb, [rb]), key=rnk.__getitem__)
+        k = len(merged)
+        cx = sum(xyz[m][0] for m in merged) / k
+        cy = sum(xyz[m][1] for m in merged) / k
+        cz = sum(xyz[m][2] for m in merged) / k
+        if any((xyz[m][0] - cx) ** 2 + (xyz[m][1] - cy) ** 2 + (xyz[m][2] - cz) ** 2 > r2
+               for m in merged):
             continue
         parent[rb] = ra
-        members[ra] = ma + mb
+        members[ra] = merged
         inputs_of[ra] = ia | ib
         members.pop(rb, None)
         inputs_of.pop(rb, None)
@@ -664,7 +686,7 @@ def _group(n, source, ei, ej, dist2, rank):
     bad_points = np.flatnonzero(~clean[label])
     roots = np.array([find(int(p)) for p in bad_points], dtype=np.int64)
     new_label[bad_points] = n_comp + roots     # any unique id; renumbered later
-    return new_label, int((~clean).sum())
+    return new_label
 
 
 def _mean_transforms(mats, oriented, starts):

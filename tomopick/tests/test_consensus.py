@@ -84,17 +84,29 @@ def test_an_input_votes_at_most_once_per_particle():
     assert info.votes.max() == 2 and info.membership.sum(axis=0).tolist() == [2, 1]
 
 
-def test_members_of_a_particle_are_pairwise_within_the_radius():
-    # A chain A--B--C with A and C 7 apart (radius 4): not one particle.
+def test_a_linked_trio_of_distinct_inputs_is_one_particle():
+    # A--B--C with A and C 7 apart (radius 4): all three lie within 3.5 of their mean.
     a = Picks("T1", [[0., 0, 0]])
     b = Picks("T1", [[3.5, 0, 0]])
     c = Picks("T1", [[7., 0, 0]])
     for perm in itertools.permutations([a, b, c]):
         out, info = consensus_picks(list(perm), radius=4, min_votes=1)
-        assert sorted(out.scores.tolist()) == [1.0, 2.0]
+        assert out.scores.tolist() == [3.0]
+        np.testing.assert_allclose(out.positions[0], [3.5, 0, 0])
+
+
+def test_members_lie_within_the_radius_of_their_mean():
+    # Four inputs in a chain 3.75 apart (radius 4): the mean of all four is
+    # 5.625 from the ends, so the chain splits; the shortest-link-first merge
+    # (exact ties broken by position) keeps the first three together whatever
+    # the input order.
+    chain = [Picks("T1", [[3.75 * k, 0, 0]]) for k in range(4)]
+    for perm in itertools.permutations(chain):
+        out, info = consensus_picks(list(perm), radius=4, min_votes=1)
         assert info.n_split_components == 1
-        # the tie (both links 3.5) is broken by position, whatever the input order
-        np.testing.assert_allclose(out.positions[out.scores == 2][0], [1.75, 0, 0])
+        assert sorted(out.scores.tolist()) == [1.0, 3.0]
+        np.testing.assert_allclose(out.positions[out.scores == 3][0], [3.75, 0, 0])
+        np.testing.assert_allclose(out.positions[out.scores == 1][0], [11.25, 0, 0])
 
 
 def test_tomograms_are_never_mixed():
