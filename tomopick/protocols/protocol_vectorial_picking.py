@@ -1,0 +1,341 @@
+"""Vectorial picking: the user's points on vesicles, membranes and filaments.
+
+Each model (a vesicle, a membrane, a filament) is a group of points picked in
+one tomogram; it becomes a group (``groupId`` = model id) of MeshPoints in the
+output SetOfMeshes. The model workflow (ProtTomoPickModelWorkflow) fits the
+geometry and crops oriented particles from it.
+
+Two modes share one path: with a points file the protocol runs headless; with
+none it opens the interactive picker (tomopick.viewers.picker), which writes
+the same CSV, read afterwards exactly as a given points file.
+
+Stored with every MeshPoint (extended attributes, read by the model workflow):
+``_tpModelType`` (the model type name, see MODEL_TYPES) and ``_tpInterior``
+("x y z" of the model's interior marker in voxels, or "" when it has none).
+"""
+import csv
+import os
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pyworkflow.object import String
+from pyworkflow.utils import Message
+from tomo.constants import BOTTOM_LEFT_CORNER
+from tomo.objects import MeshPoint, SetOfMeshes
+from tomo.protocols import ProtTomoPicking
+
+from tomopick.convert import tomogram_shape_xyz, tomograms_by_tsid
+from tomopick.core.geometry import MODEL_TYPES
+
+OUTPUT_NAME = "meshes"
+MODEL_TYPE_ATTR = "_tpModelType"
+INTERIOR_ATTR = "_tpInterior"
+POINT, INTERIOR = "point", "interior"
+CSV_COLUMNS = ("tomoId", "modelId", "x", "y", "z", "role")
+
+
+# ------------------------------------------------------------ points files
+
+def read_points_file(path):
+    """Rows of a points CSV ``tomoId,modelId,x,y,z[,role]``.
+
+    A header line is optional (recognised by a non-numeric x). Missing or
+    empty role means ``point``.
+
+    Returns
+    -------
+    list of (str, int, float, float, float, str)
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line of a short row, a non-numeric value or an
+        unknown role.
+    """
+    rows = []
+    with open(path, newline="") as handle:
+        reader = csv.reader(handle)
+        columns = None
+        for line, row in enumerate(reader, start=1):
+            row = [cell.strip() for cell in row]
+            if not row or all(not cell for cell in row) or row[0].startswith("#"):
+                continue
+            if columns is None:
+                columns = {name: i for i, name in enumerate(CSV_COLUMNS)}
+                try:
+                    float(row[2])
+                except (ValueError, IndexError):
+                    header = {name: i for i, name in enumerate(row)}
+                    missing = [c for c in CSV_COLUMNS[:5] if c not in header]
+                    if missing:
+                        raise ValueError(f"{path}: the header (line {line}) lacks the columns "
+                                         f"{', '.join(missing)}") from None
+                    columns = header
+                    continue
+            try:
+                tsId = row[columns["tomoId"]]
+                modelId = int(float(row[columns["modelId"]]))
+                x, y, z = (float(row[columns[c]]) for c in "xyz")
+            except (IndexError, ValueError):
+                raise ValueError(f"{path}, line {line}: expected tomoId,modelId,x,y,z[,role], "
+                                 f"got {','.join(row)!r}") from None
+            role = row[columns["role"]].lower() if "role" in columns and columns["role"] < len(row) else ""
+            role = role or POINT
+            if role not in (POINT, INTERIOR):
+                raise ValueError(f"{path}, line {line}: unknown role {role!r} "
+                                 f"(expected '{POINT}' or '{INTERIOR}')")
+            rows.append((tsId, modelId, x, y, z, role))
+    return rows
+
+
+def write_points_file(path, rows):
+    """Write rows (tomoId, modelId, x, y, z, role) with a header."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CSV_COLUMNS)
+        for tsId, modelId, x, y, z, role in rows:
+            writer.writerow([tsId, int(modelId), f"{x:.3f}", f"{y:.3f}", f"{z:.3f}", role])
+
+
+def mesh_rows(meshes, voxel_size=None):
+    """Points and interior markers of a SetOfMeshes as CSV rows, and model types.
+
+    Parameters
+    ----------
+    meshes : tomo.objects.SetOfMeshes
+    voxel_size : float, optional
+        Å/voxel wanted for the positions (rescaled from the set's rate).
+
+    Returns
+    -------
+    rows : list of (str, int, float, float, float, str)
+    types : dict of (tsId, modelId) -> str
+        Model type stored with the points (absent when none is stored).
+    """
+    factor = 1.0
+    if voxel_size and meshes.getSamplingRate():
+        factor = meshes.getSamplingRate() / voxel_size
+    rows, types, markers = [], {}, {}
+    for coord in meshes.iterCoordinates():
+        tsId, modelId = coord.getTomoId(), int(coord.getGroupId() or 0)
+        x, y, z = (factor * v for v in coord.getPosition(BOTTOM_LEFT_CORNER))
+        rows.append((tsId, modelId, x, y, z, POINT))
+        stored = getattr(coord, MODEL_TYPE_ATTR, None)
+        if stored is not None and stored.get() in MODEL_TYPES:
+            types[(tsId, modelId)] = stored.get()
+        interior = getattr(coord, INTERIOR_ATTR, None)
+        if interior is not None and interior.get():
+            markers[(tsId, modelId)] = [factor * float(v) for v in interior.get().split()]
+    for (tsId, modelId), (x, y, z) in markers.items():
+        rows.append((tsId, modelId, x, y, z, INTERIOR))
+    return rows, types
+
+
+def new_mesh_point(tomogram, position, modelId, modelType, interior=None):
+    """A MeshPoint of a model, with its model type and interior marker attached.
+
+    Parameters
+    ----------
+    tomogram : tomo.objects.Tomogram
+    position : (x, y, z) voxels, bottom-left origin
+    modelId : int
+        Becomes the groupId.
+    modelType : str
+        One of MODEL_TYPES.
+    interior : (x, y, z) voxels or None
+    """
+    point = MeshPoint()
+    point.setVolume(tomogram)
+    x, y, z = (float(v) for v in position)
+    point.setPosition(x, y, z, BOTTOM_LEFT_CORNER)
+    point.setGroupId(int(modelId))
+    point.setVolumeName(tomogram.getTsId())
+    setattr(point, MODEL_TYPE_ATTR, String(modelType))
+    setattr(point, INTERIOR_ATTR,
+            String("" if interior is None else " ".join(f"{float(v):.3f}" for v in interior)))
+    return point
+
+
+class ProtTomoPickVectorialPicking(ProtTomoPicking):
+    """Pick vesicles, membranes and filaments as models (vectorial picking).
+
+    Give a points file (CSV ``tomoId,modelId,x,y,z[,role]``, voxels of the
+    input tomograms, bottom-left origin) to run headless; leave it empty to
+    pick interactively. Every model becomes one group of the output set of
+    meshes, with its model type and interior marker; run the model workflow
+    on it to obtain oriented particles.
+    """
+    _label = "vectorial picking"
+    _devStatus = "NEW"
+    _possibleOutputs = {OUTPUT_NAME: SetOfMeshes}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.meshes = None
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label=Message.LABEL_INPUT)
+        form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms",
+                      label="Input tomograms", important=True,
+                      help="Tomograms to pick models in. Positions are in voxels of these "
+                           "tomograms.")
+        form.addParam("boxSize", params.IntParam, default=32, validators=[params.Positive],
+                      label="Box size (voxels)",
+                      help="Box size stored with the meshes; the model workflow uses it as "
+                           "the default box of the cropped particles.")
+        form.addParam("modelType", params.EnumParam, choices=list(MODEL_TYPES), default=0,
+                      label="Model type",
+                      help="Geometry the model workflow fits to each model:\n"
+                           "General: the points as they are, oriented by the local surface "
+                           "they span;\n"
+                           "Vesicle: a sphere;\n"
+                           "Ellipsoidal vesicle: a general ellipsoid (pick all around it);\n"
+                           "Surface: a membrane picked on several z-slices;\n"
+                           "Filament: points along the filament axis, in order.\n"
+                           "Models taken over from input meshes keep the type stored with "
+                           "them.")
+        form.addParam("inputMeshes", params.PointerParam, pointerClass="SetOfMeshes",
+                      allowsNull=True, label="Meshes to modify (optional)",
+                      help="Previous meshes to refine: their points (and interior markers) "
+                           "are the starting points; new points are added to them (a model "
+                           "id already present extends that model).")
+        form.addParam("pointsFile", params.FileParam, default="", allowsNull=True,
+                      label="Points file (headless)",
+                      help="CSV with the columns tomoId,modelId,x,y,z[,role] (a header line "
+                           "is optional): positions in voxels of the input tomograms, "
+                           "bottom-left origin; role 'point' (default) for a point of the "
+                           "model or 'interior' for a marker on its inner side, which decides "
+                           "which way the normals point. When given the protocol runs "
+                           "without a display; when empty it opens the interactive picker.")
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        if self._isHeadless():
+            self._insertFunctionStep(self.collectPointsStep)
+            self._insertFunctionStep(self.createOutputStep)
+        else:
+            self._insertFunctionStep(self.pickInteractivelyStep, interactive=True)
+
+    # --------------------------- STEPS functions -----------------------------
+    def collectPointsStep(self):
+        """Write extra/points.csv: the input meshes' points, then the points file's."""
+        rows, _ = self._previousRows()
+        if self._isHeadless():
+            rows += read_points_file(self.pointsFile.get())
+        write_points_file(self._pointsPath(), rows)
+        self.info(f"{len(rows)} rows collected in {self._pointsPath()}")
+
+    def pickInteractivelyStep(self):
+        if not os.path.exists(self._pointsPath()):
+            self.collectPointsStep()
+        from tomopick.viewers.picker import pick_interactively
+        tomograms = [(tsId, os.path.abspath(tomo.getFileName()), tomo.getSamplingRate())
+                     for tsId, tomo in tomograms_by_tsid(self.inputTomograms.get()).items()]
+        pick_interactively(tomograms, self._pointsPath(), self._modelTypeName(),
+                           self.boxSize.get())
+        self.createOutputStep()
+
+    def createOutputStep(self):
+        rows = read_points_file(self._pointsPath())
+        tomograms = tomograms_by_tsid(self.inputTomograms.get())
+        errors = self._pointErrors(rows, tomograms, self._pointsPath())
+        if errors:
+            raise ValueError("\n".join(errors))
+        _, previousTypes = self._previousRows()
+        formType = self._modelTypeName()
+        interiors = {}
+        for tsId, modelId, x, y, z, role in rows:
+            if role == INTERIOR:
+                interiors[(tsId, modelId)] = (x, y, z)
+        meshes = SetOfMeshes.create(self._getPath(), template="meshes%s.sqlite")
+        meshes.setSamplingRate(self.inputTomograms.get().getSamplingRate())
+        meshes.setBoxSize(self.boxSize.get())
+        meshes.setPrecedents(self.inputTomograms)
+        models = {}
+        for tsId, modelId, x, y, z, role in rows:
+            if role != POINT:
+                continue
+            key = (tsId, modelId)
+            modelType = previousTypes.get(key, formType)
+            interior = interiors.get(key)
+            point = new_mesh_point(tomograms[tsId], (x, y, z), modelId, modelType, interior)
+            meshes.append(point)
+            models.setdefault(key, [modelType, 0])[1] += 1
+        lonely = sorted(set(interiors) - set(models))
+        if lonely:
+            raise ValueError("interior markers without points for "
+                             + ", ".join(f"{t} model {m}" for t, m in lonely))
+        if not models:
+            raise ValueError(f"no points were picked (file {self._pointsPath()})")
+        for (tsId, modelId), (modelType, n) in sorted(models.items()):
+            marker = " with interior marker" if (tsId, modelId) in interiors else ""
+            self.info(f"{tsId} model {modelId}: {modelType}, {n} points{marker}")
+        meshes.setNumberOfMeshes(len(models))
+        self._defineOutputs(**{OUTPUT_NAME: meshes})
+        self._defineSourceRelation(self.inputTomograms, meshes)
+
+    # --------------------------- UTILS functions -----------------------------
+    def _isHeadless(self):
+        return bool((self.pointsFile.get() or "").strip())
+
+    def _pointsPath(self):
+        return self._getExtraPath("points.csv")
+
+    def _modelTypeName(self):
+        return MODEL_TYPES[self.modelType.get()]
+
+    def _previousRows(self):
+        meshes = self.inputMeshes.get()
+        if meshes is None:
+            return [], {}
+        return mesh_rows(meshes, self.inputTomograms.get().getSamplingRate())
+
+    @staticmethod
+    def _pointErrors(rows, tomograms, source):
+        """Messages naming unknown tsIds and points outside their tomogram."""
+        errors = []
+        unknown = sorted({r[0] for r in rows} - set(tomograms))
+        if unknown:
+            errors.append(f"{source}: tsIds with no tomogram in the input: {', '.join(unknown)} "
+                          f"(known: {', '.join(tomograms)})")
+        shapes = {tsId: np.array(tomogram_shape_xyz(t), dtype=float) for tsId, t in tomograms.items()}
+        outside = []
+        for tsId, modelId, x, y, z, role in rows:
+            if tsId in shapes:
+                size = shapes[tsId]
+                p = np.array([x, y, z])
+                if np.any(p < -0.5) or np.any(p > size - 0.5):
+                    outside.append(f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) "
+                                   f"outside {int(size[0])}x{int(size[1])}x{int(size[2])}")
+        if outside:
+            shown = "; ".join(outside[:10]) + (f"; ... {len(outside) - 10} more" if len(outside) > 10 else "")
+            errors.append(f"{source}: {len(outside)} points lie outside their tomogram: {shown}")
+        return errors
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        errors = []
+        tomos = self.inputTomograms.get()
+        if tomos is None:
+            return ["Give the input tomograms."]
+        if self._isHeadless():
+            path = self.pointsFile.get().strip()
+            if not os.path.isfile(path):
+                return [f"The points file {path} does not exist."]
+            try:
+                rows = read_points_file(path)
+                tomograms = tomograms_by_tsid(tomos)
+            except (ValueError, OSError) as err:
+                return [str(err)]
+            if not rows and self.inputMeshes.get() is None:
+                errors.append(f"The points file {path} has no points.")
+            errors += self._pointErrors(rows, tomograms, path)
+        return errors
+
+    def _summary(self):
+        if self.meshes is None:
+            return ["Output not ready yet."]
+        return [f"{self.meshes.getNumberOfMeshes()} models, {self.meshes.getSize()} points "
+                f"(box {self.meshes.getBoxSize()} voxels)",
+                "Source: " + (self.pointsFile.get() if self._isHeadless() else "interactive picking")]

@@ -1,0 +1,196 @@
+"""Headless directional picking: vectorial picking (points file) -> model workflow.
+
+The tomogram is a simulated phantom with a spherical and an ellipsoidal
+vesicle. "User clicks" are points of the truth vesicles with 1 voxel rms
+in-slice error (z exact: users click on a z-slice).
+"""
+import os
+
+import numpy as np
+
+from tomopick.convert import picks_from_coordinates
+from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
+from tomopick.core.transforms import angle_between
+from tomopick.protocols import ProtTomoPickModelWorkflow, ProtTomoPickVectorialPicking
+from tomopick.protocols.protocol_vectorial_picking import INTERIOR_ATTR, MODEL_TYPE_ATTR
+from tomopick.tests.protocol_base import TomoPickProtocolTest
+
+VESICLE, ELLIPSOID, BROKEN, FILAMENT = 1, 2, 3, 4
+
+
+def clicks(vesicle, n, seed):
+    rng = np.random.default_rng(seed)
+    points, _ = vesicle_surface_points(vesicle, n, rng)
+    points[:, :2] += rng.normal(0, 1 / np.sqrt(2), (n, 2))
+    return points
+
+
+def write_csv(path, rows, header=True):
+    with open(path, "w") as handle:
+        if header:
+            handle.write("tomoId,modelId,x,y,z,role\n")
+        for row in rows:
+            handle.write(",".join(str(v) for v in row) + "\n")
+    return path
+
+
+def ellipsoid_distance(vesicle, points):
+    """First-order distance (voxels) of points to a truth vesicle's mid-surface."""
+    c, a, R = (np.asarray(vesicle[k], dtype=float) for k in ("center", "semi_axes", "rotation"))
+    q = (points - c) @ R
+    f = np.sqrt(((q / a) ** 2).sum(1))
+    return np.abs((f - 1) * f / np.sqrt(((q / a ** 2) ** 2).sum(1)))
+
+
+class TestDirectionalPicking(TomoPickProtocolTest):
+
+    @classmethod
+    def make(cls, protClass, **kwargs):
+        """newProtocol, with (protocol, output) tuples wired as pointers.
+
+        A Pointer passed to newProtocol ends up wrapped in another Pointer,
+        so pointer parameters are set after creation.
+        """
+        pointers = {k: v for k, v in kwargs.items() if isinstance(v, tuple)}
+        prot = cls.newProtocol(protClass, **{k: v for k, v in kwargs.items() if k not in pointers})
+        for name, (source, output) in pointers.items():
+            getattr(prot, name).set(source)
+            getattr(prot, name).setExtended(output)
+        return prot
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.importProt, phantoms = cls.simulatedTomograms(
+            names=("tomo_1",), shape=(64, 96, 96), n_particles=0, n_vesicles=2,
+            proteins_per_vesicle=0, tilt_range=None, ctf=False)
+        cls.sphere, cls.ellipsoid = phantoms["tomo_1"].vesicles
+        assert np.allclose(cls.sphere["semi_axes"], cls.sphere["semi_axes"][0])
+        sphere_rows = [("tomo_1", VESICLE, *p, "point") for p in clicks(cls.sphere, 25, 1)]
+        sphere_rows.append(("tomo_1", VESICLE, *cls.sphere["center"], "interior"))
+        # a "vesicle" of five points on one plane: cannot be fitted
+        flat = np.array(cls.sphere["center"]) + [[0, 0, 0], [5, 0, 0], [0, 5, 0], [5, 5, 0], [2, 7, 0]]
+        broken_rows = [("tomo_1", BROKEN, *p, "point") for p in flat]
+        cls.pointsVesicles = write_csv(os.path.join(cls.dataDir, "vesicles.csv"),
+                                       sphere_rows + broken_rows)
+        # second picking session: an ellipsoidal vesicle, no header, role omitted
+        cls.pointsEllipsoid = write_csv(
+            os.path.join(cls.dataDir, "ellipsoid.csv"),
+            [("tomo_1", ELLIPSOID, *p) for p in clicks(cls.ellipsoid, 40, 2)], header=False)
+        axis = np.column_stack([np.linspace(10, 80, 6), np.full(6, 12.0), np.full(6, 8.0)])
+        cls.filamentAxis = axis
+        cls.pointsFilament = write_csv(os.path.join(cls.dataDir, "filament.csv"),
+                                       [("tomo_1", FILAMENT, *p, "point") for p in axis])
+
+        tomos = (cls.importProt, "Tomograms")
+        cls.pick1 = cls.launch(cls.make(ProtTomoPickVectorialPicking, inputTomograms=tomos,
+                                        boxSize=24, modelType=1,
+                                        pointsFile=cls.pointsVesicles))
+        cls.pick2 = cls.launch(cls.make(ProtTomoPickVectorialPicking, inputTomograms=tomos,
+                                        boxSize=24, modelType=2,
+                                        inputMeshes=(cls.pick1, "meshes"),
+                                        pointsFile=cls.pointsEllipsoid))
+        cls.workflow = cls.launch(cls.make(ProtTomoPickModelWorkflow,
+                                           inputMeshes=(cls.pick2, "meshes"),
+                                           boxSize=24, cropping=4.0, meshParameter=3.0))
+
+    # ------------------------------------------------------ vectorial picking
+    def test_meshes_hold_one_point_per_click_with_model_type_and_interior(self):
+        meshes = self.pick1.meshes
+        self.assertEqual(meshes.getSize(), 25 + 5)
+        self.assertEqual(meshes.getNumberOfMeshes(), 2)
+        self.assertEqual(meshes.getBoxSize(), 24)
+        self.assertAlmostEqual(meshes.getSamplingRate(),
+                               self.importProt.Tomograms.getSamplingRate(), places=4)
+        self.assertEqual(meshes.getPrecedents().getSize(), 1)
+        picks = picks_from_coordinates(meshes)
+        self.assertEqual(sorted(set(picks.group_ids.tolist())), [VESICLE, BROKEN])
+        vesicle = picks.positions[picks.group_ids == VESICLE]
+        np.testing.assert_allclose(vesicle, clicks(self.sphere, 25, 1), atol=1e-2)
+        for coord in meshes.iterCoordinates():
+            self.assertEqual(getattr(coord, MODEL_TYPE_ATTR).get(), "Vesicle")
+            interior = getattr(coord, INTERIOR_ATTR).get()
+            if coord.getGroupId() == VESICLE:
+                np.testing.assert_allclose([float(v) for v in interior.split()],
+                                           self.sphere["center"], atol=1e-2)
+            else:
+                self.assertEqual(interior, "")
+
+    def test_modifying_meshes_keeps_previous_models_and_adds_new_ones(self):
+        meshes = self.pick2.meshes
+        self.assertEqual(meshes.getSize(), 25 + 5 + 40)
+        types = {}
+        for coord in meshes.iterCoordinates():
+            types.setdefault(coord.getGroupId(), set()).add(getattr(coord, MODEL_TYPE_ATTR).get())
+        self.assertEqual(types, {VESICLE: {"Vesicle"}, BROKEN: {"Vesicle"},
+                                 ELLIPSOID: {"Ellipsoidal vesicle"}})
+
+    def test_unknown_tsid_and_points_outside_are_named(self):
+        bad = write_csv(os.path.join(self.dataDir, "bad.csv"),
+                        [("tomo_9", 1, 10, 10, 10, "point"),
+                         ("tomo_1", 7, 10, 10, 200, "point"),
+                         ("tomo_1", 7, 10, 10, 10, "interior")])
+        prot = self.make(ProtTomoPickVectorialPicking,
+                         inputTomograms=(self.importProt, "Tomograms"),
+                         pointsFile=bad)
+        errors = " ".join(self.validationErrors(prot))
+        self.assertIn("tomo_9", errors)
+        self.assertIn("model 7", errors)
+        self.assertIn("200", errors)
+        bad_role = write_csv(os.path.join(self.dataDir, "bad_role.csv"),
+                             [("tomo_1", 1, 10, 10, 10, "centre")])
+        prot = self.make(ProtTomoPickVectorialPicking,
+                         inputTomograms=(self.importProt, "Tomograms"),
+                         pointsFile=bad_role)
+        self.assertIn("centre", " ".join(self.validationErrors(prot)))
+
+    # ---------------------------------------------------------- model workflow
+    def _workflowPicks(self):
+        return picks_from_coordinates(self.workflow.coordinates)
+
+    def test_vesicle_particles_lie_on_the_sphere_with_outward_normals(self):
+        picks = self._workflowPicks()
+        self.assertEqual(self.workflow.coordinates.getBoxSize(), 24)
+        vesicle = picks.subset(picks.group_ids == VESICLE)
+        radius = self.sphere["semi_axes"][0]
+        distance = np.abs(np.linalg.norm(vesicle.positions - self.sphere["center"], axis=1) - radius)
+        self.assertLess(distance.max(), 1.0)
+        # spacing 4 voxels on a radius-13 sphere: ~ 4 pi r^2 / (0.866/0.89^2 * 16) points
+        self.assertGreater(len(vesicle), 100)
+        err = angle_between(vesicle.matrices[:, :3, 2], vesicle_normals(self.sphere, vesicle.positions))
+        self.assertLess(np.median(err), 3.0)
+        self.assertLess(err.max(), 10.0)
+
+    def test_ellipsoid_particles_within_1p5_voxels_and_normals_outward(self):
+        picks = self._workflowPicks()
+        ell = picks.subset(picks.group_ids == ELLIPSOID)
+        self.assertGreater(len(ell), 50)
+        self.assertLess(ellipsoid_distance(self.ellipsoid, ell.positions).max(), 1.5)
+        err = angle_between(ell.matrices[:, :3, 2], vesicle_normals(self.ellipsoid, ell.positions))
+        self.assertLess(np.median(err), 5.0)
+
+    def test_degenerate_model_goes_to_failed_meshes_and_others_survive(self):
+        picks = self._workflowPicks()
+        self.assertEqual(sorted(set(picks.group_ids.tolist())), [VESICLE, ELLIPSOID])
+        failed = self.workflow.failedMeshes
+        self.assertIsNotNone(failed)
+        self.assertEqual(failed.getSize(), 5)
+        self.assertEqual({c.getGroupId() for c in failed.iterCoordinates()}, {BROKEN})
+        log = open(self.workflow.getLogPaths()[0]).read()
+        self.assertIn("model 3", log)
+        self.assertIn("coplanar", log)
+
+    def test_filament_particles_every_dz_along_the_axis(self):
+        pick = self.launch(self.make(
+            ProtTomoPickVectorialPicking, inputTomograms=(self.importProt, "Tomograms"),
+            modelType=4, pointsFile=self.pointsFilament))
+        workflow = self.launch(self.make(ProtTomoPickModelWorkflow, inputMeshes=(pick, "meshes"),
+                                         dz=5.0, dphi=20.0))
+        self.assertIsNone(workflow.failedMeshes)
+        picks = picks_from_coordinates(workflow.coordinates)
+        steps = np.linalg.norm(np.diff(picks.positions, axis=0), axis=1)
+        np.testing.assert_allclose(steps, 5.0, rtol=0.05)
+        z_axes = picks.matrices[:, :3, 2]
+        np.testing.assert_allclose(z_axes, np.tile([1.0, 0, 0], (len(picks), 1)), atol=1e-3)
+        turn = angle_between(picks.matrices[:-1, :3, 0], picks.matrices[1:, :3, 0])
+        np.testing.assert_allclose(turn, 20.0, atol=0.5)
