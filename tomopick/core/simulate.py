@@ -157,25 +157,30 @@ class _Shape:
         return r + 2 * self.edge
 
     def density(self, pts):
-        """Density at (N, 3) points (x, y, z) in Å of the canonical frame."""
-        out = np.zeros(len(pts))
+        """Density at (N, 3) points (x, y, z) in Å of the canonical frame (float32)."""
+        pts = np.asarray(pts, dtype=np.float32)
+        f32 = np.float32
+        out = np.zeros(len(pts), dtype=np.float32)
         for p in self.prims:
             if p["type"] == "ellipsoid":
-                q = (pts - p["center"]) @ p["rot"]
-                a = p["axes"]
+                q = (pts - p["center"].astype(f32)) @ p["rot"].astype(f32)
+                a = p["axes"].astype(f32)
                 f = np.sqrt(((q / a) ** 2).sum(1))
                 g = np.sqrt(((q / a ** 2) ** 2).sum(1))
                 # first-order distance to the level set f = 1: (f - 1) / |grad f|
-                d = np.where(g > 0, (f - 1) * f / np.maximum(g, 1e-12), -a.min())
+                d = np.where(g > 0, (f - 1) * f / np.maximum(g, f32(1e-12)), -a.min())
             elif p["type"] == "torus":
-                q = (pts - p["center"]) @ p["rot"]
+                q = (pts - p["center"].astype(f32)) @ p["rot"].astype(f32)
                 rho = np.hypot(q[:, 0], q[:, 1])
-                d = np.hypot(rho - p["radius"], q[:, 2]) - p["tube"]
+                d = np.hypot(rho - f32(p["radius"]), q[:, 2]) - f32(p["tube"])
             else:
-                axis = p["end"] - p["start"]
-                t = np.clip(((pts - p["start"]) @ axis) / (axis @ axis), 0, 1)
-                d = np.linalg.norm(pts - p["start"] - t[:, None] * axis, axis=1) - p["radius"]
-            np.maximum(out, p["density"] * 0.5 * (1 - np.tanh(d / self.edge)), out=out)
+                start = p["start"].astype(f32)
+                axis = (p["end"] - p["start"]).astype(f32)
+                t = np.clip(((pts - start) @ axis) / (axis @ axis), 0, 1)
+                d = np.linalg.norm(pts - start - t[:, None] * axis, axis=1) - f32(p["radius"])
+            # density / (1 + exp(2 d / edge)) == density * (1 - tanh(d / edge)) / 2
+            e = np.exp(np.clip(d * f32(2 / self.edge), -30, 30))
+            np.maximum(out, f32(p["density"]) / (1 + e), out=out)
         return out
 
 
@@ -448,19 +453,31 @@ def _ice_geometry(shape, thickness, gradient, ice_density, rng):
     return z_bot, z_top, level
 
 
+def _linear_upsample_weights(n, step):
+    """Indices and weights interpolating a coarse axis (node spacing ``step``) to ``n`` samples."""
+    u = np.arange(n) / step + 1          # +1: the coarse grid has a node of margin
+    i0 = np.floor(u).astype(int)
+    return i0, (u - i0).astype(np.float32)
+
+
 def _smooth_noise(shape, correlation, rng):
-    """Unit-variance Gaussian noise low-passed to a correlation length (voxels)."""
+    """Unit-variance Gaussian noise low-passed to a correlation length (voxels).
+
+    White noise on a grid ``correlation`` times coarser is Gaussian-smoothed
+    and linearly interpolated back, one axis at a time (separable, so the
+    cost is a few passes over the output rather than a 3D interpolation).
+    """
     coarse_shape = tuple(int(math.ceil(n / correlation)) + 3 for n in shape)
     coarse = ndimage.gaussian_filter(rng.standard_normal(coarse_shape), 1.0)
-    coarse /= coarse.std()
-    # linear interpolation from the coarse grid, one z-chunk at a time
+    coarse = (coarse / coarse.std()).astype(np.float32)
+    ix, wx = _linear_upsample_weights(shape[2], correlation)
+    coarse = coarse[:, :, ix] * (1 - wx) + coarse[:, :, ix + 1] * wx
+    iy, wy = _linear_upsample_weights(shape[1], correlation)
+    coarse = coarse[:, iy] * (1 - wy)[:, None] + coarse[:, iy + 1] * wy[:, None]
+    iz, wz = _linear_upsample_weights(shape[0], correlation)
     out = np.empty(shape, dtype=np.float32)
-    ny, nx = shape[1:]
-    yy, xx = np.meshgrid(np.arange(ny) / correlation + 1, np.arange(nx) / correlation + 1,
-                         indexing="ij")
     for z in range(shape[0]):
-        zz = np.full_like(yy, z / correlation + 1)
-        out[z] = ndimage.map_coordinates(coarse, [zz, yy, xx], order=1)
+        out[z] = coarse[iz[z]] * (1 - wz[z]) + coarse[iz[z] + 1] * wz[z]
     return out
 
 
@@ -1125,16 +1142,17 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         np.negative(clean, out=clean)
 
     # --- missing wedge, CTF, noise ----------------------------------------------
-    inside = _slab_mask(shape, z_bot, z_top)
     if tilt_range is None and not ctf:
         tomogram = clean.copy() if keep_clean else clean
         if snr is not None:
-            var_s = _masked_var(tomogram, inside)
+            var_s = _masked_var(tomogram, z_bot, z_top)
             noise = rng.standard_normal(shape, dtype=np.float32)
-            noise *= np.float32(np.sqrt(var_s / snr) / noise.std())
+            noise *= np.float32(np.sqrt(var_s / snr / _masked_var(noise)))
             tomogram += noise
     else:
         spectrum = sfft.rfftn(clean, workers=_N_THREADS)
+        if not keep_clean:
+            clean = None            # one volume less at the memory peak below
         wedge = (np.ones((nz, 1, nx // 2 + 1), bool) if tilt_range is None
                  else wedge_mask(shape, tilt_range))
         kz = sfft.fftfreq(nz).astype(np.float32)[:, None, None]
@@ -1146,18 +1164,18 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                 k = np.sqrt(kz[z0:z0 + 16] ** 2 + ky ** 2 + kx ** 2) / np.float32(voxel_size)
                 filt = filt * ctf_band_pass(k, defocus=defocus, bfactor=bfactor).astype(np.float32)
             spectrum[z0:z0 + 16] *= filt
-        tomogram = sfft.irfftn(spectrum, s=shape, workers=_N_THREADS).astype(np.float32,
-                                                                                copy=False)
+        # overwrite_x: the spectrum is not needed afterwards (its buffer is
+        # reused for the noise), which saves pocketfft a volume-sized copy
+        tomogram = sfft.irfftn(spectrum, s=shape, workers=_N_THREADS, overwrite_x=True)
         if snr is not None:
-            var_s = _masked_var(tomogram, inside)
+            var_s = _masked_var(tomogram, z_bot, z_top)
             # white noise restricted to the measured Fourier region, drawn
             # straight in Fourier space (one inverse FFT, no forward one)
             spectrum.real = rng.standard_normal(spectrum.shape, dtype=np.float32)
             spectrum.imag = rng.standard_normal(spectrum.shape, dtype=np.float32)
             spectrum *= wedge
-            noise = sfft.irfftn(spectrum, s=shape, workers=_N_THREADS).astype(np.float32,
-                                                                               copy=False)
-            noise *= np.float32(np.sqrt(var_s / snr) / noise.std())
+            noise = sfft.irfftn(spectrum, s=shape, workers=_N_THREADS, overwrite_x=True)
+            noise *= np.float32(np.sqrt(var_s / snr / _masked_var(noise)))
             tomogram += noise
             del noise
         del spectrum
@@ -1202,8 +1220,24 @@ def _slab_mask(shape, z_bot, z_top):
     return (z >= z_bot[None]) & (z <= z_top[None])
 
 
-def _masked_var(volume, mask):
-    values = volume[mask].astype(np.float64)
-    if values.size < 2:
+def _masked_var(volume, z_bot=None, z_top=None):
+    """Variance of a volume inside the ice slab (everywhere without bounds).
+
+    Accumulated per z-chunk in float64, so no volume-sized temporary is made.
+    """
+    n = total = total2 = 0.0
+    z = np.arange(volume.shape[0])
+    for z0 in range(0, volume.shape[0], 16):
+        zz = z[z0:z0 + 16, None, None]
+        if z_bot is None:
+            mask = np.ones((len(zz),) + volume.shape[1:], bool)
+        else:
+            mask = (zz >= z_bot[None]) & (zz <= z_top[None])
+        chunk = volume[z0:z0 + 16]
+        n += mask.sum()
+        total += np.sum(chunk, where=mask, dtype=np.float64)
+        total2 += np.sum(np.square(chunk, dtype=np.float64), where=mask)
+    if n < 2:
         raise ValueError("the ice slab is empty: cannot compute the signal variance for snr")
-    return float(values.var())
+    mean = total / n
+    return float(total2 / n - mean * mean)
