@@ -23,13 +23,16 @@ accuracy.
 
 Reading
 -------
-The tomogram may be a ``numpy.memmap`` (``mrcfile.mmap``).  Boxes are read in
-z order: where they are dense, whole z-slabs are read sequentially (each
-slice once, the overlap between consecutive slabs is kept in memory) and the
-boxes are sliced out of the in-memory slab; where they are sparse each box is
-sliced straight out of the memory map, so a few boxes never read the whole
-tomogram.
+The tomogram may be a ``numpy.memmap`` (``mrcfile.mmap``).  Boxes are copied
+straight out of the memory map in z order, one z-slab of boxes at a time, by
+a few threads.  Where boxes are dense the kernel is asked to read the next
+slab ahead (``madvise(WILLNEED)``: one sequential read per slab while the
+current one is copied); where they are sparse only the pages the boxes touch
+are read, so a few boxes never read the whole tomogram.  No slab is copied
+into memory: the boxes are the only copy.
 """
+import mmap
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -127,7 +130,7 @@ def volume_mean(volume, chunk_bytes=256 << 20):
 
 
 def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None,
-               slab_bytes=256 << 20, allocate=None):
+               slab_bytes=256 << 20, allocate=None, workers=None):
     """Raw boxes around positions, yielded slab by slab in z order.
 
     Parameters
@@ -146,10 +149,15 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
         Value outside the volume; the volume mean (`volume_mean`) when None,
         computed only if a box needs it.
     slab_bytes : int, optional
-        Target size of an in-memory slab (at least ``box_size`` slices are read).
+        Size of the z-slab whose boxes form one batch; for a memory map the
+        kernel is asked to read the next slab ahead (sequentially) while the
+        boxes of the current one are copied.
     allocate : callable, optional
         ``allocate(k)`` returns the (k, n, n, n) float32 array a batch is written
         into (lets a caller fill its output in place); ``np.empty`` when None.
+    workers : int, optional
+        Threads copying boxes (numpy copies release the GIL, and page faults of
+        a cold file overlap); ``os.cpu_count()`` when None.
 
     Yields
     ------
@@ -162,14 +170,12 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
     Notes
     -----
     Positions whose box is out of bounds under 'skip' are never yielded; the
-    caller counts them (see `extract_subtomograms`). Batches come in z order,
-    ``count_boxes`` tells beforehand how many boxes will be yielded in all.
+    caller counts them (see `extract_subtomograms`). Batches come in z order;
+    `count_boxes` tells beforehand how many boxes will be yielded in all.
     """
+    n = _check_box_size(box_size)
     if allocate is None:
         allocate = (lambda k: np.empty((k, n, n, n), np.float32))
-    n = _check_box_size(box_size)
-    if out_of_bounds not in OUT_OF_BOUNDS:
-        raise ValueError(f"out_of_bounds must be one of {OUT_OF_BOUNDS}, got {out_of_bounds!r}")
     if np.ndim(volume) != 3:
         raise ValueError(f"the tomogram must be a 3D array, got shape {np.shape(volume)}")
     shape = np.array(volume.shape)  # nz, ny, nx
@@ -179,35 +185,72 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
     if pad_value is None and not np.all(inside[candidates]):
         pad_value = volume_mean(volume)
     order = candidates[np.argsort(starts[candidates, 0], kind="stable")]
+    lo = np.maximum(starts, 0)
+    hi = np.minimum(starts + n, shape)
+    workers = max(1, workers or os.cpu_count() or 1)
+    # slices of a plain ndarray view skip numpy.memmap's Python-level __array_finalize__
+    source = volume.view(np.ndarray) if isinstance(volume, np.ndarray) else volume
 
-    slice_bytes = int(np.prod(shape[1:])) * 4
+    slice_bytes = int(np.prod(shape[1:])) * volume.dtype.itemsize
     height = max(n, slab_bytes // max(1, slice_bytes))
     nz = int(shape[0])
-    slab, slab_lo = None, 0
+    batches = []
     i = 0
     while i < len(order):
-        z_first = max(0, starts[order[i], 0])
-        # every box starting below z_first + height - n fits in this slab
+        z_first = max(0, int(starts[order[i], 0]))
+        # every box starting below z_first + height - n lies in this slab
         j = i + int(np.searchsorted(starts[order[i:], 0], z_first + height - n, side="right"))
         j = max(j, i + 1)
-        batch = order[i:j]
-        z_last = min(nz, int(starts[batch, 0].max()) + n)
-        # sparse boxes: each one touches ~n*n pages; read a slab only when that is cheaper
-        sparse_bytes = len(batch) * n * n * max(_PAGE, n * 4)
-        if sparse_bytes < (z_last - z_first) * slice_bytes // 2:
-            boxes = allocate(len(batch))
-            padded = np.zeros(len(batch), bool)
-            for b, row in enumerate(batch):
-                padded[b] = _copy_box(volume, 0, starts[row], n, boxes[b], pad_value)
-        else:
-            slab, slab_lo = _advance_slab(volume, slab, slab_lo, z_first, z_last)
-            boxes = allocate(len(batch))
-            padded = np.zeros(len(batch), bool)
-            for b, row in enumerate(batch):
-                padded[b] = _copy_box(slab, slab_lo, starts[row], n, boxes[b], pad_value,
-                                      full_shape=shape)
-        yield batch, boxes, padded
+        z_last = min(nz, int(starts[order[i:j], 0].max()) + n)
+        # sparse boxes touch ~n*n pages each: then read only those pages
+        dense = (j - i) * n * n * max(_PAGE, n * 4) >= (z_last - z_first) * slice_bytes // 2
+        batches.append((order[i:j], z_first, z_last, dense))
         i = j
+
+    def copy(batch, boxes, padded, part):
+        for b in part:
+            row = batch[b]
+            z0, y0, x0 = lo[row].tolist()
+            z1, y1, x1 = hi[row].tolist()
+            if inside[row]:
+                boxes[b] = source[z0:z1, y0:y1, x0:x1]
+                continue
+            padded[b] = True
+            out = boxes[b]
+            out.fill(pad_value)
+            sz, sy, sx = starts[row].tolist()
+            out[z0 - sz:z1 - sz, y0 - sy:y1 - sy, x0 - sx:x1 - sx] = source[z0:z1, y0:y1, x0:x1]
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for k, (batch, z_first, z_last, dense) in enumerate(batches):
+            if k == 0 and dense:
+                _will_need(volume, z_first, z_last)
+            if k + 1 < len(batches) and batches[k + 1][3]:
+                _will_need(volume, batches[k + 1][1], batches[k + 1][2])
+            boxes = allocate(len(batch))
+            padded = np.zeros(len(batch), bool)
+            parts = np.array_split(np.arange(len(batch)), min(workers, len(batch)))
+            for job in [pool.submit(copy, batch, boxes, padded, part) for part in parts]:
+                job.result()
+            yield batch, boxes, padded
+
+
+def _will_need(volume, z_lo, z_hi):
+    """Ask the kernel to read volume[z_lo:z_hi] of a memory map ahead, sequentially.
+
+    A no-op for arrays that are not memory maps, or where madvise is unavailable.
+    """
+    mm = getattr(volume, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_WILLNEED"):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+        first = volume[z_lo:z_hi].ctypes.data - base
+        length = (z_hi - z_lo) * volume.strides[0]
+        aligned = first - first % mmap.PAGESIZE
+        mm.madvise(mmap.MADV_WILLNEED, aligned, min(length + first - aligned, len(mm) - aligned))
+    except (ValueError, OSError, BufferError, TypeError):
+        pass  # only a hint
 
 
 def count_boxes(shape, positions, box_size, out_of_bounds="skip"):
@@ -237,35 +280,6 @@ def _check_box_size(box_size):
     if n != box_size or n < 1:
         raise ValueError(f"boxSize must be a positive integer number of voxels, got {box_size}")
     return n
-
-
-def _advance_slab(volume, slab, slab_lo, z_lo, z_hi):
-    """In-memory copy of volume[z_lo:z_hi], reusing the part already in ``slab``."""
-    new = np.empty((z_hi - z_lo,) + tuple(volume.shape[1:]), np.float32)
-    read_from = z_lo
-    if slab is not None:
-        keep_lo, keep_hi = max(z_lo, slab_lo), min(z_hi, slab_lo + len(slab))
-        if keep_lo == z_lo and keep_hi > keep_lo:
-            new[:keep_hi - z_lo] = slab[keep_lo - slab_lo:keep_hi - slab_lo]
-            read_from = keep_hi
-    if read_from < z_hi:
-        new[read_from - z_lo:] = volume[read_from:z_hi]
-    return new, z_lo
-
-
-def _copy_box(source, source_z0, start, n, out, pad_value, full_shape=None):
-    """Copy one box (start z, y, x in volume indices) into ``out``; True if padded."""
-    shape = np.array(full_shape if full_shape is not None else source.shape)
-    lo = np.maximum(start, 0)
-    hi = np.minimum(start + n, shape)
-    src = (slice(lo[0] - source_z0, hi[0] - source_z0), slice(lo[1], hi[1]), slice(lo[2], hi[2]))
-    if np.all(lo == start) and np.all(hi == start + n):
-        out[...] = source[src]
-        return False
-    out.fill(pad_value)
-    dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-    out[dst] = source[src]
-    return True
 
 
 def fourier_crop_boxes(boxes, size):
@@ -371,10 +385,10 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     pad_value : float, optional
         Fill value for 'pad'; the tomogram mean when None.
     slab_bytes : int, optional
-        Memory for one z-slab of the tomogram.
+        Size of the z-slab read ahead at a time (see `iter_boxes`).
     workers : int, optional
-        Threads that post-process (downsample/normalise) while the next slab is
-        read; ``os.cpu_count()`` when None.
+        Threads copying boxes and post-processing them (downsample/normalise)
+        while the next slab is read; ``os.cpu_count()`` when None.
 
     Returns
     -------
@@ -414,7 +428,7 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     indices, pads, jobs = [], [], []
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for index, boxes, padded in iter_boxes(volume, positions, n, out_of_bounds, pad_value,
-                                               slab_bytes, allocate):
+                                               slab_bytes, allocate, workers):
             if m != n or invert or normalize is not None:
                 jobs.append(pool.submit(finish, boxes, filled[0]))
             filled[0] += len(index)
