@@ -14,7 +14,9 @@ Two matching rules are reported side by side:
     with the most pairs, and among those the smallest summed distance, is
     found exactly with the Hungarian algorithm
     (`scipy.optimize.linear_sum_assignment`) on each connected component of
-    the within-radius candidate graph. TP = matched pairs, FP = unmatched
+    the within-radius candidate graph (a component with more than
+    `MAX_DENSE` prediction-truth cells, which needs absurdly dense picks, is
+    matched greedily closest-first instead). TP = matched pairs, FP = unmatched
     predictions, FN = unmatched true particles.
 
 Matching never crosses tomograms: only picks with equal ``tomo_ids`` are
@@ -29,6 +31,9 @@ from scipy.spatial import cKDTree
 from .picks import Picks
 
 RULES = ("any", "one_to_one")
+#: Largest (predictions x truths) connected component solved exactly; bigger
+#: ones (only seen with absurdly dense picks) are matched greedily, closest first.
+MAX_DENSE = 4_000_000
 
 
 def _candidate_pairs(pred_xyz, true_xyz, radius):
@@ -64,6 +69,11 @@ def _assign(i, j, d, n_pred, n_true, radius):
         ci, cj, cd = i[s:e], j[s:e], d[s:e]
         ui, li = np.unique(ci, return_inverse=True)
         uj, lj = np.unique(cj, return_inverse=True)
+        if len(ui) * len(uj) > MAX_DENSE:
+            gi, gj = _greedy(ci, cj, cd)
+            out_i.append(gi)
+            out_j.append(gj)
+            continue
         big = radius * (len(ui) + len(uj)) + 1.0
         cost = np.zeros((len(ui), len(uj)))
         cost[li, lj] = cd - big
@@ -72,6 +82,18 @@ def _assign(i, j, d, n_pred, n_true, radius):
         out_i.append(ui[rows[real]])
         out_j.append(uj[cols[real]])
     return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def _greedy(i, j, d):
+    """Closest-first matching of candidate pairs (fallback for huge components)."""
+    used_i, used_j, keep = set(), set(), []
+    for k in np.argsort(d, kind="stable"):
+        if i[k] not in used_i and j[k] not in used_j:
+            used_i.add(i[k])
+            used_j.add(j[k])
+            keep.append(k)
+    keep = np.array(keep, dtype=int)
+    return i[keep], j[keep]
 
 
 def match_picks(pred_xyz, true_xyz, radius, rule="one_to_one"):

@@ -180,3 +180,13 @@ def test_format_evaluation_reports_both_rules_and_classes():
     assert "(TP 2, FP 1, FN 0)" in text
     assert "class 1" in text and "class 2" in text
     assert "orientation (z-axis) error over 2 pairs: median 0.0" in text
+
+
+def test_huge_components_fall_back_to_closest_first_matching(monkeypatch):
+    from tomopick.core import evaluate
+    monkeypatch.setattr(evaluate, "MAX_DENSE", 0)
+    truth = np.array([[0, 0, 0], [3, 0, 0.0]])
+    pred = np.array([[1.4, 0, 0], [-1.9, 0, 0]])
+    i, j, d = match_picks(pred, truth, 2.0, "one_to_one")
+    # closest first takes P0-T0 (1.4); P1 then has no free truth within radius
+    assert i.tolist() == [0] and j.tolist() == [0] and np.allclose(d, [1.4])
