@@ -902,7 +902,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                   tilt_range=None if tilt_range is None else tuple(tilt_range), snr=snr,
                   ctf=ctf, thickness_gradient=thickness_gradient, contrast=contrast, seed=seed,
                   ice_thickness=ice_thickness, ice_density=ice_density,
-                  background_amplitude=background_amplitude, defocus=defocus, bfactor=bfactor)
+                  background_amplitude=background_amplitude, defocus=defocus, bfactor=bfactor,
+                  particle_classes=[int(c) for c in classes], tomo_id=str(tomo_id))
 
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape

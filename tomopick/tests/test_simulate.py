@@ -181,6 +181,13 @@ def test_dark_contrast_makes_particles_darker_than_ice(plain):
     ice = np.median(dark.clean[dark.sample_mask()])
     assert np.all(at_particles < ice)
     assert np.array_equal(dark.templates[1], plain.templates[1]) and plain.templates[1].max() > 0.9
+    # still true after the wedge and the (phase-flipped) CTF band-pass: the
+    # filtered particle centres sit below the slab's median (the ring's centre
+    # is a hole, hence "most")
+    filtered = simulate_tomogram(shape=SHAPE, n_particles=12, n_vesicles=1, snr=None, seed=3)
+    c = np.round(filtered.particles.positions).astype(int)
+    values = filtered.tomogram[c[:, 2], c[:, 1], c[:, 0]]
+    assert np.mean(values < np.median(filtered.tomogram[filtered.sample_mask()])) > 0.8
 
 
 def test_content_lies_inside_the_ice_slab_whose_thickness_varies(phantom, plain):
