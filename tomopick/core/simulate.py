@@ -228,23 +228,30 @@ def _paste_spheres(volume, centers, radius_vox, density, edge_vox):
         np.maximum(sub, dens.astype(volume.dtype), out=sub)
 
 
+def _render_template(shape_obj, voxel_size):
+    """The shape at identity orientation in a cubic box centred on the origin."""
+    half = int(math.ceil(shape_obj.radius() / voxel_size)) + 1
+    n = 2 * half + 1
+    template = np.zeros((n, n, n), dtype=np.float32)
+    _paste_shape(template, shape_obj, np.full(3, float(half)), np.eye(3), voxel_size,
+                 shape_obj.radius() / voxel_size)
+    return template, half
+
+
 def _centered_shape(primitives, voxel_size):
     """A class shape moved so its density centroid is the origin, its template and radius."""
     shape_obj = _Shape(primitives, edge=0.5 * voxel_size)
-    # The centroid is computed on the voxel grid itself (twice, the second
-    # pass correcting the discretisation error of the first) so that the
-    # rendered template is centred to well below a voxel.
-    for _ in range(3):
-        radius_vox = shape_obj.radius() / voxel_size
-        half = int(math.ceil(radius_vox)) + 1
-        n = 2 * half + 1
-        template = np.zeros((n, n, n), dtype=np.float32)
-        _paste_shape(template, shape_obj, np.full(3, float(half)), np.eye(3), voxel_size,
-                     radius_vox)
+    # The centroid is measured on the voxel grid itself, and the shift
+    # repeated until it is below 1e-3 voxel, so that the rendered template
+    # (and every pasted copy) has its centroid where the position says.
+    for _ in range(5):
+        template, half = _render_template(shape_obj, voxel_size)
         com = np.array(ndimage.center_of_mass(template))[::-1] - half   # (x, y, z) voxels
         if np.abs(com).max() < 1e-3:
             break
         shape_obj = shape_obj.shifted(-com * voxel_size)
+    else:
+        template, _ = _render_template(shape_obj, voxel_size)
     return shape_obj, template, shape_obj.radius() / voxel_size
 
 
