@@ -69,19 +69,18 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
         form.addParam("useModelTypeAsPicked", params.BooleanParam, default=True,
                       label="Model type as picked?",
                       help="Yes: each model is fitted with the type stored with it by the "
-                           "vectorial picking (models without one use the type below). "
-                           "No: every model is fitted with the type chosen below.")
+                           "vectorial picking; models without one (meshes from other "
+                           "sources) are fitted as General.\n"
+                           "No: every model is fitted with the model type chosen below.")
         form.addParam("modelType", params.EnumParam, choices=list(geometry.MODEL_TYPES),
-                      default=0, label="Model type",
+                      default=0, label="Model type", condition="not useModelTypeAsPicked",
                       help="General: the points as they are, z-axis = normal of the local "
                            "surface they span (none when they span none);\n"
                            "Vesicle: least-squares sphere;\n"
                            "Ellipsoidal vesicle: general ellipsoid (algebraic quadric fit);\n"
                            "Surface: membrane picked on several z-slices (ordered per slice, "
                            "interpolated between slices, triangulated);\n"
-                           "Filament: smooth spline through the points in picking order.\n"
-                           "Shown when the stored model type is not used, or used for models "
-                           "without one.")
+                           "Filament: smooth spline through the points in picking order.")
 
         form.addSection(label="Mesh and cropping")
         form.addParam("meshParameter", params.FloatParam, default=5.0,
@@ -252,7 +251,8 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
                 interior = interior.get() if interior is not None else ""
                 model = models[key] = {
                     "tsId": key[0], "modelId": key[1],
-                    "type": stored if asPicked and stored in geometry.MODEL_TYPES else formType,
+                    "type": (stored if stored in geometry.MODEL_TYPES else "General")
+                            if asPicked else formType,
                     "interior": [float(v) for v in interior.split()] if interior else None,
                     "points": []}
             model["points"].append([float(v) for v in coord.getPosition(BOTTOM_LEFT_CORNER)])

@@ -194,3 +194,49 @@ class TestDirectionalPicking(TomoPickProtocolTest):
         np.testing.assert_allclose(z_axes, np.tile([1.0, 0, 0], (len(picks), 1)), atol=1e-3)
         turn = angle_between(picks.matrices[:-1, :3, 0], picks.matrices[1:, :3, 0])
         np.testing.assert_allclose(turn, 20.0, atol=0.5)
+
+    def test_surface_by_levels_particles_on_the_membrane_pointing_away_from_interior(self):
+        # one side of the spherical vesicle clicked on 5 z-slices, marker outside:
+        # the normals must point inward (towards the vesicle centre)
+        rng = np.random.default_rng(5)
+        center, radius = np.asarray(self.sphere["center"]), self.sphere["semi_axes"][0]
+        rows = []
+        for z in np.round(np.linspace(center[2] - 0.7 * radius, center[2] + 0.7 * radius, 5)):
+            rho = np.sqrt(radius ** 2 - (z - center[2]) ** 2)
+            angle = np.radians(rng.uniform(-60, 60, 8))
+            xy = center[:2] + rho * np.column_stack([np.cos(angle), np.sin(angle)])
+            xy += rng.normal(0, 1 / np.sqrt(2), xy.shape)
+            rows += [("tomo_1", 5, x, y, z, "point") for x, y in xy]
+        rows.append(("tomo_1", 5, *(center + [radius + 8, 0, 0]), "interior"))
+        path = write_csv(os.path.join(self.dataDir, "surface.csv"), rows)
+        pick = self.launch(self.make(
+            ProtTomoPickVectorialPicking, inputTomograms=(self.importProt, "Tomograms"),
+            modelType=3, pointsFile=path))
+        workflow = self.launch(self.make(ProtTomoPickModelWorkflow, inputMeshes=(pick, "meshes"),
+                                         cropping=3.0, meshParameter=2.0))
+        picks = picks_from_coordinates(workflow.coordinates)
+        self.assertGreater(len(picks), 20)
+        self.assertEqual(set(picks.group_ids.tolist()), {5})
+        distance = np.abs(np.linalg.norm(picks.positions - center, axis=1) - radius)
+        self.assertLess(distance.max(), 1.5)
+        inward = center - picks.positions
+        err = angle_between(picks.matrices[:, :3, 2], inward)
+        # noise-limited on this small (r ~ 13 voxel) vesicle: ~7 degrees median
+        self.assertLess(np.median(err), 12.0)
+        self.assertLess(np.percentile(err, 95), 45.0)
+
+    def test_forced_general_model_returns_the_clicks_and_wizard_reads_box_size(self):
+        from tomopick.protocols.protocol_model_workflow import ProtTomoPickModelWorkflowBoxSizeWizard
+        prot = self.make(ProtTomoPickModelWorkflow, inputMeshes=(self.pick1, "meshes"),
+                         useModelTypeAsPicked=False, modelType=0)
+        self.assertEqual(prot.boxSize.get(), 32)
+        self.assertEqual(ProtTomoPickModelWorkflowBoxSizeWizard.boxSize(prot), 24)
+        workflow = self.launch(prot)
+        self.assertIsNone(workflow.failedMeshes)
+        picks = picks_from_coordinates(workflow.coordinates)
+        vesicle = picks.subset(picks.group_ids == VESICLE)
+        np.testing.assert_allclose(vesicle.positions, clicks(self.sphere, 25, 1), atol=1e-2)
+        err = angle_between(vesicle.matrices[:, :3, 2],
+                            vesicle_normals(self.sphere, vesicle.positions))
+        # local PCA over 8 noisy neighbours on a radius-13 vesicle
+        self.assertLess(np.median(err), 20.0)
