@@ -10,8 +10,7 @@ import os
 
 from tomopick.viewers import headless
 
-DISPLAY = headless.virtual_display()  # before anything imports Qt
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # replaced by xcb when Xvfb starts
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -143,12 +142,13 @@ def test_session_rejects_unknown_tomograms_model_types_and_positions(tmp_path):
 def qapp():
     from napari.qt import get_qapp
 
+    headless.virtual_display()  # a private Xvfb (when installed) before Qt starts
     return get_qapp()
 
 
 @pytest.fixture(scope="module")
 def renders(qapp):
-    return DISPLAY is not None and headless.canvas_renders()
+    return qapp.platformName() == "xcb" and headless.canvas_renders()
 
 
 def _volume():

@@ -13,6 +13,7 @@ System packages (Debian 12): ``xvfb`` (the server), ``libgl1-mesa-dri``
 import os
 import shutil
 import subprocess
+import sys
 
 _SERVER = None
 
@@ -33,6 +34,11 @@ def virtual_display(width=1280, height=1024):
     global _SERVER
     if _SERVER is not None:
         return os.environ["DISPLAY"]
+    widgets = sys.modules.get("PyQt5.QtWidgets")
+    if widgets is not None and widgets.QApplication.instance() is not None:
+        # Qt already runs on some platform; it cannot be switched any more
+        app = widgets.QApplication.instance()
+        return os.environ.get("DISPLAY") if app.platformName() == "xcb" else None
     xvfb = shutil.which("Xvfb")
     if xvfb is None:
         return None

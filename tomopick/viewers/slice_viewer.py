@@ -28,7 +28,8 @@ def world_to_canvas(viewer, zyx):
     screenshot has that size on a 1:1 display (Xvfb).
     """
     displayed = list(viewer.dims.displayed)
-    point = np.asarray(zyx, dtype=float)[displayed]
+    # a 2D viewer (gallery) takes the last two values: (y, x)
+    point = np.asarray(zyx, dtype=float)[-viewer.dims.ndim:][displayed]
     center = np.asarray(viewer.camera.center, dtype=float)[-2:]
     zoom = float(viewer.camera.zoom)
     height, width = viewer.window._qt_viewer.canvas.size

@@ -1,0 +1,423 @@
+"""The viewers: display arrays, napari views rendered offscreen, the Scipion viewer.
+
+Rendering tests run napari on a private Xvfb (Mesa llvmpipe) and check the
+screenshots pixel by pixel: markers in their colour where the coordinates
+are, arrows along the particle axes, the gallery's central slices. Without
+Xvfb they are skipped; the rest runs on Qt's offscreen platform.
+"""
+import json
+import os
+
+from tomopick.viewers import headless
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # replaced by xcb when Xvfb starts
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from scipy import ndimage  # noqa: E402
+
+from tomopick.viewers import display  # noqa: E402
+
+
+# ------------------------------------------------------------ display arrays
+def test_orientation_arrows_start_at_the_particle_and_follow_the_z_axis():
+    positions = np.array([[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]])
+    matrices = np.tile(np.eye(4), (2, 1, 1))
+    matrices[0, :3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]  # R @ z = +x
+    vectors = display.orientation_vectors(positions, matrices, length=5)
+    np.testing.assert_array_equal(vectors[:, 0], [[30, 20, 10], [3, 2, 1]])   # (z, y, x)
+    np.testing.assert_allclose(vectors[:, 1], [[0, 0, 5], [5, 0, 0]], atol=1e-12)
+    with pytest.raises(ValueError, match="one 3x3 or 4x4 matrix per position"):
+        display.orientation_vectors(positions, matrices[:1])
+
+
+@pytest.mark.parametrize("sigma", [0.8, 2.0])
+def test_filtered_volume_slices_equal_filtering_the_whole_volume(sigma):
+    volume = np.random.default_rng(1).normal(size=(20, 24, 28)).astype(np.float32)
+    lazy = display.FilteredVolume(volume, sigma)
+    full = ndimage.gaussian_filter(volume, sigma, mode="nearest")
+    for key in [(0,), (10,), (19,), (slice(None), 5), (slice(None), slice(None), 27),
+                (slice(3, 9), 4)]:
+        np.testing.assert_allclose(lazy[key], full[key], rtol=1e-5, atol=1e-5)
+
+
+def test_contrast_limits_of_a_subsampled_volume_match_the_full_percentiles():
+    volume = np.random.default_rng(2).normal(size=(64, 64, 64)).astype(np.float32)
+    low, high = display.contrast_limits(volume, (1, 99), max_samples=40_000)
+    assert low == pytest.approx(-2.326, abs=0.1) and high == pytest.approx(2.326, abs=0.1)
+    assert display.contrast_limits(np.ones((4, 4, 4))) == (0.5, 1.5)
+
+
+def test_gallery_and_sections_show_the_central_planes():
+    volumes = []
+    for value in (1.0, 2.0, 3.0):
+        v = np.zeros((9, 9, 9), np.float32)
+        v[4] = value                 # only the central z plane is non-zero
+        volumes.append(v)
+    mosaic, origins = display.gallery(volumes, ncols=2, gap=1)
+    assert mosaic.shape == (19, 19)
+    for value, (r, c) in zip((1.0, 2.0, 3.0), origins):
+        np.testing.assert_array_equal(mosaic[r:r + 9, c:c + 9], value)
+    bar = np.zeros((8, 10, 12), np.float32)
+    bar[4, 5, :] = 1                 # a rod along x through the centre
+    panel, origins = display.sections_panel(bar, gap=0)
+    xy, xz, yz = (panel[r:r + s[0], c:c + s[1]] for (r, c), s in
+                  zip(origins, [(10, 12), (8, 12), (8, 10)]))
+    assert xy[5].all() and xy.sum() == 12          # a line in XY
+    assert xz[4].all() and xz.sum() == 12          # a line in XZ
+    assert yz[4, 5] == 1 and yz.sum() == 1         # a dot in YZ
+
+
+def test_montage_panels_are_consecutive_slices_around_the_centre():
+    volume = np.arange(10)[:, None, None] * np.ones((10, 3, 4))
+    mosaic, indices = display.montage(volume, "z", center=0, count=5, ncols=5, gap=0)
+    np.testing.assert_array_equal(indices, [0, 1, 2])           # clipped at the edge
+    np.testing.assert_array_equal(mosaic[0, ::4][:3], [0, 1, 2])
+    _, indices = display.montage(volume, "x", count=3)
+    np.testing.assert_array_equal(indices, [1, 2, 3])
+
+
+def test_colours_separate_groups_and_order_scores():
+    colors = display.group_colors([1, 2, 1])
+    np.testing.assert_array_equal(colors[0], colors[2])
+    assert np.abs(colors[0] - colors[1]).max() > 0.3
+    viridis = display.score_colors([0.0, 0.5, 1.0])
+    assert viridis[0, 2] > viridis[0, 1] and viridis[2, 1] > viridis[2, 2]  # purple .. yellow
+
+
+# --------------------------------------------------------- napari views
+@pytest.fixture(scope="module")
+def qapp():
+    from napari.qt import get_qapp
+
+    headless.virtual_display()  # a private Xvfb (when installed) before Qt starts
+    return get_qapp()
+
+
+@pytest.fixture(scope="module")
+def renders(qapp):
+    return qapp.platformName() == "xcb" and headless.canvas_renders()
+
+
+@pytest.fixture
+def views():
+    opened = []
+    yield opened
+    for view in opened:
+        view.close()
+
+
+def _need(renders):
+    if not renders:
+        pytest.skip("no OpenGL rendering (needs Xvfb + Mesa: see tomopick.viewers.headless)")
+
+
+def _blob_volume():
+    volume = np.zeros((32, 48, 64), np.float32)
+    volume[16, 20, 40] = 1000.0
+    return ndimage.gaussian_filter(volume, 2.0)
+
+
+def _colour(view, shot, xyz, radius=1):
+    row, col = np.round(view.world_to_canvas(np.asarray(xyz, float)[::-1])).astype(int)
+    return shot[row - radius:row + radius + 1, col - radius:col + radius + 1, :3] \
+        .reshape(-1, 3).mean(0)
+
+
+def test_coordinates_are_drawn_in_their_group_colour_on_their_slice(qapp, renders, views):
+    _need(renders)
+    from tomopick.viewers.slice_viewer import tomogram_viewer
+
+    positions = [[40, 20, 16], [12, 36, 16], [52, 36, 3]]
+    view = tomogram_viewer(_blob_volume(), positions, group_ids=[1, 2, 1], point_size=6)
+    views.append(view)
+    shot = view.screenshot().astype(int)
+    expected = display.group_colors([1, 2])[:, :3] * 255
+    np.testing.assert_allclose(_colour(view, shot, positions[0]), expected[0], atol=3)
+    np.testing.assert_allclose(_colour(view, shot, positions[1]), expected[1], atol=3)
+    assert _colour(view, shot, [52, 36, 16]).max() < 10        # 13 slices away: not drawn
+    view.set_slice(3)
+    shot = view.screenshot().astype(int)
+    np.testing.assert_allclose(_colour(view, shot, positions[2]), expected[0], atol=3)
+    # slicing along x: the point at x = 40 shows at (z, y) = (16, 20) on slice x = 40
+    view.set_axis("x")
+    view.set_slice(40)
+    shot = view.screenshot().astype(int)
+    np.testing.assert_allclose(_colour(view, shot, positions[0]), expected[0], atol=3)
+
+
+def test_orientation_arrows_point_along_each_particles_z_axis(qapp, renders, views):
+    _need(renders)
+    from tomopick.viewers.slice_viewer import tomogram_viewer
+
+    z_axes = [[1, 0, 0], [0, -1, 0]]          # +x (right), -y (up on screen)
+    positions = [[20, 24, 16], [44, 24, 16]]
+    view = tomogram_viewer(np.zeros((32, 48, 64), np.float32), positions, z_axes=z_axes,
+                           group_ids=[3, 3], point_size=4, arrow_length=10, controls=False)
+    views.append(view)
+    shot = view.screenshot().astype(int)
+    arrow = display.group_colors([3])[0, :3] * 255
+
+    def coloured(xyz):
+        return np.abs(_colour(view, shot, xyz, radius=0) - arrow).max() < 40
+
+    # 6 voxels along the axis: beyond the 2-voxel marker radius, inside the 10-voxel arrow
+    assert coloured([26, 24, 16]) and not coloured([14, 24, 16])
+    assert coloured([44, 18, 16]) and not coloured([44, 30, 16])
+
+
+def test_threshold_and_removal_decide_the_kept_subset(qapp, renders, views):
+    from tomopick.viewers.slice_viewer import tomogram_viewer
+
+    saved = []
+    positions = [[40, 20, 16], [12, 36, 16], [30, 10, 16], [50, 40, 16]]
+    view = tomogram_viewer(_blob_volume(), positions, scores=[0.9, 0.2, 0.6, 0.4],
+                           ids=[11, 12, 13, 14], colors_by="score", point_size=6,
+                           on_save=saved.append, show=renders)
+    views.append(view)
+    view.threshold_slider.setValue(500)           # 0.2 + 0.7 * 0.5 = 0.55
+    assert view.threshold == pytest.approx(0.55)
+    np.testing.assert_array_equal(view.kept_ids(), [11, 13])
+    assert view.remove_nearest((31, 11, 16), max_distance=3) == 13
+    assert view.remove_nearest((0, 0, 0), max_distance=3) is None
+    view.save_subset()
+    np.testing.assert_array_equal(saved[-1], [11])
+    view.threshold_slider.setValue(0)
+    view.points_layer.selected_data = {1}         # shown rows: 11, 12, 14 -> id 12
+    view.remove_selected()
+    np.testing.assert_array_equal(view.kept_ids(), [11, 14])
+    if renders:
+        shot = view.screenshot().astype(int)
+        assert _colour(view, shot, positions[0]).max() > 100        # kept: drawn
+        assert _colour(view, shot, positions[1]).max() < 10         # removed: gone
+        view.screenshot()
+    view.restore_all()
+    np.testing.assert_array_equal(view.kept_ids(), [11, 12, 13, 14])
+
+
+def test_gallery_screenshot_shows_each_subtomograms_central_slice(qapp, renders, views):
+    _need(renders)
+    from tomopick.viewers.slice_viewer import subtomogram_gallery
+
+    volumes = []
+    for k in range(4):
+        v = np.zeros((16, 16, 16), np.float32)
+        v[8, 4:12, 4:12] = 1.0           # a bright square on the central slice only
+        v[3, :, :] = 1.0                 # a bright plane elsewhere must not show
+        volumes.append(v)
+    view = subtomogram_gallery(volumes, names=["a", "b", "c", "d"])
+    views.append(view)
+    shot = view.screenshot().astype(int)
+    for r, c in view.origins:
+        assert _colour(view, shot, (c + 8, r + 8, 0)).min() > 200   # square centre: white
+        assert _colour(view, shot, (c + 2, r + 13, 0)).max() < 10   # off the square: black
+
+
+def test_average_viewer_shows_the_three_central_sections(qapp, renders, views):
+    _need(renders)
+    from tomopick.viewers.slice_viewer import average_viewer
+
+    rod = np.zeros((16, 16, 16), np.float32)
+    rod[8, 8, 2:14] = 1.0
+    view = average_viewer(rod)
+    views.append(view)
+    shot = view.screenshot().astype(int)
+    (r0, c0), (r1, c1), (r2, c2) = view.origins
+    assert _colour(view, shot, (c0 + 4, r0 + 8, 0)).min() > 200   # XY: the rod, along x
+    assert _colour(view, shot, (c1 + 4, r1 + 8, 0)).min() > 200   # XZ: the rod, along x
+    assert _colour(view, shot, (c2 + 8, r2 + 8, 0)).min() > 200   # YZ: its cross-section
+    assert _colour(view, shot, (c2 + 4, r2 + 8, 0)).max() < 10
+
+
+def test_segmentation_is_overlaid_as_labels(qapp, renders, views):
+    _need(renders)
+    from tomopick.viewers.slice_viewer import segmentation_viewer
+
+    labels = np.zeros((32, 48, 64), np.int32)
+    labels[:, 10:20, 10:20] = 1
+    view = segmentation_viewer(_blob_volume(), labels)
+    views.append(view)
+    shot = view.screenshot().astype(int)
+    inside, outside = _colour(view, shot, (15, 15, 16)), _colour(view, shot, (40, 30, 16))
+    assert np.ptp(inside) > 30          # a coloured (not grey) label
+    assert outside.max() < 10
+    with pytest.raises(ValueError, match="do not match the tomogram"):
+        segmentation_viewer(np.zeros((32, 48, 64)), labels[:5], show=False)
+
+
+def test_mesh_viewer_fits_each_vesicle_from_the_user_points(qapp, renders, views):
+    from tomopick.viewers.slice_viewer import mesh_viewer
+
+    rng = np.random.default_rng(3)
+    directions = rng.normal(size=(12, 3))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    center, radius = np.array([32.0, 24.0, 16.0]), 10.0
+    points = np.vstack([center + radius * directions, [[5, 5, 5], [6, 5, 5]]])
+    groups = np.r_[np.full(12, 1), 2, 2]          # model 2 cannot make a sphere
+    view = mesh_viewer(np.zeros((32, 48, 64), np.float32), points, groups, "Vesicle",
+                       show=renders)
+    views.append(view)
+    assert set(view.fitted) == {1} and set(view.failed) == {2}
+    fitted = view.fitted[1]
+    distances = np.linalg.norm(fitted.positions - center, axis=1)
+    np.testing.assert_allclose(distances, radius, atol=1e-6)
+    # normals point outward, drawn as arrows
+    outward = np.einsum("ij,ij->i", fitted.normals, fitted.positions - center) / radius
+    assert outward.min() > 0.99
+    assert len(view.viewer.layers["fitted normals"].data) == len(fitted)
+    assert "model 2" in view.viewer.title
+
+
+def test_tomogram_viewer_rejects_mismatched_arrays(qapp):
+    from tomopick.viewers.slice_viewer import tomogram_viewer
+
+    with pytest.raises(ValueError, match="2 group ids for 3 positions"):
+        tomogram_viewer(np.zeros((4, 4, 4)), np.zeros((3, 3)), group_ids=[1, 2], show=False)
+    with pytest.raises(ValueError, match="needs scores"):
+        tomogram_viewer(np.zeros((4, 4, 4)), np.zeros((3, 3)), colors_by="score", show=False)
+    with pytest.raises(ValueError, match="3D"):
+        tomogram_viewer(np.zeros((4, 4)), show=False)
+
+
+# -------------------------------------------------------- Scipion viewer
+def test_importing_the_viewers_loads_no_qt():
+    import subprocess
+    import sys
+
+    code = ("import sys, tomopick.viewers, tomopick.viewers.picker, tomopick.viewers.launch, "
+            "tomopick.viewers.slice_viewer; "
+            "print([m for m in sys.modules if m.split('.')[0] in "
+            "('PyQt5', 'qtpy', 'napari', 'vispy')])")
+    env = dict(os.environ)
+    env.pop("DISPLAY", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+from tomopick.tests.protocol_base import TomoPickProtocolTest  # noqa: E402
+
+
+class TestScipionViewer(TomoPickProtocolTest):
+    """The Scipion side: discovery, view specs from real sets, subset registration."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        from tomopick.core.formats.mrc import write_mrc
+
+        write_mrc(os.path.join(cls.dataDir, "t1.mrc"), _blob_volume(), 10.0)
+        cls.prot = cls.importTomograms(pattern="t1.mrc")
+
+    def _coordinates(self):
+        from tomo.objects import SetOfCoordinates3D
+
+        from tomopick import convert
+        from tomopick.core.picks import Picks
+
+        prot = self.proj.getProtocol(self.prot.getObjId())
+        tomograms = prot.Tomograms
+        coords = SetOfCoordinates3D.create(prot._getPath(), suffix="viewertest")
+        coords.setPrecedents(tomograms)
+        coords.setSamplingRate(20.0)                 # twice the tomogram's voxel size
+        coords.setBoxSize(16)
+        matrices = np.tile(np.eye(4), (3, 1, 1))
+        matrices[0, :3, :3] = [[0, 0, 1], [0, 1, 0], [-1, 0, 0]]
+        picks = Picks(["t1"] * 3, [[20, 10, 8], [6, 18, 8], [26, 20, 1]], [1, 2, 1], matrices,
+                      [0.9, 0.2, 0.6], 20.0)
+        convert.append_picks(coords, picks, convert.tomograms_by_tsid(tomograms))
+        coords.write()
+        prot._defineOutputs(testCoordinates=coords)
+        self.proj._storeProtocol(prot)
+        return prot, coords
+
+    def test_viewer_is_discovered_for_every_target(self):
+        from pyworkflow.plugin import Domain
+        from pyworkflow.viewer import DESKTOP_TKINTER
+
+        from tomopick.viewers import TomoPickNapariViewer
+
+        prot, coords = self._coordinates()
+        for obj in (prot.Tomograms, coords):
+            found = Domain.findViewers(obj, DESKTOP_TKINTER)
+            assert TomoPickNapariViewer in found, f"{type(obj).__name__}: {found}"
+
+    def test_view_spec_and_subset_registration_round_trip(self):
+        from tomopick.viewers import launch
+        from tomopick.viewers.viewers import (read_saved_subsets, register_coordinates_subset,
+                                              write_view_spec)
+
+        prot, coords = self._coordinates()
+        directory = os.path.join(prot._getTmpPath(), "view")
+        spec = json.load(open(write_view_spec(coords, directory, prot)))
+        assert spec["kind"] == "coordinates" and spec["oriented"]
+        assert spec["tomograms"][0]["tsId"] == "t1"
+        picks = launch.load_picks(spec["picks"])
+        # drawn in voxels of the tomogram (10 Å) although the set is at 20 Å/voxel
+        np.testing.assert_allclose(picks["positions"], [[40, 20, 16], [12, 36, 16], [52, 40, 2]])
+        ids = picks["ids"]
+
+        views, collector = launch.open_views(spec, show=False)
+        try:
+            view = views[0]
+            np.testing.assert_allclose(view.positions, picks["positions"])
+            np.testing.assert_allclose(view.matrices[0, :3, 2], [1, 0, 0], atol=1e-9)
+            view.remove_ids([ids[1]])
+            view.save_subset()
+        finally:
+            for v in views:
+                v.close()
+        kept = read_saved_subsets(spec["result_dir"])
+        assert kept == [[int(ids[0]), int(ids[2])]]
+
+        name, subset = register_coordinates_subset(prot, coords, kept[0], self.proj)
+        reloaded = self.proj.getProtocol(prot.getObjId())
+        stored = getattr(reloaded, name)
+        assert sorted(c.getObjId() for c in stored.iterItems()) == kept[0]
+        assert stored.getSamplingRate() == 20.0 and stored.getBoxSize() == 16
+        assert stored.getPrecedents().getSize() == 1
+        with pytest.raises(ValueError, match="empty"):
+            register_coordinates_subset(prot, coords, [])
+        with pytest.raises(ValueError, match="not in"):
+            register_coordinates_subset(prot, coords, [999])
+
+    def test_view_specs_of_tomograms_subtomograms_and_averages(self):
+        from tomo.objects import AverageSubTomogram, SetOfSubTomograms, SubTomogram
+
+        from tomopick.core.formats.mrc import write_mrc
+        from tomopick.viewers import launch
+        from tomopick.viewers.viewers import write_view_spec
+
+        prot = self.proj.getProtocol(self.prot.getObjId())
+        directory = prot._getTmpPath()
+        spec = json.load(open(write_view_spec(prot.Tomograms, os.path.join(directory, "t"))))
+        assert spec["kind"] == "tomograms" and len(spec["tomograms"]) == 1
+
+        subtomos = SetOfSubTomograms.create(prot._getPath(), suffix="viewertest")
+        subtomos.setSamplingRate(10.0)
+        for k in range(3):
+            path = os.path.join(directory, f"sub{k}.mrc")
+            box = np.zeros((8, 8, 8), np.float32)
+            box[4, 4, 4] = k + 1
+            write_mrc(path, box, 10.0)
+            sub = SubTomogram(location=path)
+            sub.setSamplingRate(10.0)
+            subtomos.append(sub)
+        spec = json.load(open(write_view_spec(subtomos, os.path.join(directory, "s"))))
+        assert spec["kind"] == "subtomograms" and len(spec["subtomograms"]) == 3
+        views, _ = launch.open_views(spec, show=False)
+        try:
+            gallery = views[0]
+            values = sorted(gallery.image[r + 4, c + 4] for r, c in gallery.origins)
+            assert values == [1.0, 2.0, 3.0]
+        finally:
+            views[0].close()
+
+        average = AverageSubTomogram(location=os.path.join(directory, "sub2.mrc"))
+        spec = json.load(open(write_view_spec(average, os.path.join(directory, "a"))))
+        assert spec["kind"] == "average"
+        views, _ = launch.open_views(spec, show=False)
+        try:
+            assert views[0].image.max() == 3.0
+        finally:
+            views[0].close()
