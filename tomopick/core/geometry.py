@@ -340,13 +340,15 @@ def poisson_disk(points, radius, seed=0):
     """
     points = np.asarray(points, dtype=float)
     order = np.random.default_rng(seed).permutation(len(points))
-    neighbours = cKDTree(points).query_ball_point(points, radius, workers=-1)
+    tree = cKDTree(points)
     removed = np.zeros(len(points), dtype=bool)
     kept = []
+    # neighbours are looked up only for kept points (a few % of the
+    # candidates): memory stays O(candidates) on large membranes
     for i in order:
         if not removed[i]:
             kept.append(i)
-            removed[neighbours[i]] = True
+            removed[tree.query_ball_point(points[i], radius)] = True
     return np.array(sorted(kept), dtype=int)
 
 
