@@ -40,6 +40,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
+import mrcfile
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
@@ -653,19 +654,38 @@ class Phantom:
             params={k: (list(v) if isinstance(v, tuple) else v) for k, v in self.params.items()},
         )
 
-    def save(self, directory, name):
+    def save(self, directory, name, save_clean=False, save_templates=False):
         """Write ``name.mrc``, ``name_truth.json`` and ``name_particles.csv``.
 
-        The particles' tsId is ``name``. The CSV has the columns
-        tomoId,x,y,z,groupId,tdrot,tilt,narot (voxels, bottom-left origin,
-        Dynamo ZXZ degrees). Returns the three paths.
+        Parameters
+        ----------
+        directory : str
+            Created when missing.
+        name : str
+            File stem and the particles' tsId.
+        save_clean : bool
+            Also write the clean volume as ``name_clean.mrc``.
+        save_templates : bool
+            Also write each class template as ``name_template_<class id>.mrc``.
+
+        Returns
+        -------
+        mrc_path, json_path, csv_path : str
+            The CSV has the columns tomoId,x,y,z,groupId,tdrot,tilt,narot
+            (voxels, bottom-left origin, Dynamo ZXZ degrees).
         """
-        import mrcfile
         os.makedirs(directory, exist_ok=True)
         mrc_path = os.path.join(directory, f"{name}.mrc")
-        with mrcfile.new(mrc_path, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(self.tomogram, dtype=np.float32))
-            mrc.voxel_size = self.voxel_size
+        _write_mrc(mrc_path, self.tomogram, self.voxel_size)
+        if save_clean:
+            if self.clean is None:
+                raise ValueError("this phantom was built with keep_clean=False: no clean volume")
+            _write_mrc(os.path.join(directory, f"{name}_clean.mrc"), self.clean,
+                       self.voxel_size)
+        if save_templates:
+            for class_id, template in self.templates.items():
+                _write_mrc(os.path.join(directory, f"{name}_template_{class_id}.mrc"), template,
+                           self.voxel_size)
         truth = self.truth_dict(name)
         json_path = os.path.join(directory, f"{name}_truth.json")
         with open(json_path, "w") as fh:
@@ -679,6 +699,12 @@ class Phantom:
                                  p["class_id"], f"{p['tdrot']:.4f}", f"{p['tilt']:.4f}",
                                  f"{p['narot']:.4f}"])
         return mrc_path, json_path, csv_path
+
+
+def _write_mrc(path, data, voxel_size):
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
+        mrc.voxel_size = voxel_size
 
 
 def load_truth(path):

@@ -217,7 +217,12 @@ def test_gold_is_dense_and_filaments_follow_their_axes(phantom):
 
 
 def test_save_and_load_truth_round_trip(phantom, tmp_path):
-    mrc_path, json_path, csv_path = phantom.save(tmp_path, "lamella1")
+    mrc_path, json_path, csv_path = phantom.save(tmp_path, "lamella1", save_clean=True,
+                                                 save_templates=True)
+    with mrcfile.open(tmp_path / "lamella1_clean.mrc") as mrc:
+        assert np.array_equal(mrc.data, phantom.clean)
+    with mrcfile.open(tmp_path / "lamella1_template_5.mrc") as mrc:
+        assert np.array_equal(mrc.data, phantom.templates[5])
     with mrcfile.open(mrc_path) as mrc:
         assert np.array_equal(mrc.data, phantom.tomogram)
         assert float(mrc.voxel_size.x) == pytest.approx(10.0)
