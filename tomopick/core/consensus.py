@@ -346,6 +346,8 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
     for i, p in enumerate(inputs):
         if not np.all(np.isfinite(p.positions)):
             raise ValueError(f"input {i} has non-finite positions")
+        if p.matrices is not None and not np.all(np.isfinite(p.matrices)):
+            raise ValueError(f"input {i} has non-finite matrices")
     inputs = _common_voxel_size(inputs)
 
     # ---- all picks in one table ------------------------------------------
@@ -376,14 +378,18 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
     # ---- particles -------------------------------------------------------
     label, n_split = _group(n, source, edges_i, edges_j, dist2, rank, positions, radius)
     # particles numbered by their first member in canonical order
-    uniq, first_at = np.unique(label[order], return_index=True)
-    n_groups = len(uniq)
-    number = np.empty(n_groups, dtype=np.int64)
-    number[np.argsort(first_at, kind="stable")] = np.arange(n_groups)
-    label = number[np.searchsorted(uniq, label)]
-    members = order[np.argsort(label[order], kind="stable")]   # by particle, then rank
+    seq = label[order]
+    first = np.full(int(label.max()) + 1 if n else 0, n, dtype=np.int64)
+    np.minimum.at(first, seq, np.arange(n))
+    is_first = first[seq] == np.arange(n)
+    n_groups = int(is_first.sum())
+    number = np.empty(len(first), dtype=np.int64)
+    number[seq[is_first]] = np.arange(n_groups)
+    label = number[label]
+    # members by particle, then canonical rank (nearly sorted: stable sort is fast)
+    members = order[np.argsort(number[seq], kind="stable")]
     size = np.bincount(label, minlength=n_groups)
-    group_tomo = tomo_code[order[np.sort(first_at)]]
+    group_tomo = tomo_code[order[is_first]]
 
     membership = np.zeros((n_groups, n_inputs), dtype=bool)
     membership[label, source] = True
@@ -409,7 +415,7 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
         mean_pos, out_groups = np.zeros((0, 3)), np.zeros(0, dtype=int)
     out_matrices = None
     if oriented_any:
-        out_matrices = _mean_transforms(matrices[members], oriented[members], starts)
+        out_matrices = _mean_transforms(matrices, members, starts, oriented)
     extra = {"votes": votes[kept].astype(int)}
     if scored_any:
         s = scores[members]
@@ -426,15 +432,17 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
 
     # ---- bookkeeping -----------------------------------------------------
     group_of = np.split(label, np.cumsum(counts)[:-1])
-    per_tomogram = {}
-    for t, name in enumerate(tomo_names):
-        in_t = group_tomo == t
-        per_tomogram[str(name)] = {
-            "input_counts": np.bincount(source[tomo_code == t], minlength=n_inputs),
-            "particles": int(in_t.sum()),
-            "consensus": int((kept & in_t).sum()),
-            "jaccard": jaccard(membership[in_t]),
-        }
+    n_tomos = len(tomo_names)
+    input_counts = np.bincount(tomo_code * n_inputs + source,
+                               minlength=n_tomos * n_inputs).reshape(n_tomos, n_inputs)
+    particles = np.bincount(group_tomo, minlength=n_tomos)
+    in_consensus = np.bincount(group_tomo[kept], minlength=n_tomos)
+    voted_by_all = np.bincount(group_tomo[votes == n_inputs], minlength=n_tomos)
+    per_tomogram = {
+        str(name): {"input_counts": input_counts[t], "particles": int(particles[t]),
+                    "consensus": int(in_consensus[t]),
+                    "jaccard": voted_by_all[t] / particles[t] if particles[t] else float("nan")}
+        for t, name in enumerate(tomo_names)}
     info = ConsensusInfo(min_votes=min_votes, mode=mode, radius=radius, group_of=group_of,
                          votes=votes, membership=membership, tomo_ids=tomo_names[group_tomo],
                          kept=kept,
@@ -548,8 +556,10 @@ def _candidate_pairs(positions, tomo_code, radius):
     """All pairs in one tomogram closer than ``radius`` (and some farther).
 
     Picks are binned in cubic cells of side ``radius``; a pair within the
-    radius always lies in the same or in adjacent cells. Sorting the cell keys
-    and matching the 13 forward neighbour offsets is much faster than a k-d
+    radius always lies in the same or in adjacent cells. With the cell keys
+    sorted (x fastest), the next cell of a row is the next key, and the three
+    cells (x-1, x, x+1) of each of the four forward neighbour rows are
+    consecutive keys found with one binary search: much faster than a k-d
     tree for the sparse, clustered point sets of pickings.
     """
     cell = np.floor(positions / radius).astype(np.int64)
@@ -562,6 +572,7 @@ def _candidate_pairs(positions, tomo_code, radius):
         points = np.column_stack([positions, tomo_code * (4.0 * radius + 1.0)])
         pairs = cKDTree(points).query_pairs(radius * (1 + 1e-9), output_type="ndarray")
         return pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+    # +1 keeps x-1, y-1 neighbours inside their own row / plane
     key = ((tomo_code * dims[2] + cell[:, 2] + 1) * dims[1] + cell[:, 1] + 1) * dims[0] \
         + cell[:, 0] + 1
     order = np.argsort(key)
@@ -569,24 +580,26 @@ def _candidate_pairs(positions, tomo_code, radius):
     start = np.flatnonzero(np.r_[True, sorted_key[1:] != sorted_key[:-1]])
     cell_key = sorted_key[start]
     count = np.diff(np.r_[start, len(key)])
-    first, second = [], []
+    n_cells = len(cell_key)
+
+    cells_a, cells_b = [], []
+    nxt = np.flatnonzero(cell_key[1:] == cell_key[:-1] + 1)      # (x+1, y, z)
+    cells_a.append(nxt)
+    cells_b.append(nxt + 1)
+    for dz, dy in ((0, 1), (1, -1), (1, 0), (1, 1)):             # rows ahead
+        base = cell_key + (dz * dims[1] + dy) * dims[0] - 1
+        at = np.searchsorted(cell_key, base)
+        for dx in range(3):
+            clipped = np.minimum(at, n_cells - 1)
+            hit = cell_key[clipped] == base + dx
+            cells_a.append(np.flatnonzero(hit))
+            cells_b.append(clipped[hit])
+            at = at + hit
+    a, b = _cell_products(start, count, np.concatenate(cells_a), np.concatenate(cells_b),
+                          same_cell=False)
     crowded = np.flatnonzero(count > 1)
-    a, b = _cell_products(start, count, crowded, crowded, same_cell=True)
-    first.append(a)
-    second.append(b)
-    for dz in (-1, 0, 1):
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if (dz, dy, dx) <= (0, 0, 0):
-                    continue        # each unordered neighbour pair once
-                target = cell_key + (dz * dims[1] + dy) * dims[0] + dx
-                at = np.searchsorted(cell_key, target)
-                at[at == len(cell_key)] = 0
-                hit = np.flatnonzero(cell_key[at] == target)
-                a, b = _cell_products(start, count, hit, at[hit], same_cell=False)
-                first.append(a)
-                second.append(b)
-    return order[np.concatenate(first)], order[np.concatenate(second)]
+    c, d = _cell_products(start, count, crowded, crowded, same_cell=True)
+    return order[np.r_[a, c]], order[np.r_[b, d]]
 
 
 def _cell_products(start, count, cells_a, cells_b, same_cell):
@@ -689,35 +702,50 @@ def _agglomerate(label, clean, n_comp, source, ei, ej, dist2, rank, positions, r
     return new_label
 
 
-def _mean_transforms(mats, oriented, starts):
+def _mean_transforms(matrices, members, starts, oriented=None):
     """Per-particle mean transform of the oriented members (identity if none).
 
-    ``mats`` (M, 4, 4) and ``oriented`` (M,) are the members grouped by
-    particle, each particle starting at ``starts``. The rotation is the chordal
-    mean, the shift the arithmetic mean.
+    Parameters
+    ----------
+    matrices : (N, 4, 4) ndarray
+        All picks' transforms.
+    members : (M,) ndarray of int
+        Picks grouped by particle, each particle starting at ``starts``.
+    oriented : (N,) ndarray of bool, optional
+        Picks whose matrix counts (all when omitted).
+
+    Returns
+    -------
+    (len(starts), 4, 4) ndarray
+        Chordal mean rotation and arithmetic mean shift; a particle whose
+        members all hold the same rotation (one member, or identities) keeps
+        it bit for bit.
     """
-    n_groups, n = len(starts), len(mats)
-    out = np.broadcast_to(np.eye(4), (n_groups, 4, 4)).copy()
+    n_groups = len(starts)
+    out = np.zeros((n_groups, 4, 4))
+    out[:, 3, 3] = 1.0
     if n_groups == 0:
         return out
-    w = oriented.astype(float)
-    count = np.add.reduceat(w, starts)
-    has = count > 0
-    tsum = np.add.reduceat(mats[:, :3, 3] * w[:, None], starts, axis=0)
-    out[has, :3, 3] = tsum[has] / count[has, None]
-
-    R = mats[:, :3, :3]
-    # first oriented member of each particle
-    first = np.minimum.reduceat(np.where(oriented, np.arange(n), n), starts)
-    first_safe = np.minimum(first, n - 1)
-    particle = np.repeat(np.arange(n_groups), np.diff(np.r_[starts, n]))
-    # Particles whose oriented members all hold the same rotation (one member,
-    # or unoriented picks stored as identity) keep it bit for bit.
-    differs = oriented & np.any(R != R[first_safe[particle]], axis=(1, 2))
-    same = has & ~np.logical_or.reduceat(differs, starts)
-    out[same, :3, :3] = R[first_safe[same]]
-    need = has & ~same
-    if need.any():
-        rsum = np.add.reduceat(R * w[:, None, None], starts, axis=0)
-        out[need, :3, :3] = _project_to_rotation(rsum[need])
+    if oriented is not None and not oriented[members].all():
+        # unoriented members do not count; particles left empty get identity
+        use = oriented[members]
+        count = np.add.reduceat(use.astype(np.int64), starts)
+        has = count > 0
+        kept_starts = (np.cumsum(count) - count)[has]
+        out[has] = _mean_transforms(matrices, members[use], kept_starts)
+        out[~has, :3, :3] = np.eye(3)
+        return out
+    size = np.diff(np.r_[starts, len(members)])
+    flat = matrices.reshape(len(matrices), 16)[members]       # rows of M, row-major
+    rotation, shift = [0, 1, 2, 4, 5, 6, 8, 9, 10], [3, 7, 11]
+    total = np.add.reduceat(flat, starts, axis=0)
+    out[:, :3, 3] = total[:, shift] / size[:, None]
+    # When the sum is exactly k times the first member's rotation (one member,
+    # identical members), the projection of the sum is that rotation: copy it
+    # bit for bit rather than iterate to it.
+    first = flat[starts][:, rotation]
+    same = np.all(total[:, rotation] == size[:, None] * first, axis=1)
+    out[same, :3, :3] = first[same].reshape(-1, 3, 3)
+    if not same.all():
+        out[~same, :3, :3] = _project_to_rotation(total[~same][:, rotation].reshape(-1, 3, 3))
     return out
