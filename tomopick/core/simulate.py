@@ -552,7 +552,8 @@ def ctf_band_pass(k, defocus=3.0, voltage=300.0, amplitude_contrast=0.07, bfacto
     wavelength = 12.2643247 / np.sqrt(v * (1 + 0.978466e-6 * v))    # Å
     chi = np.pi * wavelength * defocus * 1e4 * k ** 2
     a = amplitude_contrast
-    return np.abs(np.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)) * np.exp(-bfactor * k ** 2 / 4)
+    envelope = np.exp(-bfactor * k ** 2 / 4)
+    return np.abs(np.sqrt(1 - a * a) * np.sin(chi) + a * np.cos(chi)) * envelope
 
 
 # ---------------------------------------------------------------------------
