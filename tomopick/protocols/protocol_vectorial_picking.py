@@ -262,10 +262,8 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
             point = new_mesh_point(tomograms[tsId], (x, y, z), modelId, modelType, interior)
             meshes.append(point)
             models.setdefault(key, [modelType, 0])[1] += 1
-        lonely = sorted(set(interiors) - set(models))
-        if lonely:
-            raise ValueError("interior markers without points for "
-                             + ", ".join(f"{t} model {m}" for t, m in lonely))
+        for tsId, modelId in sorted(set(interiors) - set(models)):
+            self.info(f"{tsId} model {modelId}: an interior marker but no points; skipped")
         if not models:
             raise ValueError(f"no points were picked (file {self._pointsPath()})")
         for (tsId, modelId), (modelType, n) in sorted(models.items()):

@@ -7,6 +7,7 @@ in-slice error (z exact: users click on a z-slice).
 import os
 
 import numpy as np
+import pytest
 
 from tomopick.convert import picks_from_coordinates
 from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
@@ -240,3 +241,34 @@ class TestDirectionalPicking(TomoPickProtocolTest):
                             vesicle_normals(self.sphere, vesicle.positions))
         # local PCA over 8 noisy neighbours on a radius-13 vesicle
         self.assertLess(np.median(err), 20.0)
+
+
+def test_points_saved_by_the_interactive_picker_read_back_unchanged(tmp_path):
+    """Both modes share one path: the picker's CSV is what the protocol reads."""
+    from tomopick.protocols.protocol_vectorial_picking import read_points_file
+    from tomopick.viewers.picker import PickingSession
+    path = tmp_path / "points.csv"
+    session = PickingSession(path, tomo_ids=["TS_1", "TS_2"], model_type="Vesicle")
+    for p in [(10, 11, 12), (13.5, 14, 15), (16, 17, 18.25)]:
+        session.add_point("TS_1", p)
+    session.set_interior("TS_1", (12, 13, 14))
+    session.new_model("TS_1")
+    session.add_point("TS_1", (1, 2, 3))
+    session.add_point("TS_2", (4, 5, 6))
+    rows = read_points_file(str(path))
+    assert rows == [(t, m, float(x), float(y), float(z), r) for t, m, x, y, z, r in session.rows()]
+    assert [r[5] for r in rows].count("interior") == 1
+
+
+def test_points_file_without_header_with_comments_and_default_role(tmp_path):
+    from tomopick.protocols.protocol_vectorial_picking import read_points_file
+    path = tmp_path / "p.csv"
+    path.write_text("# my vesicle\nTS_1,3,1,2,3\nTS_1,3,4,5,6,interior\n\n")
+    assert read_points_file(str(path)) == [("TS_1", 3, 1.0, 2.0, 3.0, "point"),
+                                          ("TS_1", 3, 4.0, 5.0, 6.0, "interior")]
+    path.write_text("tomoId,x,y,z\nTS_1,1,2,3\n")
+    with pytest.raises(ValueError, match="modelId"):
+        read_points_file(str(path))
+    path.write_text("TS_1,3,1,two,3\n")
+    with pytest.raises(ValueError, match="line 1"):
+        read_points_file(str(path))
