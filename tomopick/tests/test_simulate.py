@@ -256,3 +256,17 @@ def test_bad_arguments_are_named():
         simulate_tomogram(shape=(32, 48, 48), n_particles=500, n_vesicles=0, max_attempts=50)
     with pytest.raises(ValueError, match="truth file"):
         load_truth("/nonexistent/x_truth.json")
+
+
+def test_ctf_band_pass_attenuates_low_frequencies_and_has_zeros():
+    k = np.linspace(0, 0.1, 20001)                      # 1/Å
+    h = simulate.ctf_band_pass(k, defocus=3.0, bfactor=0.0)
+    assert h[0] == pytest.approx(0.07)                  # amplitude contrast only
+    assert h.max() == pytest.approx(1.0, abs=1e-3)
+    # zeros where sqrt(1 - A^2) sin(chi) = -A cos(chi): chi = n pi - atan(A / sqrt(1 - A^2))
+    wavelength = 0.019687                                 # Å at 300 kV
+    chi0 = np.pi - np.arctan(0.07 / np.sqrt(1 - 0.07 ** 2))
+    k0 = np.sqrt(chi0 / (np.pi * wavelength * 3e4))
+    assert simulate.ctf_band_pass(k0, defocus=3.0, bfactor=0.0) < 1e-3
+    minima = np.flatnonzero((h[1:-1] < h[:-2]) & (h[1:-1] < h[2:])) + 1
+    assert len(minima) >= 4 and k[minima[0]] == pytest.approx(k0, rel=1e-3)
