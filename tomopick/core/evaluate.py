@@ -200,6 +200,8 @@ def evaluate_picks(predicted, truth, radius, per_class=True):
         'any': precision, recall, f1, pred_matched, true_matched;
         'one_to_one': precision, recall, f1, tp, fp, fn;
         'per_tomogram': {tsId: the same numbers};
+        'tomograms_only_in_predictions', 'tomograms_only_in_truth': sorted
+        tsIds present on one side only (their picks cannot match);
         'per_class': {class id: n_true, n_pred_labelled, pred_matched, and
         'any'/'one_to_one' precision, recall, f1} (when ``per_class``);
         'orientation': errors (degrees between predicted and true z-axes
@@ -246,6 +248,11 @@ def evaluate_picks(predicted, truth, radius, per_class=True):
     result = {"radius": float(radius), "voxel_size": truth.voxel_size}
     result.update(_scores(pred_any.sum(), true_any.sum(), len(pair_i), n_pred, n_true))
     result["per_tomogram"] = per_tomogram
+    # picks in a tomogram the other side lacks can never match; say so, since a
+    # tsId mismatch (e.g. 'TS_01' against 'TS_1') otherwise reads as a bad picker
+    pred_tomos, true_tomos = set(predicted.tomo_ids), set(truth.tomo_ids)
+    result["tomograms_only_in_predictions"] = sorted(pred_tomos - true_tomos)
+    result["tomograms_only_in_truth"] = sorted(true_tomos - pred_tomos)
 
     if per_class:
         any_i = np.concatenate(any_pairs_i) if any_pairs_i else np.zeros(0, int)
@@ -323,6 +330,11 @@ def format_evaluation(result):
                          f"{_fmt(s['one_to_one']['recall'])} / {_fmt(s['any']['recall'])}"
                          f"  precision {_fmt(s['one_to_one']['precision'])} / "
                          f"{_fmt(s['any']['precision'])}")
+    for key, side in (("tomograms_only_in_predictions", "predictions"),
+                      ("tomograms_only_in_truth", "truth")):
+        if result.get(key):
+            lines.append(f"  WARNING: tomograms only in the {side} (never matched): "
+                         + ", ".join(result[key]))
     ori = result.get("orientation")
     if ori:
         lines.append(f"  orientation (z-axis) error over {ori['n']} pairs: median "

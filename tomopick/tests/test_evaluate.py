@@ -94,6 +94,12 @@ def test_picks_of_different_tomograms_never_match():
     r = evaluate_picks(pred, truth, radius=3)
     assert r["one_to_one"]["tp"] == 0 and r["any"]["precision"] == 0.0
     assert set(r["per_tomogram"]) == {"a", "b"}
+    assert r["tomograms_only_in_predictions"] == [] == r["tomograms_only_in_truth"]
+    r = evaluate_picks(Picks("TS_01", [[5, 5, 5]]), Picks("TS_1", [[5, 5, 5]]), radius=3)
+    assert r["tomograms_only_in_predictions"] == ["TS_01"]
+    assert r["tomograms_only_in_truth"] == ["TS_1"]
+    assert "WARNING: tomograms only in the predictions (never matched): TS_01" in \
+        format_evaluation(r)
     pred_ok = Picks(["a", "b", "b"], [[5, 6, 5], [50, 50, 51], [5, 5, 5]], voxel_size=10.0)
     r = evaluate_picks(pred_ok, truth, radius=3)
     assert r["one_to_one"]["tp"] == 2 and r["one_to_one"]["fp"] == 1
