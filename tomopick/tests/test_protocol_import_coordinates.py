@@ -12,6 +12,7 @@ from scipy.spatial.transform import Rotation
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import SetOfMeshes
 
+from tomopick.convert import picks_from_coordinates
 from tomopick.core.formats import write_coordinates, write_mrc
 from tomopick.core.picks import Picks
 from tomopick.core.transforms import homogeneous
@@ -76,10 +77,17 @@ class TestImportCoordinates(TomoPickProtocolTest):
 
     @staticmethod
     def _table(coordSet):
+        """tsId -> [(position, rotation, group, score)] of an output set.
+
+        Positions straight from getPosition(BOTTOM_LEFT_CORNER); rotations
+        through convert.picks_from_coordinates, the one place that knows how
+        tomopick's R is stored in a Coordinate3D.
+        """
+        picks = picks_from_coordinates(coordSet)
         rows = {}
-        for coord in coordSet.iterCoordinates():
+        for i, coord in enumerate(coordSet.iterCoordinates()):
             rows.setdefault(coord.getTomoId(), []).append(
-                (np.array(coord.getPosition(BOTTOM_LEFT_CORNER)), coord.getMatrix(),
+                (np.array(coord.getPosition(BOTTOM_LEFT_CORNER)), picks.matrices[i],
                  coord.getGroupId(), coord.getScore()))
         return rows
 
