@@ -79,6 +79,17 @@ def test_particles_do_not_overlap(phantom):
         box, dens = _rendered(phantom, k)
         count[box] += dens > 0.5
     assert count.max() == 1
+    # and free particles stay clear of membranes, gold and filament axes
+    others = np.zeros(phantom.clean.shape, np.float32)
+    for ves in phantom.vesicles:
+        simulate._paste_vesicle(others, ves, 0.6)
+    for g in phantom.gold:
+        simulate._paste_spheres(others, g["center"], g["radius"], 1.0, 0.5)
+    for axis, info in zip(phantom.filaments, phantom.filament_info):
+        simulate._paste_spheres(others, axis[::2], 1.0, 1.0, 0.5)
+    for k in np.flatnonzero(phantom.particle_info["kind"] == "free"):
+        box, dens = _rendered(phantom, k)
+        assert not np.any((dens > 0.5) & (others[box] > 0.5)), k
 
 
 def test_pasted_particles_are_the_rotated_templates_at_the_recorded_centres(plain):
