@@ -663,7 +663,9 @@ class Phantom:
         directory : str
             Created when missing.
         name : str
-            File stem and the particles' tsId.
+            File stem and the particles' tsId. The in-memory ``particles``
+            take this tsId too, so that they keep matching what the files
+            say (a tomogram imported from ``name.mrc`` has tsId ``name``).
         save_clean : bool
             Also write the clean volume as ``name_clean.mrc``.
         save_templates : bool
@@ -687,6 +689,7 @@ class Phantom:
             for class_id, template in self.templates.items():
                 _write_mrc(os.path.join(directory, f"{name}_template_{class_id}.mrc"), template,
                            self.voxel_size)
+        self.particles.tomo_ids = np.full(len(self.particles), str(name))
         truth = self.truth_dict(name)
         json_path = os.path.join(directory, f"{name}_truth.json")
         with open(json_path, "w") as fh:

@@ -238,7 +238,7 @@ def test_save_and_load_truth_round_trip(phantom, tmp_path):
         assert np.array_equal(mrc.data, phantom.tomogram)
         assert float(mrc.voxel_size.x) == pytest.approx(10.0)
     picks, info = load_truth(json_path)
-    assert set(picks.tomo_ids) == {"lamella1"}
+    assert set(picks.tomo_ids) == {"lamella1"} == set(phantom.particles.tomo_ids)
     assert np.allclose(picks.positions, phantom.particles.positions)
     assert np.allclose(picks.matrices, phantom.particles.matrices, atol=1e-12)
     assert np.array_equal(picks.group_ids, phantom.particles.group_ids)
