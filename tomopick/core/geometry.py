@@ -9,10 +9,12 @@ Conventions
 -----------
 - Positions and vectors are (x, y, z) in voxels.
 - A normal is a unit vector. For vesicles and membranes the particle's z-axis
-  is the OUTWARD normal. "Outward" means away from the interior marker when the
-  user gave one, otherwise away from the fitted centre (sphere / ellipsoid
+  is the OUTWARD normal: away from the fitted centre (sphere / ellipsoid
   centre; for an open surface the centre of the least-squares sphere through
-  the user points, i.e. away from the centre of curvature).
+  the user points, i.e. the centre of curvature). The user's interior marker
+  overrides this: normals point away from the side it is on. For a closed
+  model (vesicle) a marker inside keeps the normals outward and a marker
+  outside flips every one of them (they then point into the vesicle).
 - The in-plane angle is not defined by a surface; rotations are built with
   `tomopick.core.transforms.rotation_from_z_axis` with ``narot = 0``.
 - Filaments: the particle's z-axis runs along the filament (direction of the
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import interpolate
+from scipy.sparse import coo_matrix, diags
 from scipy.spatial import cKDTree
 
 from tomopick.core.transforms import rotation_from_z_axis
@@ -54,7 +57,8 @@ _FIBONACCI_AREA = np.sqrt(3.0) / 2.0 / 0.89 ** 2
 def _as_points(points, minimum, what):
     points = np.asarray(points, dtype=float)
     if points.ndim != 2 or points.shape[1] != 3:
-        raise ValueError(f"{what}: points must be an (N, 3) array of (x, y, z), got shape {points.shape}")
+        raise ValueError(f"{what}: points must be an (N, 3) array of (x, y, z), "
+                         f"got shape {points.shape}")
     if not np.all(np.isfinite(points)):
         raise ValueError(f"{what}: points contain NaN or infinite values")
     if len(points) < minimum:
@@ -150,7 +154,8 @@ def fit_ellipsoid(points):
     D = np.column_stack([x * x, y * y, z * z, 2 * x * y, 2 * x * z, 2 * y * z, 2 * x, 2 * y, 2 * z])
     singular = np.linalg.svd(D, compute_uv=False)
     if singular[-1] < 1e-8 * singular[0]:
-        raise ValueError("the points are degenerate (coplanar, or on a curve): no ellipsoid through them")
+        raise ValueError("the points are degenerate (coplanar, or on a curve): "
+                         "no ellipsoid through them")
     v, *_ = np.linalg.lstsq(D, np.ones(len(D)), rcond=None)
     Q = np.array([[v[0], v[3], v[4]], [v[3], v[1], v[5]], [v[4], v[5], v[2]]])
     g = v[6:9]
@@ -163,7 +168,8 @@ def fit_ellipsoid(points):
     eigval, eigvec = np.linalg.eigh(Q / k)
     if np.any(eigval <= 0):
         raise ValueError(f"the fitted quadric is not an ellipsoid (eigenvalues "
-                         f"{np.array2string(eigval, precision=3)}): pick points all around the vesicle")
+                         f"{np.array2string(eigval, precision=3)}): "
+                         "pick points all around the vesicle")
     semi = 1.0 / np.sqrt(eigval)
     order = np.argsort(semi)[::-1]
     semi, eigvec = semi[order], eigvec[:, order]
@@ -280,8 +286,8 @@ def crop_sphere(center, radius, spacing):
     spacing : float
         Wanted distance between neighbouring points, voxels (> 0). The number
         of points is the sphere's area over a fixed area per point
-        (calibrated so the median nearest-neighbour distance is ``spacing``), so doubling ``spacing`` gives a
-        quarter of the points.
+        (calibrated so that the median nearest-neighbour distance is
+        ``spacing``), so doubling ``spacing`` gives a quarter of the points.
 
     Returns
     -------
@@ -393,7 +399,8 @@ def crop_mesh(vertices, faces, spacing, seed=0):
 def mesh_area(vertices, faces):
     """Total area of a triangle mesh (voxels^2)."""
     tri = np.asarray(vertices, dtype=float)[np.asarray(faces, dtype=int)]
-    return float(0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum())
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    return float(0.5 * np.linalg.norm(cross, axis=1).sum())
 
 
 def vertex_normals(vertices, faces):
@@ -447,7 +454,8 @@ def subdivide_mesh(vertices, faces):
                                 np.column_stack([m01, b, m12]),
                                 np.column_stack([m20, m12, c]),
                                 np.column_stack([m01, m12, m20])])
-    new_vertices = np.concatenate([vertices, 0.5 * (vertices[unique[:, 0]] + vertices[unique[:, 1]])])
+    midpoints = 0.5 * (vertices[unique[:, 0]] + vertices[unique[:, 1]])
+    new_vertices = np.concatenate([vertices, midpoints])
     return new_vertices, new_faces
 
 
@@ -475,7 +483,6 @@ def smooth_mesh(vertices, faces, iterations=10, fixed=None, lam=0.5, mu=-0.53):
     -------
     (V, 3) ndarray
     """
-    from scipy.sparse import coo_matrix, diags
     vertices = np.array(vertices, dtype=float)
     faces = np.asarray(faces, dtype=int)
     if fixed is None:
@@ -657,9 +664,10 @@ def surface_from_levels(points, edge, max_triangles=100000, smoothing=1.0):
         try:
             # allow twice the expected residual of the clicks: knots are then
             # added for real shape only, never to follow click noise
-            tck, _ = interpolate.splprep(xy.T, k=min(3, len(xy) - 1), s=2 * len(xy) * smoothing ** 2)
+            tck, _ = interpolate.splprep(xy.T, k=min(3, len(xy) - 1),
+                                         s=2 * len(xy) * smoothing ** 2)
             dense = np.array(interpolate.splev(np.linspace(0, 1, 2001), tck)).T
-        except Exception:  # noqa: BLE001 -- too few points for a spline: use the polyline
+        except (ValueError, TypeError):  # too few points for a spline: use the polyline
             dense = xy
         arc = np.r_[0, np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))]
         if arc[-1] == 0:
@@ -704,7 +712,8 @@ def surface_from_levels(points, edge, max_triangles=100000, smoothing=1.0):
                 # would turn it into ripples between levels, so smooth across z too
                 k = min(3, len(zj) - 1)
                 for d in range(2):
-                    spline = interpolate.UnivariateSpline(zj, cj[:, d], k=k, s=len(zj) * smoothing ** 2)
+                    spline = interpolate.UnivariateSpline(zj, cj[:, d], k=k,
+                                                          s=len(zj) * smoothing ** 2)
                     grid[rows, j, d] = spline(z_rows[rows])
             else:
                 grid[rows, j] = interpolate.interp1d(zj, cj, axis=0)(z_rows[rows])
@@ -718,7 +727,8 @@ def surface_from_levels(points, edge, max_triangles=100000, smoothing=1.0):
     ok = valid.ravel()
     faces = faces[ok[faces].all(axis=1)]
     if len(faces) == 0:
-        raise ValueError("the levels do not overlap: pick the membrane over the same stretch on each slice")
+        raise ValueError("the levels do not overlap: pick the membrane over the same "
+                         "stretch on each slice")
     # drop unused vertices and renumber
     used = np.unique(faces)
     remap = np.full(len(vertices), -1)
@@ -795,7 +805,8 @@ def crop_vesicle(points, spacing, interior=None):
                      description={"center": center, "radius": radius})
 
 
-def crop_ellipsoid(points, spacing, edge, max_triangles=100000, subdivisions=0, interior=None, seed=0):
+def crop_ellipsoid(points, spacing, edge, max_triangles=100000, subdivisions=0, interior=None,
+                   seed=0):
     """Ellipsoidal-vesicle model: algebraic ellipsoid fit, mesh, even cropping.
 
     The ellipsoid is meshed with edges of about ``edge`` (at most
@@ -937,12 +948,14 @@ def crop_general(points, interior=None, neighbours=8):
             if center is None:
                 plane = vt[2] if vt[2][2] >= 0 else -vt[2]
                 normals = normals * np.where(normals @ plane < 0, -1.0, 1.0)[:, None]
-                keep = interior is None or np.dot(centroid - np.asarray(interior, float), plane) >= 0
+                keep = (interior is None
+                        or np.dot(centroid - np.asarray(interior, float), plane) >= 0)
             else:
                 radial = np.einsum("ni,ni->n", normals, points - center)
                 normals = normals * np.where(radial < 0, -1.0, 1.0)[:, None]
                 radius = np.linalg.norm(points - center, axis=1).mean()
-                keep = interior is None or np.linalg.norm(np.asarray(interior, float) - center) < radius
+                keep = (interior is None
+                        or np.linalg.norm(np.asarray(interior, float) - center) < radius)
                 description["center"] = center
             if not keep:
                 normals = -normals

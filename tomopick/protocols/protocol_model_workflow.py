@@ -275,7 +275,8 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
         if self.coordinates is None:
             return ["Output not ready yet."]
         summary = [f"{self.coordinates.getSize()} oriented particles from the models of "
-                   f"{self.inputMeshes.get().getNameId()} (box {self.coordinates.getBoxSize()} voxels, "
+                   f"{self.inputMeshes.get().getNameId()} "
+                   f"(box {self.coordinates.getBoxSize()} voxels, "
                    f"cropping distance {self.cropping.get():g} voxels)"]
         if self.failedMeshes is not None:
             summary.append(f"{self.failedMeshes.getNumberOfMeshes()} models could not be fitted "

@@ -79,8 +79,9 @@ def read_points_file(path):
             except (IndexError, ValueError):
                 raise ValueError(f"{path}, line {line}: expected tomoId,modelId,x,y,z[,role], "
                                  f"got {','.join(row)!r}") from None
-            role = row[columns["role"]].lower() if "role" in columns and columns["role"] < len(row) else ""
-            role = role or POINT
+            role = POINT
+            if "role" in columns and columns["role"] < len(row):
+                role = row[columns["role"]].lower() or POINT
             if role not in (POINT, INTERIOR):
                 raise ValueError(f"{path}, line {line}: unknown role {role!r} "
                                  f"(expected '{POINT}' or '{INTERIOR}')")
@@ -297,7 +298,8 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         if unknown:
             errors.append(f"{source}: tsIds with no tomogram in the input: {', '.join(unknown)} "
                           f"(known: {', '.join(tomograms)})")
-        shapes = {tsId: np.array(tomogram_shape_xyz(t), dtype=float) for tsId, t in tomograms.items()}
+        shapes = {tsId: np.array(tomogram_shape_xyz(t), dtype=float)
+                  for tsId, t in tomograms.items()}
         outside = []
         for tsId, modelId, x, y, z, role in rows:
             if tsId in shapes:
@@ -307,7 +309,9 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
                     outside.append(f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) "
                                    f"outside {int(size[0])}x{int(size[1])}x{int(size[2])}")
         if outside:
-            shown = "; ".join(outside[:10]) + (f"; ... {len(outside) - 10} more" if len(outside) > 10 else "")
+            shown = "; ".join(outside[:10])
+            if len(outside) > 10:
+                shown += f"; ... {len(outside) - 10} more"
             errors.append(f"{source}: {len(outside)} points lie outside their tomogram: {shown}")
         return errors
 
@@ -336,4 +340,5 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
             return ["Output not ready yet."]
         return [f"{self.meshes.getNumberOfMeshes()} models, {self.meshes.getSize()} points "
                 f"(box {self.meshes.getBoxSize()} voxels)",
-                "Source: " + (self.pointsFile.get() if self._isHeadless() else "interactive picking")]
+                "Source: " + (self.pointsFile.get() if self._isHeadless()
+                              else "interactive picking")]

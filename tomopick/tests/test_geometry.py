@@ -73,7 +73,8 @@ def test_vesicle_cropping_points_lie_on_true_sphere_with_outward_normals(seed):
     crop = g.crop_vesicle(clicks, spacing=6.0)
     dist = np.abs(np.linalg.norm(crop.positions - center, axis=1) - radius)
     assert dist.max() < 1.0
-    true_normals = (crop.positions - center) / np.linalg.norm(crop.positions - center, axis=1)[:, None]
+    radial = crop.positions - center
+    true_normals = radial / np.linalg.norm(radial, axis=1)[:, None]
     err = angle_between(crop.normals, true_normals)
     assert np.median(err) < 3.0
     assert err.max() < 10.0

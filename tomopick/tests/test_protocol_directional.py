@@ -70,7 +70,8 @@ class TestDirectionalPicking(TomoPickProtocolTest):
         sphere_rows = [("tomo_1", VESICLE, *p, "point") for p in clicks(cls.sphere, 25, 1)]
         sphere_rows.append(("tomo_1", VESICLE, *cls.sphere["center"], "interior"))
         # a "vesicle" of five points on one plane: cannot be fitted
-        flat = np.array(cls.sphere["center"]) + [[0, 0, 0], [5, 0, 0], [0, 5, 0], [5, 5, 0], [2, 7, 0]]
+        flat = np.array(cls.sphere["center"]) + [[0, 0, 0], [5, 0, 0], [0, 5, 0], [5, 5, 0],
+                                                 [2, 7, 0]]
         broken_rows = [("tomo_1", BROKEN, *p, "point") for p in flat]
         cls.pointsVesicles = write_csv(os.path.join(cls.dataDir, "vesicles.csv"),
                                        sphere_rows + broken_rows)
@@ -154,11 +155,13 @@ class TestDirectionalPicking(TomoPickProtocolTest):
         self.assertEqual(self.workflow.coordinates.getBoxSize(), 24)
         vesicle = picks.subset(picks.group_ids == VESICLE)
         radius = self.sphere["semi_axes"][0]
-        distance = np.abs(np.linalg.norm(vesicle.positions - self.sphere["center"], axis=1) - radius)
+        radial = np.linalg.norm(vesicle.positions - self.sphere["center"], axis=1)
+        distance = np.abs(radial - radius)
         self.assertLess(distance.max(), 1.0)
         # spacing 4 voxels on a radius-13 sphere: ~ 4 pi r^2 / (0.866/0.89^2 * 16) points
         self.assertGreater(len(vesicle), 100)
-        err = angle_between(vesicle.matrices[:, :3, 2], vesicle_normals(self.sphere, vesicle.positions))
+        err = angle_between(vesicle.matrices[:, :3, 2],
+                            vesicle_normals(self.sphere, vesicle.positions))
         self.assertLess(np.median(err), 3.0)
         self.assertLess(err.max(), 10.0)
 
@@ -227,7 +230,8 @@ class TestDirectionalPicking(TomoPickProtocolTest):
         self.assertLess(np.percentile(err, 95), 45.0)
 
     def test_forced_general_model_returns_the_clicks_and_wizard_reads_box_size(self):
-        from tomopick.protocols.protocol_model_workflow import ProtTomoPickModelWorkflowBoxSizeWizard
+        from tomopick.protocols.protocol_model_workflow import \
+            ProtTomoPickModelWorkflowBoxSizeWizard
         prot = self.make(ProtTomoPickModelWorkflow, inputMeshes=(self.pick1, "meshes"),
                          useModelTypeAsPicked=False, modelType=0)
         self.assertEqual(prot.boxSize.get(), 32)
