@@ -15,7 +15,6 @@ A model that cannot be fitted (too few points, degenerate) goes to
 ``failedMeshes`` with the reason in the log; the others are cropped anyway.
 """
 import json
-import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
