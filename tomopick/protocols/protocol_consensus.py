@@ -6,7 +6,7 @@ import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 from pyworkflow.object import Float, Integer
-from pyworkflow.protocol.constants import LEVEL_ADVANCED, STEPS_SERIAL
+from pyworkflow.protocol.constants import STEPS_SERIAL
 from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import Coordinate3D, SetOfCoordinates3D
 from tomo.protocols import ProtTomoBase
@@ -67,7 +67,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
                            "With -1, a tomogram where some set has no coordinates gives no "
                            "consensus coordinates (as in tomoviz); the summary lists it.")
         form.addParam("mode", params.EnumParam, choices=list(MODES), default=MODE_AT_LEAST,
-                      display=params.EnumParam.DISPLAY_HLIST, expertLevel=LEVEL_ADVANCED,
+                      display=params.EnumParam.DISPLAY_HLIST,
                       label="Consensus mode",
                       help="'>=': keep particles picked by at least 'Consensus' sets.\n"
                            "'=': keep particles picked by exactly that many sets (e.g. 1 "
