@@ -52,6 +52,12 @@ _DISK_FRACTION = 0.94
 # is 0.89 d at that density (measured for 200-1500 points), so each point gets
 # (sqrt(3)/2) / 0.89**2 d**2 of area to make the median d.
 _FIBONACCI_AREA = np.sqrt(3.0) / 2.0 / 0.89 ** 2
+# Most cropping points one model may give: beyond it the spacing (or the
+# fitted size) is surely a mistake, and memory would run out.
+MAX_CROPPING_POINTS = 2_000_000
+# A closed model whose size exceeds the extent of its user points this many
+# times is an extrapolation from a nearly flat patch, not a vesicle.
+_MAX_EXTRAPOLATION = 10.0
 
 
 def _as_points(points, minimum, what):
@@ -301,6 +307,9 @@ def crop_sphere(center, radius, spacing):
     if spacing <= 0:
         raise ValueError(f"cropping spacing must be positive, got {spacing}")
     n = max(1, int(round(4 * np.pi * radius ** 2 / (_FIBONACCI_AREA * spacing ** 2))))
+    if n > MAX_CROPPING_POINTS:
+        raise ValueError(f"a sphere of radius {radius:.1f} at spacing {spacing:g} would give {n} "
+                         f"cropping points (more than {MAX_CROPPING_POINTS}): increase the spacing")
     normals = fibonacci_sphere(n)
     return np.asarray(center, dtype=float) + radius * normals, normals
 
@@ -388,6 +397,9 @@ def crop_mesh(vertices, faces, spacing, seed=0):
     vertices = np.asarray(vertices, dtype=float)
     faces = np.asarray(faces, dtype=int)
     area = mesh_area(vertices, faces)
+    if area / spacing ** 2 > MAX_CROPPING_POINTS:
+        raise ValueError(f"a surface of {area:.0f} voxels^2 at spacing {spacing:g} would give "
+                         f"over {MAX_CROPPING_POINTS} cropping points: increase the spacing")
     n = int(np.ceil(_CANDIDATE_DENSITY * area / spacing ** 2)) + 1
     points, face_index, bary = sample_mesh(vertices, faces, n, seed)
     keep = poisson_disk(points, _DISK_FRACTION * spacing, seed)
@@ -775,6 +787,15 @@ class ModelCrop:
         return len(self.positions)
 
 
+def _check_extrapolation(size, points, what):
+    """Reject a closed model far larger than the region its points cover."""
+    extent = float(np.ptp(np.asarray(points, dtype=float), axis=0).max())
+    if size > _MAX_EXTRAPOLATION * max(extent, 1.0):
+        raise ValueError(f"the fitted {what} ({size:.0f} voxels) is over {_MAX_EXTRAPOLATION:g} "
+                         f"times larger than the picked region ({extent:.0f} voxels): the points "
+                         "lie on a nearly flat patch; use the Surface or General model")
+
+
 def _interior_flip(interior, inside):
     """-1 when an interior marker was placed outside the closed surface."""
     return 1.0 if interior is None or inside else -1.0
@@ -798,6 +819,7 @@ def crop_vesicle(points, spacing, interior=None):
     ModelCrop
     """
     center, radius = fit_sphere(points)
+    _check_extrapolation(2 * radius, points, "sphere diameter")
     positions, normals = crop_sphere(center, radius, spacing)
     inside = interior is None or np.linalg.norm(np.asarray(interior, float) - center) < radius
     normals = normals * _interior_flip(interior, inside)
@@ -835,6 +857,7 @@ def crop_ellipsoid(points, spacing, edge, max_triangles=100000, subdivisions=0, 
     ModelCrop
     """
     center, semi, rot = fit_ellipsoid(points)
+    _check_extrapolation(2 * semi[0], points, "ellipsoid's longest axis")
 
     def project(p):
         return project_to_ellipsoid(p, center, semi, rot)
@@ -1012,6 +1035,9 @@ def crop_filament(points, dz, dphi=0.0, radius=0.0, smoothing=0.0):
     dense = np.array(interpolate.splev(dense_u, tck)).T
     arc = np.r_[0, np.cumsum(np.linalg.norm(np.diff(dense, axis=0), axis=1))]
     length = arc[-1]
+    if length / dz > MAX_CROPPING_POINTS:
+        raise ValueError(f"a filament of length {length:.0f} at dz {dz:g} would give over "
+                         f"{MAX_CROPPING_POINTS} points: increase dz")
     s = np.arange(0, length + 1e-9, dz)
     u = np.interp(s, arc, dense_u)
     axis = np.array(interpolate.splev(u, tck)).T

@@ -335,3 +335,13 @@ def test_phantom_ellipsoidal_vesicle_within_1p5_voxels_and_5_degrees(phantom_ves
     assert distance.max() < 1.5
     err = angle_between(crop.normals, vesicle_normals(truth, crop.positions))
     assert np.median(err) < 5.0
+
+
+def test_vesicle_from_a_nearly_flat_patch_is_rejected_not_extrapolated():
+    rng = np.random.default_rng(19)
+    xy = rng.uniform(0, 20, (20, 2))
+    patch = np.column_stack([xy, 0.002 * ((xy - 10) ** 2).sum(1)])  # radius ~250 cap
+    with pytest.raises(ValueError, match="nearly flat"):
+        g.crop_vesicle(patch, 5.0)
+    with pytest.raises(ValueError, match="increase the spacing"):
+        g.crop_sphere([0, 0, 0], 5000.0, 1.0)
