@@ -130,9 +130,8 @@ def _project_to_rotation(M):
             if len(active) == 0:
                 break
             Y = new[:, moving]
-        # an unscaled step polishes the converged matrices to rounding error
-        C = _cofactor9(X)
-        X = 0.5 * (X + C / (X[:3] * C[:3]).sum(axis=0))
+        # a step that moved < 1e-13 leaves an error ~1e-26: the result is
+        # orthonormal to rounding error; anything else goes to the SVD
         good = _orthonormality_error9(X) < 1e-12
         idx = np.flatnonzero(newton)
         out[idx[good]] = X[:, good].T.reshape(-1, 3, 3)
@@ -543,12 +542,11 @@ def _links(positions, tomo_code, source, radius):
     if len(positions) < 2:
         return empty, empty, np.zeros(0)
     i, j = _candidate_pairs(positions, tomo_code, radius)
-    keep = source[i] != source[j]
-    i, j = i[keep], j[keep]
     # The decision is taken on this one formula, symmetric in (i, j), so that
     # it does not depend on the order of the picks.
-    dist2 = ((positions[i] - positions[j]) ** 2).sum(axis=1)
-    keep = dist2 <= radius * radius
+    diff = positions[i] - positions[j]
+    dist2 = np.einsum("ij,ij->i", diff, diff)
+    keep = (dist2 <= radius * radius) & (source[i] != source[j])
     return i[keep], j[keep], dist2[keep]
 
 
@@ -654,27 +652,34 @@ def _agglomerate(label, clean, n_comp, source, ei, ej, dist2, rank, positions, r
     particles merge when they share no input and all their picks lie within
     ``radius`` of the merged mean (summed in canonical order).
     """
+    points = np.flatnonzero(~clean[label])            # picks of the components to split
+    local = np.full(len(label), -1, dtype=np.int64)
+    local[points] = np.arange(len(points))
     bad_edge = ~clean[label[ei]]
-    bi, bj, bd = ei[bad_edge], ej[bad_edge], dist2[bad_edge]
-    lo = np.minimum(rank[bi], rank[bj])
-    hi = np.maximum(rank[bi], rank[bj])
+    bi, bj, bd = local[ei[bad_edge]], local[ej[bad_edge]], dist2[bad_edge]
+    rnk = rank[points]
+    lo = np.minimum(rnk[bi], rnk[bj])
+    hi = np.maximum(rnk[bi], rnk[bj])
     edge_order = np.lexsort((hi, lo, bd))
-    parent, members, inputs_of = {}, {}, {}
-    src = source.tolist()
-    rnk = rank.tolist()
-    xyz = positions.tolist()
+    bi, bj = bi[edge_order].tolist(), bj[edge_order].tolist()
+    src = source[points].tolist()
+    rnk = rnk.tolist()
+    xyz = positions[points].tolist()
+    parent = list(range(len(points)))
+    members = {}
+    inputs_of = {}
     r2 = radius * radius
 
     def find(a):
         root = a
-        while parent.get(root, root) != root:
+        while parent[root] != root:
             root = parent[root]
-        while a != root:
-            parent[a], a = root, parent.get(a, a)
+        while parent[a] != root:
+            parent[a], a = root, parent[a]
         return root
 
-    for e in edge_order.tolist():
-        ra, rb = find(int(bi[e])), find(int(bj[e]))
+    for a, b in zip(bi, bj):
+        ra, rb = find(a), find(b)
         if ra == rb:
             continue
         ia = inputs_of.get(ra, {src[ra]})
@@ -696,9 +701,8 @@ def _agglomerate(label, clean, n_comp, source, ei, ej, dist2, rank, positions, r
         inputs_of.pop(rb, None)
 
     new_label = label.copy()
-    bad_points = np.flatnonzero(~clean[label])
-    roots = np.array([find(int(p)) for p in bad_points], dtype=np.int64)
-    new_label[bad_points] = n_comp + roots     # any unique id; renumbered later
+    roots = np.array([find(p) for p in range(len(points))], dtype=np.int64)
+    new_label[points] = n_comp + roots         # any unique id; renumbered later
     return new_label
 
 

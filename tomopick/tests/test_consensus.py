@@ -257,6 +257,24 @@ def test_rotation_average_is_the_chordal_l2_minimiser():
     assert np.abs(np.array(matrix_to_euler_zxz(mean))).max() < 360
 
 
+def test_rotation_average_equals_the_svd_projection_even_for_spread_rotations():
+    # Widely spread sets (sums with det <= 0 or near-singular) must give the
+    # Kabsch/SVD answer too: the Newton iteration hands them over to the SVD.
+    rng = np.random.default_rng(9)
+    for spread in (5, 60, 180):
+        for _ in range(20):
+            R0 = euler_zxz_to_matrix(*rng.uniform(0, 360, 3))
+            Rs = np.array([R0 @ _rot_axis(rng.normal(size=3), rng.uniform(0, spread))
+                           for _ in range(rng.integers(2, 6))])
+            U, _, Vt = np.linalg.svd(Rs.sum(axis=0))
+            if np.linalg.det(U @ Vt) < 0:
+                U[:, 2] *= -1
+            mean = average_rotations(Rs)
+            np.testing.assert_allclose(mean, U @ Vt, atol=1e-9)
+            np.testing.assert_allclose(mean.T @ mean, np.eye(3), atol=1e-14)
+            assert np.linalg.det(mean) == pytest.approx(1.0, abs=1e-14)
+
+
 def test_rotation_average_rejects_bad_input():
     with pytest.raises(ValueError, match="empty"):
         average_rotations(np.zeros((0, 3, 3)))
