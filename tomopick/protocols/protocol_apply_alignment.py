@@ -1,0 +1,192 @@
+"""Apply alignment: resample every subtomogram by its transform, and average the result."""
+import json
+from collections import OrderedDict
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pwem.constants import ALIGN_NONE
+from pwem.objects import Transform
+from pwem.protocols import EMProtocol
+from pyworkflow.protocol.constants import STEPS_PARALLEL
+from tomo.objects import AverageSubTomogram, SetOfSubTomograms
+
+from tomopick.core.alignment import INTERPOLATIONS, apply_alignment
+from tomopick.core.formats import read_mrc, write_mrc
+
+ALL = "all"
+# subtomograms aligned at a time (bounds memory)
+BATCH = 64
+
+
+class ProtTomoPickApplyAlignment(EMProtocol):
+    """Apply each subtomogram's alignment and average the aligned set.
+
+    Every subtomogram is resampled as aligned(r) = subtomogram(R r + t), with
+    r about the box centre and [[R, t], [0, 1]] its transform (Scipion
+    convention): afterwards each particle is centred with its z-axis along +z
+    (membrane proteins: the outward normal points up). Outside the box is zero,
+    so nothing wraps around the edges. The aligned subtomograms have identity
+    transforms; the average is their voxel-wise mean.
+    """
+    _label = "apply alignment subtomo"
+    _possibleOutputs = {"outputSubtomograms": SetOfSubTomograms,
+                        "outputAverage": AverageSubTomogram}
+    stepsExecutionMode = STEPS_PARALLEL
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.outputSubtomograms = None
+        self.outputAverage = None
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label="Input")
+        form.addParam("inputSubtomograms", params.PointerParam,
+                      pointerClass="SetOfSubTomograms", important=True,
+                      label="Subtomograms",
+                      help="Subtomograms with transforms (e.g. from subtomogram extraction of "
+                           "oriented coordinates, or from an alignment/refinement).")
+        form.addParam("interpolation", params.EnumParam, choices=list(INTERPOLATIONS),
+                      default=0, display=params.EnumParam.DISPLAY_HLIST,
+                      label="Interpolation",
+                      help="linear: trilinear (fast, slightly smoothing).\n"
+                           "cubic: cubic B-spline (sharper, slower).")
+        form.addParallelSection(threads=2, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        groups = list(self._groups())
+        alignSteps = [self._insertFunctionStep(self.alignStep, group, prerequisites=[])
+                      for group in groups]
+        self._insertFunctionStep(self.createOutputStep, groups, prerequisites=alignSteps)
+
+    # --------------------------- STEPS functions -----------------------------
+    def alignStep(self, group):
+        items = self._groups()[group]
+        interpolation = INTERPOLATIONS[self.interpolation.get()]
+        samplingRate = self.inputSubtomograms.get().getSamplingRate()
+        total, files = None, []
+        for start in range(0, len(items), BATCH):
+            batch = items[start:start + BATCH]
+            volumes = [self._readSubtomogram(index, path) for _, index, path, _ in batch]
+            shape = volumes[0].shape if total is None else total.shape
+            for volume, (_, _, path, _) in zip(volumes, batch):
+                if volume.shape != shape:
+                    raise ValueError(f"{path} has shape (z, y, x) {volume.shape}, the other "
+                                     f"subtomograms {shape}: they cannot be averaged")
+            boxes = np.stack(volumes)
+            matrices = np.array([matrix for _, _, _, matrix in batch])
+            aligned = apply_alignment(boxes, matrices, interpolation,
+                                      workers=self.numberOfThreads.get())
+            for (objId, _, _, _), volume in zip(batch, aligned):
+                path = self._getExtraPath(f"aligned_{objId:06d}.mrc")
+                write_mrc(path, volume, samplingRate)
+                files.append((objId, path))
+            part = aligned.sum(axis=0, dtype=np.float64)
+            total = part if total is None else total + part
+        np.save(self._sumPath(group), total)
+        with open(self._filesPath(group), "w") as fh:
+            json.dump(files, fh)
+        self.info(f"{group}: {len(items)} subtomograms aligned ({interpolation})")
+
+    def createOutputStep(self, groups):
+        inputSet = self.inputSubtomograms.get()
+        files = {}
+        total, count = None, 0
+        for group in groups:
+            with open(self._filesPath(group)) as fh:
+                files.update({objId: path for objId, path in json.load(fh)})
+            part = np.load(self._sumPath(group))
+            total = part if total is None else total + part
+        count = len(files)
+        outputSet = SetOfSubTomograms.create(self._getPath(), template="subtomograms%s.sqlite")
+        outputSet.copyInfo(inputSet)
+        outputSet.setAlignment(ALIGN_NONE)
+        for subtomo in inputSet.iterItems(orderBy="id"):
+            aligned = subtomo.clone()
+            aligned.setFileName(files[subtomo.getObjId()])
+            aligned.setTransform(Transform(np.eye(4)))
+            outputSet.append(aligned)
+        # append() flags a set with a non-identity first transform as aligned: it has none
+        outputSet.setAlignment(ALIGN_NONE)
+
+        average = (total / count).astype(np.float32)
+        averagePath = self._getExtraPath("average.mrc")
+        samplingRate = inputSet.getSamplingRate()
+        write_mrc(averagePath, average, samplingRate)
+        averageObj = AverageSubTomogram()
+        averageObj.setFileName(averagePath)
+        averageObj.setSamplingRate(samplingRate)
+        self._defineOutputs(outputSubtomograms=outputSet, outputAverage=averageObj)
+        self._defineSourceRelation(self.inputSubtomograms, outputSet)
+        self._defineSourceRelation(self.inputSubtomograms, averageObj)
+
+    # --------------------------- UTILS functions -----------------------------
+    def _groups(self):
+        """Subtomograms grouped by tomogram: tsId -> [(objId, index, path, matrix)]."""
+        if getattr(self, "_groupCache", None) is None:
+            groups = OrderedDict()
+            for subtomo in self.inputSubtomograms.get().iterItems(orderBy="id"):
+                name = subtomo.getVolName()
+                group = name if name and name != "Missing" else ALL
+                index, path = subtomo.getLocation()
+                matrix = (subtomo.getTransform().getMatrix() if subtomo.hasTransform()
+                          else np.eye(4))
+                groups.setdefault(group, []).append(
+                    (subtomo.getObjId(), int(index or 0), path, np.array(matrix, dtype=float)))
+            self._groupCache = groups
+        return self._groupCache
+
+    @staticmethod
+    def _readSubtomogram(index, path):
+        """One subtomogram: a whole MRC file, or volume ``index`` (1-based) of a z-stack."""
+        data = read_mrc(path, mmap=True)
+        if index == 0 or (index == 1 and data.shape[0] == data.shape[1]):
+            return np.array(data, dtype=np.float32)
+        box = data.shape[1]
+        if data.shape[0] % box or index < 1 or index * box > data.shape[0]:
+            raise ValueError(f"cannot read subtomogram {index} of {path} "
+                             f"(shape z, y, x {data.shape})")
+        return np.array(data[(index - 1) * box:index * box], dtype=np.float32)
+
+    def _sumPath(self, group):
+        return self._getExtraPath(f"sum_{group}.npy")
+
+    def _filesPath(self, group):
+        return self._getExtraPath(f"aligned_{group}.json")
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        subtomos = self.inputSubtomograms.get()
+        if subtomos is None:
+            return ["Choose the subtomograms to align."]
+        if not subtomos.getSize():
+            return [f"The subtomograms {subtomos.getNameId()} are empty."]
+        first = subtomos.getFirstItem()
+        try:
+            self._readSubtomogram(int(first.getLocation()[0] or 0), first.getFileName())
+        except ValueError as err:
+            return [f"Cannot read the first subtomogram of {subtomos.getNameId()}: {err}"]
+        return []
+
+    def _warnings(self):
+        subtomos = self.inputSubtomograms.get()
+        if subtomos is not None and not subtomos.hasAlignment():
+            return [f"The subtomograms {subtomos.getNameId()} carry no alignment: the "
+                    "output will equal the input."]
+        return []
+
+    def _summary(self):
+        if self.outputAverage is None:
+            return ["Output not ready yet."]
+        return [f"{self.outputSubtomograms.getSize()} subtomograms aligned "
+                f"({INTERPOLATIONS[self.interpolation.get()]} interpolation) and averaged",
+                f"Average: {self.outputAverage.getFileName()} at "
+                f"{self.outputAverage.getSamplingRate():.3f} Å/voxel"]
+
+    def _methods(self):
+        if self.outputAverage is None:
+            return []
+        return [f"The alignment of {self.outputSubtomograms.getSize()} subtomograms was "
+                f"applied with {INTERPOLATIONS[self.interpolation.get()]} interpolation and "
+                "the aligned subtomograms were averaged."]
