@@ -265,9 +265,16 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
         errors = []
         if meshes.getSize() == 0:
             errors.append(f"The input meshes {meshes.getNameId()} are empty.")
-        if meshes.getPrecedents() is None:
+        tomograms = meshes.getPrecedents()
+        if tomograms is None:
             errors.append(f"The input meshes {meshes.getNameId()} do not say which tomograms "
                           "they were picked on (no precedents).")
+        elif abs(tomograms.getSamplingRate() - meshes.getSamplingRate()) > \
+                1e-3 * tomograms.getSamplingRate():
+            errors.append(f"The input meshes {meshes.getNameId()} are at "
+                          f"{meshes.getSamplingRate():g} Å/voxel but their tomograms "
+                          f"{tomograms.getNameId()} at {tomograms.getSamplingRate():g} Å/voxel: "
+                          "pick (or import) the meshes on tomograms of the same sampling rate.")
         return errors
 
     def _summary(self):

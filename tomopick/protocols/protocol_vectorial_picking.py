@@ -321,6 +321,13 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         tomos = self.inputTomograms.get()
         if tomos is None:
             return ["Give the input tomograms."]
+        if self.inputMeshes.get() is not None:
+            try:
+                rows, _ = self._previousRows()
+                errors += self._pointErrors(rows, tomograms_by_tsid(tomos),
+                                            f"input meshes {self.inputMeshes.get().getNameId()}")
+            except (ValueError, KeyError, AttributeError) as err:
+                errors.append(f"Cannot read the input meshes: {err}")
         if self._isHeadless():
             path = self.pointsFile.get().strip()
             if not os.path.isfile(path):
