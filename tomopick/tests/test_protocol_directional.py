@@ -146,6 +146,14 @@ class TestDirectionalPicking(TomoPickProtocolTest):
                          pointsFile=bad_role)
         self.assertIn("centre", " ".join(self.validationErrors(prot)))
 
+    def test_without_points_file_the_picker_runs_as_an_interactive_step(self):
+        prot = self.make(ProtTomoPickVectorialPicking,
+                         inputTomograms=(self.importProt, "Tomograms"))
+        self.assertEqual(self.validationErrors(prot), [])
+        prot._insertAllSteps()
+        self.assertEqual([s.funcName.get() for s in prot._steps], ["pickInteractivelyStep"])
+        self.assertTrue(prot._steps[0].isInteractive())
+
     # ---------------------------------------------------------- model workflow
     def _workflowPicks(self):
         return picks_from_coordinates(self.workflow.coordinates)
