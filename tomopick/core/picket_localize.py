@@ -11,7 +11,11 @@ watershed of the distance transform (markers: local maxima at least
 - watershed markers are spaced by half the particle diameter when
   ``min_distance`` is 0, and every connected component gets at least one marker;
 - objects touching the volume border are kept (PickET's peak finder silently
-  excludes markers near the border);
+  excludes markers near the border); only slivers whose centroid lies within
+  ``edge_margin`` (default D/8) of a face are dropped, and counted: they are
+  the filtering/reconstruction artefacts that line tomogram faces, while a
+  particle must be more than about three quarters outside the volume for its
+  visible part to have its centroid that close to the face;
 - every pick has a score: the object's mass, i.e. the sum over its voxels of the
   segmentation's particle margin, so picks can be ranked and thresholded.
 """
@@ -78,8 +82,8 @@ def split_watershed(mask, min_distance):
 
 
 def localize_particles(mask, method="connected components", particle_diameter=None,
-                       min_distance=0, evidence=None, min_volume_fraction=0.1,
-                       max_volume_factor=8.0):
+                       min_distance=0, evidence=None, min_volume_fraction=0.02,
+                       max_volume_factor=8.0, edge_margin=None, faces=None):
     """Objects of a particle mask and their centroids.
 
     Parameters
@@ -97,6 +101,13 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         volume when not given).
     min_volume_fraction, max_volume_factor : float
         Size filter relative to the expected particle volume.
+    edge_margin : float, optional
+        Objects whose centroid is closer than this (voxels) to a face are
+        dropped; default particle_diameter / 8 (0 without a diameter).
+    faces : (3, 2) array, optional
+        (lo, hi) coordinates of the volume faces along x, y, z in the mask's
+        own voxel coordinates (default: the mask's bounds; give them when the
+        mask is a slab of a larger volume).
 
     Returns
     -------
@@ -104,7 +115,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         'positions' (N, 3) float (x, y, z) voxels, bottom-left origin (centre of
         [k, j, i] at (i, j, k)); 'scores' (N,); 'volumes' (N,) voxels;
         'labels' (nz, ny, nx) int32, kept objects renumbered 1..N;
-        'n_objects', 'n_too_small', 'n_too_large'.
+        'n_objects', 'n_too_small', 'n_too_large', 'n_edge_slivers'.
 
     Raises
     ------
@@ -141,8 +152,17 @@ def localize_particles(mask, method="connected components", particle_diameter=No
     mass = np.bincount(lab, weights=weights, minlength=nobj + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         positions = sums / volumes[:, None]
+    if edge_margin is None:
+        edge_margin = particle_diameter / 8 if particle_diameter else 0.0
+    if faces is None:
+        faces = [(0, s - 1) for s in labels.shape[::-1]]
+    faces = np.asarray(faces, float)
+    to_face = np.minimum(positions - faces[:, 0], faces[:, 1] - positions).min(axis=1)
+    slivers = keep & (to_face < edge_margin)
+    keep &= ~slivers
     new_id = np.zeros(nobj + 1, np.int32)
     new_id[1:][keep] = np.arange(1, keep.sum() + 1)
     return {"positions": positions[keep], "scores": mass[keep], "volumes": volumes[keep],
             "labels": new_id[labels], "n_objects": nobj,
-            "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum())}
+            "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
+            "n_edge_slivers": int(slivers.sum())}
