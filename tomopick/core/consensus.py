@@ -110,42 +110,60 @@ def _project_to_rotation(M):
     """
     M = np.asarray(M, dtype=float)
     G = len(M)
+    return _project_to_rotation9(M.reshape(G, 9).T.copy()).T.reshape(G, 3, 3)
+
+
+def _project_to_rotation9(M):
+    """`_project_to_rotation` on (9, G) row-major entries (entry k of all is row k)."""
+    G = M.shape[1]
     out = np.empty_like(M)
-    X = M.reshape(G, 9).T.copy()           # entry k of all matrices is row k
-    scale = np.abs(X).max(axis=0)
-    newton = _det9(X) > 1e-9 * scale ** 3
-    X = X[:, newton]
+    scale = np.abs(M).max(axis=0)
+    newton = _det9(M) > 1e-9 * scale ** 3
+    X = M[:, newton]
     if X.shape[1]:
         # iterate on the matrices still moving only
-        active = np.arange(X.shape[1])
+        active = None
         Y = X
         for _ in range(60):
-            C = _cofactor9(Y)
-            det = (Y[:3] * C[:3]).sum(axis=0)
-            g = np.abs(det) ** (-1.0 / 3.0)
-            new = 0.5 * (g * Y + C / (g * det))
-            moving = np.abs(new - Y).max(axis=0) >= 1e-13
-            X[:, active] = new
-            active = active[moving]
+            new = _newton_step9(Y)
+            change = np.abs(np.subtract(new, Y, out=Y)).max(axis=0)
+            moving = change >= 1e-13
+            if active is None:
+                X, active = new, np.flatnonzero(moving)
+                Y = X[:, active]
+            else:
+                X[:, active] = new
+                active = active[moving]
+                Y = new[:, moving]
             if len(active) == 0:
                 break
-            Y = new[:, moving]
         # a step that moved < 1e-13 leaves an error ~1e-26: the result is
         # orthonormal to rounding error; anything else goes to the SVD
         good = _orthonormality_error9(X) < 1e-12
         idx = np.flatnonzero(newton)
-        out[idx[good]] = X[:, good].T.reshape(-1, 3, 3)
+        out[:, idx[good]] = X[:, good]
         newton[idx[~good]] = False
-    rest = ~newton
-    if rest.any():
-        U, _, Vt = np.linalg.svd(M[rest])
+    rest = np.flatnonzero(~newton)
+    if len(rest):
+        U, _, Vt = np.linalg.svd(M[:, rest].T.reshape(-1, 3, 3))
         # Flipping the last singular vector when U V^T is a reflection gives
         # the nearest det +1 matrix.
         sign = np.sign(np.linalg.det(U @ Vt))
         sign[sign == 0] = 1.0
         U[..., :, 2] *= sign[..., None]
-        out[rest] = U @ Vt
+        out[:, rest] = (U @ Vt).reshape(-1, 9).T
     return out
+
+
+def _newton_step9(X):
+    """One scaled Newton step towards the polar factor, (9, G) entries, det > 0."""
+    C = _cofactor9(X)
+    det = (X[:3] * C[:3]).sum(axis=0)
+    g = det ** (-1.0 / 3.0)
+    C *= 0.5 / (g * det)
+    new = X * (0.5 * g)
+    new += C
+    return new
 
 
 def _cofactor9(X):
@@ -740,16 +758,22 @@ def _mean_transforms(matrices, members, starts, oriented=None):
         out[~has, :3, :3] = np.eye(3)
         return out
     size = np.diff(np.r_[starts, len(members)])
-    flat = matrices.reshape(len(matrices), 16)[members]       # rows of M, row-major
+    # entries of the members' matrices as rows (16, M): every reduction and
+    # the Newton iteration then run on contiguous rows
+    flat = np.ascontiguousarray(matrices.reshape(len(matrices), 16)[members].T)
     rotation, shift = [0, 1, 2, 4, 5, 6, 8, 9, 10], [3, 7, 11]
-    total = np.add.reduceat(flat, starts, axis=0)
-    out[:, :3, 3] = total[:, shift] / size[:, None]
+    total = np.add.reduceat(flat, starts, axis=1)
+    result = np.zeros((16, n_groups))
+    result[15] = 1.0
+    result[shift] = total[shift] / size
     # When the sum is exactly k times the first member's rotation (one member,
     # identical members), the projection of the sum is that rotation: copy it
     # bit for bit rather than iterate to it.
-    first = flat[starts][:, rotation]
-    same = np.all(total[:, rotation] == size[:, None] * first, axis=1)
-    out[same, :3, :3] = first[same].reshape(-1, 3, 3)
+    first = flat[rotation][:, starts]
+    rot_sum = total[rotation]
+    same = np.all(rot_sum == size * first, axis=0)
+    rot = np.where(same, first, 0.0)
     if not same.all():
-        out[~same, :3, :3] = _project_to_rotation(total[~same][:, rotation].reshape(-1, 3, 3))
-    return out
+        rot[:, ~same] = _project_to_rotation9(rot_sum[:, ~same])
+    result[rotation] = rot
+    return result.T.reshape(n_groups, 4, 4)
