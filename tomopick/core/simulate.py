@@ -47,8 +47,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .picks import Picks
-from .transforms import (euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz,
-                         rotation_from_z_axis)
+from .transforms import (dynamo_euler_to_matrix, euler_zxz_to_matrix, homogeneous,
+                         matrix_to_dynamo_euler, rotation_from_z_axis)
 
 #: Distance between the two dense (head-group) leaflets of a lipid bilayer, Å.
 LEAFLET_SEPARATION = 40.0
@@ -623,7 +623,7 @@ class Phantom:
         n = len(self.particles)
         particles = []
         if n:
-            tdrot, tilt, narot = matrix_to_euler_zxz(self.particles.matrices)
+            tdrot, tilt, narot = matrix_to_dynamo_euler(self.particles.matrices)
             for i in range(n):
                 x, y, z = (float(v) for v in self.particles.positions[i])
                 particles.append(dict(
@@ -739,9 +739,10 @@ def load_truth(path):
     positions = np.array([[p["x"], p["y"], p["z"]] for p in parts], dtype=float).reshape(n, 3)
     if n:
         rot = np.array([p["rotation"] for p in parts], dtype=float) if "rotation" in parts[0] \
-            else euler_zxz_to_matrix([p["tdrot"] for p in parts], [p["tilt"] for p in parts],
-                                     [p["narot"] for p in parts])
-        matrices = homogeneous(rot, positions)
+            else dynamo_euler_to_matrix([p["tdrot"] for p in parts], [p["tilt"] for p in parts],
+                                        [p["narot"] for p in parts])
+        # shifts are relative to the position (SPEC.md): zero for exact truth
+        matrices = homogeneous(rot)
     else:
         matrices = np.zeros((0, 4, 4))
     picks = Picks([p["tsId"] for p in parts] if n else np.zeros(0, str), positions,
@@ -1225,7 +1226,7 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     rotations = np.array(rotations, dtype=float).reshape(n, 3, 3)
     class_ids = np.array(class_ids, dtype=int)
     particles = Picks(np.repeat(np.array([tomo_id], dtype=str), n), positions, class_ids,
-                      homogeneous(rotations, positions), None, float(voxel_size))
+                      homogeneous(rotations, np.zeros((n, 3))), None, float(voxel_size))
     particle_info = dict(
         class_name=np.array([PARTICLE_CLASSES[c]["name"] for c in class_ids], dtype=str),
         diameter=np.array([2 * radii[c] for c in class_ids], dtype=float),

@@ -5,9 +5,17 @@ matrix ``M`` (4x4) whose upper-left block is ``R`` and whose last column holds
 the shift (x, y, z) in voxels. ``R @ (0, 0, 1)`` is the particle's z-axis in
 the tomogram; for membrane and vesicle models it is the outward normal.
 
-Euler angles follow Dynamo's ZXZ convention (``tdrot``, ``tilt``, ``narot``,
-degrees): ``R = Rz(tdrot) @ Rx(tilt) @ Rz(narot)``, so the particle's z-axis
-has polar angle ``tilt`` and azimuth ``tdrot - 90``.
+Two Euler-angle helpers live here:
+
+- `euler_zxz_to_matrix` / `matrix_to_euler_zxz`: the plain intrinsic ZXZ
+  composition ``Rz(a) @ Rx(b) @ Rz(c)`` (a building block for other
+  conventions, e.g. RELION's ZYZ).
+- `dynamo_euler_to_matrix` / `matrix_to_dynamo_euler`: Dynamo's angles
+  (``tdrot``, ``tilt``, ``narot``, degrees), the ones in tomopick's CSV and in
+  Dynamo tables. Dynamo's ``dynamo_euler2matrix`` gives
+  ``m = Rz(narot) @ Rx(tilt) @ Rz(tdrot)`` and turns the reference onto the
+  particle with its transpose, so the particle's rotation is ``R = m.T``:
+  its z-axis ``R @ z`` has polar angle ``tilt`` and azimuth ``90 - tdrot``.
 """
 import numpy as np
 
@@ -76,6 +84,41 @@ def matrix_to_euler_zxz(rotation):
     return tuple(out)
 
 
+def dynamo_euler_to_matrix(tdrot, tilt, narot):
+    """Particle rotations of Dynamo Euler angles.
+
+    Parameters
+    ----------
+    tdrot, tilt, narot : float or (N,) array of float
+        Dynamo angles, degrees.
+
+    Returns
+    -------
+    R : (3, 3) or (N, 3, 3) ndarray
+        ``(Rz(narot) @ Rx(tilt) @ Rz(tdrot)).T``: ``R @ (0, 0, 1)`` is the
+        particle's z-axis in the tomogram.
+    """
+    return np.swapaxes(euler_zxz_to_matrix(narot, tilt, tdrot), -1, -2)
+
+
+def matrix_to_dynamo_euler(rotation):
+    """Dynamo Euler angles of particle rotations (inverse of `dynamo_euler_to_matrix`).
+
+    Parameters
+    ----------
+    rotation : (3, 3) or (N, 3, 3) array of float
+        A 4x4 matrix is accepted; its shift is ignored.
+
+    Returns
+    -------
+    tdrot, tilt, narot : float or (N,) ndarray
+        Degrees; ``tilt`` in [0, 180].
+    """
+    R = np.asarray(rotation, dtype=float)[..., :3, :3]
+    narot, tilt, tdrot = matrix_to_euler_zxz(np.swapaxes(R, -1, -2))
+    return tdrot, tilt, narot
+
+
 def rotation_from_z_axis(z_axes, in_plane=0.0):
     """Rotations whose z-axis points along given directions.
 
@@ -84,9 +127,9 @@ def rotation_from_z_axis(z_axes, in_plane=0.0):
     z_axes : (3,) or (N, 3) array of float
         Target directions (x, y, z); need not be unit length, must be non-zero.
     in_plane : float or (N,) array of float, optional
-        Rotation about the new z-axis, degrees (Dynamo's ``narot``). With 0,
-        the rotation is ``Rz(tdrot) @ Rx(tilt)``: the minimal-twist choice of the
-        ZXZ convention.
+        Right-handed rotation about the new z-axis, degrees, applied to the
+        particle before it is tilted. With 0 the particle's x-axis stays
+        horizontal (in the tomogram's x-y plane): Dynamo's ``narot = 0``.
 
     Returns
     -------

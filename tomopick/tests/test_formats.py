@@ -113,9 +113,9 @@ def test_csv_written_by_hand_reads_to_known_values(tmp_path):
     assert np.allclose(picks.positions, [[10.5, 20, 30], [0, 1, 2]])
     assert list(picks.group_ids) == [2, 0]
     assert np.allclose(picks.scores, [0.75, 0.5])
-    # tomopick ZXZ: the z-axis has polar angle tilt and azimuth tdrot - 90
+    # Dynamo angles: the z-axis has polar angle tilt and azimuth 90 - tdrot
     axis = picks.matrices[0, :3, :3] @ [0, 0, 1]
-    polar, azimuth = np.radians(60), np.radians(30 - 90)
+    polar, azimuth = np.radians(60), np.radians(90 - 30)
     assert np.allclose(axis, [np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth),
                               np.cos(polar)], atol=1e-9)
     assert np.allclose(picks.matrices[1], np.eye(4))

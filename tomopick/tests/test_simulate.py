@@ -252,7 +252,7 @@ def test_save_and_load_truth_round_trip(phantom, tmp_path):
     assert list(rows[0]) == ["tomoId", "x", "y", "z", "groupId", "tdrot", "tilt", "narot"]
     assert len(rows) == len(phantom.particles)
     euler = np.array([[float(r[k]) for k in ("tdrot", "tilt", "narot")] for r in rows])
-    R = simulate.euler_zxz_to_matrix(*euler.T)
+    R = simulate.dynamo_euler_to_matrix(*euler.T)
     assert np.allclose(R[:, :, 2], phantom.particles.matrices[:, :3, 2], atol=1e-3)
 
 

@@ -5,9 +5,9 @@ One particle per row under a header naming the columns::
     tomoId,x,y,z[,groupId][,tdrot,tilt,narot][,score]
 
 Positions are voxels, bottom-left-corner origin (the centre of array element
-``[k, j, i]`` is at (i, j, k)). The three angles, in degrees, are tomopick's
-ZXZ angles: the rotation is ``tomopick.core.transforms.euler_zxz_to_matrix
-(tdrot, tilt, narot)``, whose ``R @ (0, 0, 1)`` is the particle's z-axis.
+``[k, j, i]`` is at (i, j, k)). The three angles, in degrees, are Dynamo's
+(``tomopick.core.transforms.dynamo_euler_to_matrix``): the rotation's
+``R @ (0, 0, 1)`` is the particle's z-axis.
 Columns may come in any order; blank lines and lines starting with '#' are
 skipped. The file records no voxel size: the caller gives it.
 """
@@ -16,7 +16,7 @@ import csv
 import numpy as np
 
 from ..picks import Picks
-from ..transforms import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
+from ..transforms import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
 from .coordinates import centre_positions, line_error, require_file
 
 REQUIRED = ("tomoId", "x", "y", "z")
@@ -108,8 +108,8 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     positions = np.column_stack([values[a] for a in "xyz"]) if n else np.zeros((0, 3))
     matrices = None
     if "tdrot" in values:
-        matrices = homogeneous(euler_zxz_to_matrix(values["tdrot"], values["tilt"],
-                                                   values["narot"]).reshape(n, 3, 3))
+        matrices = homogeneous(dynamo_euler_to_matrix(values["tdrot"], values["tilt"],
+                                                      values["narot"]).reshape(n, 3, 3))
     return Picks(tomo_ids.astype(str), positions,
                  values["groupId"].astype(int) if "groupId" in values else None,
                  matrices, values.get("score"), voxel_size)
@@ -130,7 +130,7 @@ def write_csv(path, picks, **_):
     positions = centre_positions(picks)
     header = list(REQUIRED) + ["groupId"]
     if picks.matrices is not None:
-        angles = np.column_stack(matrix_to_euler_zxz(picks.matrices)) if len(picks) \
+        angles = np.column_stack(matrix_to_dynamo_euler(picks.matrices)) if len(picks) \
             else np.zeros((0, 3))
         header += list(ANGLES)
     if picks.scores is not None:

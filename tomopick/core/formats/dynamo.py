@@ -36,7 +36,7 @@ import os
 import numpy as np
 
 from ..picks import Picks
-from ..transforms import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
+from ..transforms import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
 from .coordinates import centre_positions, line_error, require_file
 
 N_COLUMNS = 35
@@ -46,34 +46,9 @@ TAG, SHIFTS, ANGLES, CC, FTYPE, TILTS, TOMO, REG, CLASS, XYZ = \
     0, slice(3, 6), slice(6, 9), 9, 12, slice(13, 17), 19, 20, 21, slice(23, 26)
 
 
-def dynamo_rotation(tdrot, tilt, narot):
-    """tomopick rotations of Dynamo Euler angles.
-
-    Parameters
-    ----------
-    tdrot, tilt, narot : (N,) array of float
-        Degrees.
-
-    Returns
-    -------
-    (N, 3, 3) ndarray
-        ``(Rz(narot) Rx(tilt) Rz(tdrot))^T``.
-    """
-    M = euler_zxz_to_matrix(narot, tilt, tdrot).reshape(-1, 3, 3)
-    return np.swapaxes(M, -1, -2)
-
-
-def dynamo_angles(rotation):
-    """Dynamo (tdrot, tilt, narot) of tomopick rotations (inverse of `dynamo_rotation`).
-
-    Returns
-    -------
-    tdrot, tilt, narot : (N,) ndarray
-        Degrees; tilt in [0, 180].
-    """
-    R = np.asarray(rotation, dtype=float)[..., :3, :3].reshape(-1, 3, 3)
-    narot, tilt, tdrot = (np.atleast_1d(v) for v in matrix_to_euler_zxz(np.swapaxes(R, -1, -2)))
-    return tdrot, tilt, narot
+# Dynamo's convention is tomopick's shared one (tomopick.core.transforms)
+dynamo_rotation = dynamo_euler_to_matrix
+dynamo_angles = matrix_to_dynamo_euler
 
 
 def table_map_path(path):
