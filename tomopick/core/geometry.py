@@ -630,6 +630,8 @@ def surface_from_levels(points, edge, max_triangles=100000, smoothing=1.0):
     with 2), evaluated every ``edge`` voxels in z within the run; the
     resulting (rows x columns) grid is split into triangles where all three
     corners exist, so the mesh keeps the extent the user picked on each slice.
+    The surface is open (a membrane patch): a vesicle picked all around is
+    modelled with `crop_vesicle` or `crop_ellipsoid` instead.
 
     Parameters
     ----------

@@ -77,8 +77,8 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
                            "surface they span (none when they span none);\n"
                            "Vesicle: least-squares sphere;\n"
                            "Ellipsoidal vesicle: general ellipsoid (algebraic quadric fit);\n"
-                           "Surface: membrane picked on several z-slices (ordered per slice, "
-                           "interpolated between slices, triangulated);\n"
+                           "Surface: open membrane picked on several z-slices (ordered per "
+                           "slice, interpolated between slices, triangulated);\n"
                            "Filament: smooth spline through the points in picking order.")
 
         form.addSection(label="Mesh and cropping")
