@@ -345,3 +345,20 @@ def test_vesicle_from_a_nearly_flat_patch_is_rejected_not_extrapolated():
         g.crop_vesicle(patch, 5.0)
     with pytest.raises(ValueError, match="increase the spacing"):
         g.crop_sphere([0, 0, 0], 5000.0, 1.0)
+
+
+def test_flat_patch_normals_follow_the_marker_side_or_plus_z():
+    rng = np.random.default_rng(20)
+    xy = rng.uniform(0, 30, (25, 2))
+    patch = np.column_stack([xy, 10 + rng.normal(0, 0.3, 25)])
+    for interior, expected in [(None, 1.0), ((15, 15, 0), 1.0), ((15, 15, 20), -1.0)]:
+        crop = g.crop_general(patch, interior=interior)
+        assert crop.oriented.all()
+        assert np.median(crop.normals[:, 2] * expected) > np.cos(np.radians(10))
+    levels = np.concatenate([np.column_stack([np.linspace(0, 30, 6) + rng.normal(0, 0.5, 6),
+                                              np.full(6, 20.0) + rng.normal(0, 0.5, 6),
+                                              np.full(6, z)]) for z in (0, 8, 16, 24)])
+    sheet = g.crop_surface(levels, 4.0, 3.0)           # the plane y = 20
+    assert np.median(np.abs(sheet.normals[:, 1])) > np.cos(np.radians(10))
+    below = g.crop_surface(levels, 4.0, 3.0, interior=(15, 0, 12))
+    assert np.all(below.normals[:, 1] > 0)
