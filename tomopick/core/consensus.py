@@ -394,19 +394,9 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
 
     # ---- particles -------------------------------------------------------
     label, n_split = _group(n, source, edges_i, edges_j, dist2, rank, positions, radius)
-    # particles numbered by their first member in canonical order
-    seq = label[order]
-    first = np.full(int(label.max()) + 1 if n else 0, n, dtype=np.int64)
-    np.minimum.at(first, seq, np.arange(n))
-    is_first = first[seq] == np.arange(n)
-    n_groups = int(is_first.sum())
-    number = np.empty(len(first), dtype=np.int64)
-    number[seq[is_first]] = np.arange(n_groups)
-    label = number[label]
-    # members by particle, then canonical rank (nearly sorted: stable sort is fast)
-    members = order[np.argsort(number[seq], kind="stable")]
-    size = np.bincount(label, minlength=n_groups)
-    group_tomo = tomo_code[order[is_first]]
+    label, members, size, heads = _number_particles(label, order)
+    n_groups = len(size)
+    group_tomo = tomo_code[heads]
 
     membership = np.zeros((n_groups, n_inputs), dtype=bool)
     membership[label, source] = True
@@ -424,9 +414,9 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
         mean_pos = np.add.reduceat(positions[members], starts, axis=0) / size_kept[:, None]
         # 0 means "no group" (Picks): only members that carry one must agree
         g = group_ids[members]
-        info_ = np.iinfo(np.int64)
-        gmin = np.minimum.reduceat(np.where(g == 0, info_.max, g), starts)
-        gmax = np.maximum.reduceat(np.where(g == 0, info_.min, g), starts)
+        limits = np.iinfo(np.int64)
+        gmin = np.minimum.reduceat(np.where(g == 0, limits.max, g), starts)
+        gmax = np.maximum.reduceat(np.where(g == 0, limits.min, g), starts)
         out_groups = np.where(gmin == gmax, gmin, 0)
     else:
         mean_pos, out_groups = np.zeros((0, 3)), np.zeros(0, dtype=int)
@@ -466,6 +456,44 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
                          per_tomogram=per_tomogram, jaccard=jaccard(membership),
                          n_split_components=n_split)
     return picks, info
+
+
+def _number_particles(label, order):
+    """Renumber particles 0.. by their first member in canonical order.
+
+    Parameters
+    ----------
+    label : (N,) ndarray of int
+        Particle label of every pick (any non-negative ids).
+    order : (N,) ndarray of int
+        The picks in canonical order.
+
+    Returns
+    -------
+    label : (N,) ndarray of int
+        The new particle number of every pick.
+    members : (N,) ndarray of int
+        The picks grouped by particle, each particle's in canonical order.
+    size : (G,) ndarray of int
+        Members per particle.
+    heads : (G,) ndarray of int
+        The first member of each particle.
+    """
+    n = len(label)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty
+    seq = label[order]
+    first_at = np.full(int(label.max()) + 1, n, dtype=np.int64)
+    np.minimum.at(first_at, seq, np.arange(n))
+    is_first = first_at[seq] == np.arange(n)
+    number = np.empty(len(first_at), dtype=np.int64)
+    number[seq[is_first]] = np.arange(int(is_first.sum()))
+    # in canonical order the particle numbers are nearly sorted already, which
+    # the stable sort (timsort) exploits
+    members = order[np.argsort(number[seq], kind="stable")]
+    label = number[label]
+    return label, members, np.bincount(label), order[is_first]
 
 
 def _common_voxel_size(inputs):
