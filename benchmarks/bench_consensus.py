@@ -47,6 +47,7 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
 
 from tomopick.core.consensus import consensus_picks  # noqa: E402  (sets Scipion env defaults)
+from tomopick.core.evaluate import evaluate_picks  # noqa: E402
 from tomopick.core.picks import Picks  # noqa: E402
 from tomopick.core.simulate import random_rotations  # noqa: E402
 from tomopick.core.transforms import homogeneous  # noqa: E402
@@ -149,7 +150,7 @@ def _time(fn, repeats):
     return result, wall, cpu
 
 
-def compare(ours, theirs, center, truth):
+def compare(ours, theirs, center, truth, radius):
     """Agreement of the kept particles (one-to-one within the truncation error)."""
     n_ours = len(ours)
     n_theirs = sum(len(v[0]) for v in theirs.values())
@@ -177,6 +178,12 @@ def compare(ours, theirs, center, truth):
         tree = cKDTree(true)
         err_ours.extend(tree.query(mine.positions)[0])
         err_theirs.extend(tree.query(pos)[0])
+    theirs_picks = Picks(np.concatenate([[name] * len(v[0]) for name, v in theirs.items()]),
+                         np.concatenate([v[0] + center for v in theirs.values()]),
+                         voxel_size=VOXEL_SIZE) if theirs else None
+    score_ours = evaluate_picks(ours, truth, radius=radius)["one_to_one"]
+    score_theirs = evaluate_picks(theirs_picks, truth, radius=radius)["one_to_one"] \
+        if theirs_picks is not None else {"precision": float("nan"), "recall": float("nan")}
     ortho_ours = np.abs(np.einsum("nji,njk->nik", ours.matrices[:, :3, :3],
                                   ours.matrices[:, :3, :3]) - np.eye(3)).max()
     return {
@@ -189,6 +196,8 @@ def compare(ours, theirs, center, truth):
         "tomopick_orthonormality_error_max": float(ortho_ours),
         "mean_error_to_truth_tomopick": float(np.mean(err_ours)) if err_ours else None,
         "mean_error_to_truth_tomoviz": float(np.mean(err_theirs)) if err_theirs else None,
+        "precision_recall_tomopick": (score_ours["precision"], score_ours["recall"]),
+        "precision_recall_tomoviz": (score_theirs["precision"], score_theirs["recall"]),
     }
 
 
@@ -221,7 +230,7 @@ def run(args):
                 lambda: tomoviz_reference.run_tomoviz(worker, view, [VOXEL_SIZE] * args.inputs,
                                                       args.consensus, args.radius, 0, work),
                 args.peer_repeats)
-        agreement = compare(ours, theirs, center, truth)
+        agreement = compare(ours, theirs, center, truth, args.radius)
         row = {"tomopick_s": float(np.median(t_ours)), "tomopick_cpu_s": float(np.median(c_ours)),
                "tomoviz_s": float(np.median(t_theirs)), "tomoviz_cpu_s": float(np.median(c_theirs)),
                "tomopick_all_s": t_ours, "tomoviz_all_s": t_theirs,
@@ -247,6 +256,9 @@ def run(args):
                   f" max {row['rotation_difference_deg_max']:.2f} deg; |R^T R - I| max: "
                   f"tomoviz {row['tomoviz_orthonormality_error_max']:.1e}, "
                   f"tomopick {row['tomopick_orthonormality_error_max']:.1e}")
+        (p1, r1), (p2, r2) = row["precision_recall_tomopick"], row["precision_recall_tomoviz"]
+        print(f"  against the true particles (one-to-one within the radius): precision / recall "
+              f"tomopick {p1:.3f} / {r1:.3f}, tomoviz {p2:.3f} / {r2:.3f}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=1)
