@@ -40,6 +40,8 @@ import tempfile
 from math import sqrt
 
 import numpy as np
+from pwem.convert.transformations import (mean_quaternion, quaternion_from_matrix,
+                                          quaternion_matrix, weighted_tensor)
 
 PICK_MODE_LARGER = 0
 PICK_MODE_EQUAL = 1
@@ -77,8 +79,6 @@ def load_tomoviz(path):
 def reimplemented_worker(coords, vesicles, trMats, consensus, consensusRadius, posFn,
                          jaccFn=None, mode=PICK_MODE_LARGER):
     """tomoviz's ``consensusWorker``, re-run statement for statement."""
-    from pwem.convert.transformations import (mean_quaternion, quaternion_from_matrix,
-                                              quaternion_matrix, weighted_tensor)
     if len(coords) == 1:
         N0, firstInput = 0, 0
     else:
