@@ -285,6 +285,10 @@ def test_tomogram_list_tracks_status_and_opens_pickers(qapp, tmp_path):
         session.add_point("b", (1, 2, 1))
         assert dialog.row_values("b") == ("b", "picked", "1", "3")
         assert dialog.open_picker("b") is win   # raised, not opened twice
+        win.viewer.close()                      # the user closes the picker window
+        session.add_point("b", (3, 3, 3))       # the closed window stops listening quietly
+        assert win._on_session_change not in session._listeners
+        assert dialog.open_picker("b") is not win
     finally:
         dialog.done(0)
     assert dialog.pickers == {}

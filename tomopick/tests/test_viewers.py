@@ -124,6 +124,21 @@ def _colour(view, shot, xyz, radius=1):
         .reshape(-1, 3).mean(0)
 
 
+def _ring(view, shot, xyz, colour, tolerance=6):
+    """Fraction of the pixels around a coordinate's ring that have ``colour`` (0-255 RGB).
+
+    The ring of a marker of diameter d straddles its edge: pixels between
+    0.4 d and 0.6 d from the centre, in canvas pixels.
+    """
+    center = view.world_to_canvas(np.asarray(xyz, float)[::-1])
+    zoom = float(view.viewer.camera.zoom)
+    rows, cols = np.indices(shot.shape[:2])
+    distance = np.hypot(rows - center[0], cols - center[1]) / (zoom * view.point_size)
+    annulus = (distance > 0.4) & (distance < 0.6)
+    match = np.abs(shot[..., :3] - np.asarray(colour)).max(axis=-1) <= tolerance
+    return match[annulus].mean()
+
+
 def test_coordinates_are_drawn_in_their_group_colour_on_their_slice(qapp, renders, views):
     _need(renders)
     from tomopick.viewers.slice_viewer import tomogram_viewer
@@ -133,17 +148,22 @@ def test_coordinates_are_drawn_in_their_group_colour_on_their_slice(qapp, render
     views.append(view)
     shot = view.screenshot().astype(int)
     expected = display.group_colors([1, 2])[:, :3] * 255
-    np.testing.assert_allclose(_colour(view, shot, positions[0]), expected[0], atol=3)
-    np.testing.assert_allclose(_colour(view, shot, positions[1]), expected[1], atol=3)
-    assert _colour(view, shot, [52, 36, 16]).max() < 10        # 13 slices away: not drawn
+    # the ring (0.45-0.55 d, antialiased edges) fills about half the annulus; it has
+    # its group's colour and none of the other group's
+    assert _ring(view, shot, positions[0], expected[0]) > 0.3
+    assert _ring(view, shot, positions[0], expected[1]) == 0
+    assert _ring(view, shot, positions[1], expected[1]) > 0.3
+    # the blob inside the first ring stays visible (rings, not discs)
+    assert _colour(view, shot, positions[0]).min() > 200
+    assert _ring(view, shot, [52, 36, 16], expected[0]) == 0   # 13 slices away: not drawn
     view.set_slice(3)
     shot = view.screenshot().astype(int)
-    np.testing.assert_allclose(_colour(view, shot, positions[2]), expected[0], atol=3)
+    assert _ring(view, shot, positions[2], expected[0]) > 0.3
     # slicing along x: the point at x = 40 shows at (z, y) = (16, 20) on slice x = 40
     view.set_axis("x")
     view.set_slice(40)
     shot = view.screenshot().astype(int)
-    np.testing.assert_allclose(_colour(view, shot, positions[0]), expected[0], atol=3)
+    assert _ring(view, shot, positions[0], expected[0]) > 0.3
 
 
 def test_orientation_arrows_point_along_each_particles_z_axis(qapp, renders, views):
@@ -188,8 +208,9 @@ def test_threshold_and_removal_decide_the_kept_subset(qapp, renders, views):
     np.testing.assert_array_equal(view.kept_ids(), [11, 14])
     if renders:
         shot = view.screenshot().astype(int)
-        assert _colour(view, shot, positions[0]).max() > 100        # kept: drawn
-        assert _colour(view, shot, positions[1]).max() < 10         # removed: gone
+        colours = display.score_colors([0.9, 0.2, 0.6, 0.4])[:, :3] * 255
+        assert _ring(view, shot, positions[0], colours[0]) > 0.3    # kept: its ring is drawn
+        assert _ring(view, shot, positions[1], colours[1]) == 0     # removed: gone
         view.screenshot()
     view.restore_all()
     np.testing.assert_array_equal(view.kept_ids(), [11, 12, 13, 14])

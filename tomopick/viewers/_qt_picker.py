@@ -277,7 +277,13 @@ class PickerWindow:
 
     def _on_session_change(self, ts_id):
         if ts_id is None or ts_id == self.ts_id:
-            self.refresh()
+            try:
+                self.refresh()
+            except RuntimeError:  # the user closed this window: stop listening
+                self._forget()
+
+    def _forget(self):
+        self.session.remove_listener(self._on_session_change)
 
     def refresh(self):
         """Redraw points, interior markers and the status from the session."""
@@ -304,11 +310,11 @@ class PickerWindow:
             f"points: {s.point_count(ts)}<br>status: {s.status(ts)}")
 
     def close(self):
+        self._forget()
         try:
-            self.session._listeners.remove(self._on_session_change)
-        except ValueError:
+            self.viewer.close()
+        except (RuntimeError, AttributeError):  # already closed by the user
             pass
-        self.viewer.close()
 
 
 class TomogramListDialog(QDialog):
@@ -367,7 +373,7 @@ class TomogramListDialog(QDialog):
             try:
                 picker.viewer.window._qt_window.raise_()
                 return picker
-            except RuntimeError:  # the user closed that window
+            except (RuntimeError, AttributeError):  # the user closed that window
                 self.pickers.pop(ts_id, None)
         path, _voxel = self.tomograms[ts_id]
         picker = PickerWindow(self.session, ts_id, read_mrc(path, mmap=True),
@@ -382,10 +388,7 @@ class TomogramListDialog(QDialog):
             except RuntimeError:
                 pass
         self.pickers.clear()
-        try:
-            self.session._listeners.remove(self._on_session_change)
-        except ValueError:
-            pass
+        self.session.remove_listener(self._on_session_change)
         super().done(result)
 
 

@@ -173,13 +173,18 @@ class PickingSession:
         """Call ``callback(tsId)`` after every change (tsId None: everything changed)."""
         self._listeners.append(callback)
 
+    def remove_listener(self, callback):
+        """Stop calling ``callback`` (no error when it was not registered)."""
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def _changed(self, ts_id):
         if self.autosave:
             self.save()
         self._notify(ts_id)
 
     def _notify(self, ts_id):
-        for callback in self._listeners:
+        for callback in list(self._listeners):  # a callback may unregister itself
             callback(ts_id)
 
     # -- queries -------------------------------------------------------------

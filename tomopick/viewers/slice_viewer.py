@@ -14,6 +14,9 @@ import numpy as np
 
 from . import display
 
+#: Width of a coordinate's ring, relative to its diameter.
+RING_WIDTH = 0.2
+
 
 def _napari():
     import napari
@@ -163,7 +166,7 @@ class TomogramView(_View):
         self.points_layer.selected_data = set()
         self.points_layer.data = display.to_zyx(self.positions[mask])
         if mask.any():
-            self.points_layer.face_color = self.colors[mask]
+            self.points_layer.border_color = self.colors[mask]
         if self.vectors_layer is not None:
             vectors = display.orientation_vectors(self.positions[mask], self.matrices[mask],
                                                   self.arrow_length)
@@ -192,6 +195,10 @@ class TomogramView(_View):
     def set_gaussian(self, sigma):
         """Show the tomogram through a Gaussian filter of ``sigma`` voxels (0: raw)."""
         image = self.viewer.layers["tomogram"]
+        box = getattr(self, "sigma_box", None)
+        if box is not None and box.value() != (sigma or 0):
+            box.setValue(sigma or 0)  # re-enters through valueChanged
+            return
         if sigma and sigma > 0:
             image.data = display.FilteredVolume(self.volume, sigma)
             a = "zyx".index(self.axis)
@@ -203,7 +210,7 @@ class TomogramView(_View):
             image.contrast_limits = display.contrast_limits(self.volume)
 
 
-def _controls(view, score_range):
+def _controls(view, score_range, subset=True):
     """Dock with slicing axis, contrast filter, score threshold, removal and saving."""
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QLabel, QPushButton,
@@ -222,6 +229,7 @@ def _controls(view, score_range):
     sigma_box.setSpecialValueText("off")
     sigma_box.valueChanged.connect(view.set_gaussian)
     form.addRow("Gaussian contrast (voxels)", sigma_box)
+    view.sigma_box = sigma_box
     view.threshold_slider = None
     if score_range is not None:
         low, high = score_range
@@ -239,15 +247,18 @@ def _controls(view, score_range):
         form.addRow("", value_label)
         view.threshold_slider = slider
     layout.addLayout(form)
-    for text, slot in (("Remove selected (Delete)", view.remove_selected),
-                       ("Restore removed", view.restore_all),
-                       ("Save subset", view.save_subset)):
-        button = QPushButton(text)
-        button.clicked.connect(lambda _checked=False, s=slot: s())
-        layout.addWidget(button)
-    view.status_label = QLabel()
-    layout.addWidget(view.status_label)
-    layout.addWidget(QLabel("Up/Down: slices, c: remove nearest,\nselect points (3) then Delete"))
+    view.status_label = None
+    if subset:
+        for text, slot in (("Remove selected (Delete)", view.remove_selected),
+                           ("Restore removed", view.restore_all),
+                           ("Save subset", view.save_subset)):
+            button = QPushButton(text)
+            button.clicked.connect(lambda _checked=False, s=slot: s())
+            layout.addWidget(button)
+        view.status_label = QLabel()
+        layout.addWidget(view.status_label)
+        layout.addWidget(QLabel("c: remove nearest; select points (3) then Delete"))
+    layout.addWidget(QLabel("Up/Down: move slices"))
     layout.addStretch(1)
     view.viewer.window.add_dock_widget(panel, area="right", name="coordinates")
     view.panel = panel
@@ -356,9 +367,11 @@ def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", grou
                              f"{tuple(volume.shape)}")
         viewer.add_labels(labels.astype(np.int32, copy=False), name="segmentation", opacity=0.45)
     if has_points:
+        # rings (the particle stays visible inside), as wide as the particle
         view.points_layer = viewer.add_points(
             np.zeros((0, 3)), ndim=3, name="coordinates", size=view.point_size,
-            out_of_slice_display=True, border_width=0)
+            out_of_slice_display=True, face_color="transparent",
+            border_width=RING_WIDTH, border_width_is_relative=True)
     if matrices is not None:
         view.vectors_layer = viewer.add_vectors(
             np.zeros((0, 2, 3)), ndim=3, name="orientation", edge_width=max(1.0, point_size / 6),
@@ -382,7 +395,7 @@ def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", grou
         score_range = None
         if scores is not None and n:
             score_range = (float(np.min(scores)), float(np.max(scores)))
-        _controls(view, score_range)
+        _controls(view, score_range, subset=view.points_layer is not None)
         view._update()
     return view
 
@@ -505,17 +518,19 @@ def mesh_viewer(volume, points, group_ids, model_type="Vesicle", interiors=None,
             failed[int(group)] = str(err)
     view = tomogram_viewer(volume, points, group_ids=group_ids, title=title,
                            point_size=point_size, show=show, controls=False)
+    if len(points):
+        view.points_layer.face_color = view.colors   # the user's points: filled dots
     if fitted:
         positions = np.concatenate([c.positions for c in fitted.values()])
         groups = np.concatenate([np.full(len(c), g) for g, c in fitted.items()])
         normals = np.concatenate([c.normals for c in fitted.values()])
         colors = display.group_colors(groups, alpha=0.8)
         view.viewer.add_vectors(
-            np.stack([display.to_zyx(positions), display.to_zyx(normals * point_size)], 1),
-            name="fitted normals", edge_color=colors, edge_width=1.0,
+            np.stack([display.to_zyx(positions), display.to_zyx(normals * 1.5 * point_size)], 1),
+            name="fitted normals", edge_color=colors, edge_width=max(1.0, point_size / 5),
             out_of_slice_display=True, vector_style="arrow")
         view.viewer.add_points(display.to_zyx(positions), name="fitted model",
-                               size=point_size / 2.0, face_color=colors,
+                               size=point_size * 0.6, face_color=colors,
                                out_of_slice_display=True, border_width=0)
     # keep the user's points on top
     view.viewer.layers.move(view.viewer.layers.index("coordinates"), len(view.viewer.layers))

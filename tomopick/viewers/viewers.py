@@ -91,8 +91,11 @@ def write_view_spec(obj, directory, protocol=None, title=None):
                 positions[rows] *= picks.voxel_size / tomo_size[ts_id]
         oriented = bool(np.any(np.abs(picks.matrices[:, :3, :3] - np.eye(3)) > 1e-6))
         spec["oriented"] = oriented
-        box = obj.getBoxSize() if hasattr(obj, "getBoxSize") else None
-        spec["point_size"] = float(max(4.0, (box or 32) / 4.0))
+        # rings as wide as the particle box, in voxels of the (first) tomogram
+        box = (obj.getBoxSize() if hasattr(obj, "getBoxSize") else None) or 32
+        scale = (picks.voxel_size or 1.0) / (spec["tomograms"][0]["voxel_size"] or 1.0) \
+            if spec["tomograms"] else 1.0
+        spec["point_size"] = float(max(6.0, box * scale))
         spec["picks"] = os.path.join(directory, "picks.npz")
         np.savez(spec["picks"], tomo_ids=picks.tomo_ids, positions=positions,
                  group_ids=picks.group_ids, scores=picks.scores, matrices=picks.matrices, ids=ids)
