@@ -541,7 +541,7 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
 
     Parameters are those of `segment_tomogram` plus ``localization``
     ('connected components' or 'watershed'), ``min_distance`` (watershed marker
-    spacing, voxels; 0 = half the particle diameter), ``tomo_id`` and
+    spacing, voxels; 0 = 0.35 particle diameters), ``tomo_id`` and
     ``voxel_size`` (Å/voxel) for the returned table.  ``particle_diameter`` is
     in voxels.
 
