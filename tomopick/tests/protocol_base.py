@@ -63,6 +63,30 @@ class TomoPickProtocolTest(BaseTest):
         pattern = "{TS}.mrc" if len(names) > 1 else f"{names[0]}.mrc"
         return cls.importTomograms(pattern=pattern), phantoms
 
+    @classmethod
+    def newProtocol(cls, protocolClass, **kwargs):
+        """A new protocol of the project; pointer arguments are wired after creation.
+
+        ``project.newProtocol`` would wrap a Pointer given as a value inside a
+        second pointer that loses its extended part (the output name), so
+        pointers (or lists of them, for multi-pointers) are set here instead.
+        """
+        pointers = {name: value for name, value in kwargs.items()
+                    if isinstance(value, Pointer)
+                    or (isinstance(value, (list, tuple)) and value
+                        and all(isinstance(v, Pointer) for v in value))}
+        prot = super().newProtocol(protocolClass,
+                                   **{k: v for k, v in kwargs.items() if k not in pointers})
+        for name, value in pointers.items():
+            attr = getattr(prot, name)
+            if isinstance(value, Pointer):
+                attr.set(value.getObjValue())
+                attr.setExtended(value.getExtended())
+            else:
+                for pointer in value:
+                    attr.append(pointer)
+        return prot
+
     # ------------------------------------------------------------- running
     @classmethod
     def launch(cls, prot, wait=True):

@@ -1,0 +1,65 @@
+"""The plugin as Scipion sees it: protocols, labels, GUI tree, wizards, templates."""
+import configparser
+import json
+import os
+import subprocess
+import sys
+
+import tomopick
+from pyworkflow import Config
+
+SPEC_PROTOCOLS = {
+    "ProtTomoPickImportTomograms": "import tomograms",
+    "ProtTomoPickImportCoordinates": "import coordinates",
+    "ProtTomoPickDenoise": "denoise tomogram",
+    "ProtTomoPickVectorialPicking": "vectorial picking",
+    "ProtTomoPickModelWorkflow": "model workflow",
+    "ProtTomoPickPickET": "unsupervised picking (PickET)",
+    "ProtTomoPickExtraction": "subtomogram extraction",
+    "ProtTomoPickApplyAlignment": "apply alignment subtomo",
+    "ProtTomoPickConsensus": "picking consensus",
+}
+
+
+def test_every_spec_protocol_is_found_by_pyworkflow_with_its_label():
+    protocols = Config.getDomain().getProtocols()
+    for name, label in SPEC_PROTOCOLS.items():
+        assert name in protocols, f"{name} not discovered"
+        assert protocols[name]._label == label
+
+
+def test_protocols_conf_lists_every_protocol():
+    parser = configparser.ConfigParser()
+    parser.optionxform = str
+    parser.read(os.path.join(os.path.dirname(tomopick.__file__), "protocols.conf"))
+    text = parser.get("PROTOCOLS", "Tomography")
+    listed = set()
+
+    def walk(nodes):
+        for node in nodes:
+            if node.get("tag") == "protocol":
+                listed.add(node["value"])
+            walk(node.get("children", []))
+    walk(json.loads(text))
+    assert set(SPEC_PROTOCOLS) <= listed
+
+
+def test_box_size_wizards_are_found_by_pyworkflow():
+    domain = Config.getDomain()
+    protocols = domain.getProtocols()
+    for name in ("ProtTomoPickModelWorkflow", "ProtTomoPickExtraction"):
+        wizards = domain.findWizards(protocols[name](), "tkinter")
+        assert "boxSize" in wizards, f"no box size wizard for {name}"
+
+
+def test_workflow_templates_are_offered_by_the_plugin():
+    plugin = Config.getDomain().getPlugins()["tomopick"]._pluginInstance
+    names = sorted(t.name for t in plugin.getTemplates())
+    assert names == ["directional", "non_directional"]
+
+
+def test_import_tomopick_needs_no_display():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "QT_QPA_PLATFORM")}
+    code = ("import tomopick, tomopick.protocols, tomopick.viewers, tomopick.wizards, sys; "
+            "assert 'PyQt5.QtWidgets' not in sys.modules and 'napari' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
