@@ -15,7 +15,6 @@ import numpy as np
 
 def _shoot(view_or_viewer, path, size=(900, 560), canvas_only=False, zoom_on=None):
     from qtpy.QtWidgets import QApplication
-    from skimage.io import imsave
 
     viewer = getattr(view_or_viewer, "viewer", view_or_viewer)
     qt_viewer = viewer.window._qt_viewer
@@ -32,7 +31,10 @@ def _shoot(view_or_viewer, path, size=(900, 560), canvas_only=False, zoom_on=Non
         viewer.camera.zoom = viewer.camera.zoom * factor
     QApplication.processEvents()
     image = viewer.screenshot(canvas_only=canvas_only, flash=False)[..., :3]
-    imsave(path, image, check_contrast=False)
+    # a 256-colour palette keeps the README images small; grey data loses nothing visible
+    from PIL import Image
+
+    Image.fromarray(np.ascontiguousarray(image)).quantize(256).save(path, optimize=True)
     return path
 
 
