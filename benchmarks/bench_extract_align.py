@@ -77,38 +77,54 @@ def full_read(path, shape):
 
 
 def timed(function, *args, **kwargs):
-    start = time.perf_counter()
+    """(wall seconds, result); the process CPU seconds go to ``timed.cpu``."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = function(*args, **kwargs)
+    timed.cpu = time.process_time() - start_cpu
     return time.perf_counter() - start, result
 
 
-def bench_extraction(path, shape, n_boxes, box, rng, cache_states):
+def bench_extraction(path, shape, n_boxes, box, rng, cache_states, repeats=3):
+    """Full read and extraction, alternated ``repeats`` times per cache state; min and median."""
     half = box // 2 + 1
     positions = np.column_stack([rng.uniform(half, shape[2 - a] - half, n_boxes)
                                  for a in range(3)])  # x, y, z
     rows = []
     for state in cache_states:
-        if state == "cold" and not drop_cache(path):
-            print("  (cannot evict the file from the page cache: cold run skipped)")
+        reads, extracts, reads_cpu, extracts_cpu = [], [], [], []
+        for _ in range(repeats):
+            if state == "cold" and not drop_cache(path):
+                print("  (cannot evict the file from the page cache: cold runs skipped)")
+                break
+            if state == "warm":
+                full_read(path, shape)  # both measurements see the whole file cached
+            t_read, data = timed(full_read, path, shape)
+            reads_cpu.append(timed.cpu)
+            del data
+            if state == "cold":
+                drop_cache(path)
+            volume = read_mrc(path, mmap=True)
+            t_extract, result = timed(extraction.extract_subtomograms, volume, positions, box)
+            extracts_cpu.append(timed.cpu)
+            assert len(result.index) == n_boxes and result.boxes.shape[1:] == (box,) * 3
+            # spot check: boxes are exact copies of the tomogram
+            i = int(result.index[-1])
+            x, y, z = np.floor(positions[i] + 0.5).astype(int) - box // 2
+            assert np.array_equal(result.boxes[-1], volume[z:z + box, y:y + box, x:x + box])
+            del result, volume
+            reads.append(t_read)
+            extracts.append(t_extract)
+        if not reads:
             continue
-        t_read, data = timed(full_read, path, shape)
-        checksum = float(data[::97, ::89, ::83].sum())
-        del data
-        if state == "cold":
-            drop_cache(path)
-        else:
-            full_read(path, shape)  # make sure the warm extraction sees the same cache
-        volume = read_mrc(path, mmap=True)
-        t_extract, result = timed(extraction.extract_subtomograms, volume, positions, box)
-        assert len(result.index) == n_boxes and result.boxes.shape[1:] == (box,) * 3
-        # spot check: boxes are exact copies of the tomogram
-        i = int(result.index[0])
-        x, y, z = np.floor(positions[i] + 0.5).astype(int) - box // 2
-        assert np.array_equal(result.boxes[0], volume[z:z + box, y:y + box, x:x + box])
-        del result, volume
-        rows.append((state, t_read, t_extract))
-        print(f"  {state:4s} cache: full read {t_read:6.2f} s   extraction {t_extract:6.2f} s   "
-              f"ratio {t_extract / t_read:5.2f}  (checksum {checksum:.3g})")
+        rows.append((state, min(reads), min(extracts)))
+        print(f"  {state:4s} cache, {len(reads)} alternated runs: full read "
+              f"min {min(reads):5.2f} s (median {np.median(reads):5.2f}), extraction "
+              f"min {min(extracts):5.2f} s (median {np.median(extracts):5.2f}); "
+              f"ratio of minima {min(extracts) / min(reads):4.2f}, of medians "
+              f"{np.median(extracts) / np.median(reads):4.2f}")
+        print(f"       CPU time (user + system, all threads): full read min "
+              f"{min(reads_cpu):5.2f} s, extraction min {min(extracts_cpu):5.2f} s; "
+              f"ratio {min(extracts_cpu) / min(reads_cpu):4.2f}")
     return positions, rows
 
 
@@ -179,6 +195,9 @@ def main(argv=None):
     parser.add_argument("--n-extract", type=int, default=None)
     parser.add_argument("--n-align", type=int, default=None)
     parser.add_argument("--tmpdir", default=None, help="where the temporary MRC goes")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="alternated read/extraction runs per cache state (min and "
+                             "median are reported: the machine may be shared)")
     args = parser.parse_args(argv)
     shape = tuple(args.shape or ((150, 400, 400) if args.quick else (300, 1000, 1000)))
     n_extract = args.n_extract or (1000 if args.quick else 10000)
@@ -193,7 +212,7 @@ def main(argv=None):
         print(f"tomogram {shape[2]}x{shape[1]}x{shape[0]} float32, {size:.2f} GB, "
               f"written in {t_write:.1f} s")
         print(f"extraction: {n_extract} boxes of 32^3")
-        bench_extraction(path, shape, n_extract, 32, rng, ("warm", "cold"))
+        bench_extraction(path, shape, n_extract, 32, rng, ("warm", "cold"), args.repeats)
         print(f"alignment: {n_align} boxes of 64^3")
         bench_alignment(path, shape, n_align, 64, rng, (1, os.cpu_count() or 1))
     finally:

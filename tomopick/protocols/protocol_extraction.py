@@ -9,6 +9,7 @@ from pwem.objects import Transform
 from pwem.protocols import EMProtocol
 from pyworkflow.object import Integer, Pointer
 from pyworkflow.protocol.constants import STEPS_PARALLEL
+from pyworkflow.wizard import Wizard
 from tomo.objects import SetOfSubTomograms, SubTomogram
 
 from tomopick.convert import picks_from_coordinates, tomogram_array, tomograms_by_tsid
@@ -307,3 +308,24 @@ def defaultBoxSize(coordinates, tomograms):
     if not box:
         return 0
     return max(1, int(round(box * coordinates.getSamplingRate() / tomograms.getSamplingRate())))
+
+
+class ExtractionBoxSizeWizard(Wizard):
+    """Fills boxSize with the coordinates' box size rescaled to the source tomograms.
+
+    pyworkflow finds wizards in the plugin's ``tomopick.wizards`` module, which
+    imports this class.
+    """
+    _targets = [(ProtTomoPickExtraction, ["boxSize"])]
+
+    @classmethod
+    def boxSize(cls, protocol):
+        coordinates = protocol.inputCoordinates.get()
+        if coordinates is None:
+            return 0
+        source = protocol._sourceSet()
+        return defaultBoxSize(coordinates, source) if source is not None else 0
+
+    @classmethod
+    def show(cls, form, *params):
+        form.setVar("boxSize", cls.boxSize(form.protocol))

@@ -131,8 +131,12 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
             self.assertGreater(box[8:12, 8:12, 8:12].mean(), 0.5)
 
     def test_extraction_from_other_tomograms_rescales_positions_and_box(self):
+        from tomopick.protocols.protocol_extraction import ExtractionBoxSizeWizard
         binned = self.importTomograms(pattern="tomo_1.mrc", binning=2)
-        prot = self.extract(self.coordinates["free"], tomograms=binned)
+        prot = self.newExtraction(self.coordinates["free"], tomograms=binned)
+        # the wizard (and boxSize 0) give the coordinates' 32 voxels at 10 Å as 16 at 20 Å
+        self.assertEqual(ExtractionBoxSizeWizard.boxSize(prot), 16)
+        prot = self.launch(prot)
         subtomos = prot.subtomograms
         self.assertAlmostEqual(subtomos.getSamplingRate(), 20.0)
         # box 32 of the 10 Å coordinates is 16 voxels of the 20 Å tomograms
