@@ -442,3 +442,39 @@ class TestScipionViewer(TomoPickProtocolTest):
             assert views[0].image.max() == 3.0
         finally:
             views[0].close()
+
+    def test_the_scipion_viewer_registers_the_subsets_saved_in_its_process(self):
+        """_visualize runs the napari process and, when it ends, registers what was saved."""
+        from tomopick.viewers import viewers
+
+        prot, coords = self._coordinates()
+        ids = sorted(c.getObjId() for c in coords.iterItems())
+        launched = []
+
+        class FakeProcess:  # the user saves two subsets, then closes the viewer
+            def __init__(self, command):
+                launched.append(command)
+                spec = json.load(open(command[-1]))
+                os.makedirs(spec["result_dir"])
+                for n, kept in enumerate([ids[:2], ids[1:2]], start=1):
+                    with open(os.path.join(spec["result_dir"], f"subset_{n:03d}.json"), "w") as f:
+                        json.dump({"kept_ids": kept}, f)
+
+            def wait(self):
+                return 0
+
+        before = {name for name, _ in prot.iterOutputAttributes()}
+        original = viewers.subprocess.Popen
+        viewers.subprocess.Popen = FakeProcess
+        try:
+            viewer = viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
+            assert viewer._visualize(coords) == []
+            viewer.subsetThread.join(30)
+        finally:
+            viewers.subprocess.Popen = original
+        assert launched[0][1:3] == ["-m", "tomopick.viewers.launch"]
+        reloaded = self.proj.getProtocol(prot.getObjId())
+        subsets = {name: sorted(c.getObjId() for c in out.iterItems())
+                   for name, out in reloaded.iterOutputAttributes() if name not in before}
+        assert all(name.startswith(viewers.SUBSET_PREFIX) for name in subsets)
+        assert sorted(subsets.values()) == sorted([ids[:2], ids[1:2]])

@@ -192,6 +192,8 @@ class TomoPickNapariViewer(pwviewer.Viewer):
     _targets = [SetOfTomograms, SetOfCoordinates3D, SetOfMeshes, SetOfSubTomograms,
                 AverageSubTomogram, SetOfTomoMasks]
 
+    subsetThread = None  # registers the saved subsets once the viewer process ends
+
     def _visualize(self, obj, **kwargs):
         protocol = self.protocol
         base = protocol._getTmpPath() if protocol is not None else os.path.abspath("tomopick-view")
@@ -209,5 +211,6 @@ class TomoPickNapariViewer(pwviewer.Viewer):
                 for kept in read_saved_subsets(result_dir):
                     register_coordinates_subset(protocol, obj, kept, project)
 
-            threading.Thread(target=wait_and_register, daemon=True).start()
+            self.subsetThread = threading.Thread(target=wait_and_register, daemon=True)
+            self.subsetThread.start()
         return []
