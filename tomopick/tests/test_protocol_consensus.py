@@ -9,6 +9,7 @@ from tomopick.core.formats import write_coordinates
 from tomopick.core.picks import Picks
 from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous
 from tomopick.protocols import ProtTomoPickConsensus, ProtTomoPickImportCoordinates
+from tomopick.protocols.protocol_consensus import _readPicks
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 
 # Known particles (x, y, z voxels at 10 Å) in two 64 x 64 x 32 tomograms.
@@ -144,3 +145,15 @@ class TestPickingConsensus(TomoPickProtocolTest):
         self.assertTrue(any("Consensus must be -1" in e and "(2)" in e for e in errors), errors)
         errors = self.validationErrors(self._consensus("AB", consensusRadius=0))
         self.assertTrue(any("radius" in e.lower() for e in errors), errors)
+
+    def test_protocol_reader_gives_what_convert_gives(self):
+        # the protocol reads coordinates with the origin offset computed once per
+        # tomogram; the result must be convert.picks_from_coordinates' exactly
+        for name in ("A", "A20"):
+            coords = self.coords[name].coordinates
+            fast, reference = _readPicks(coords), picks_from_coordinates(coords)
+            self.assertEqual(fast.tomo_ids.tolist(), reference.tomo_ids.tolist())
+            np.testing.assert_allclose(fast.positions, reference.positions, atol=1e-9)
+            for field in ("group_ids", "matrices", "scores"):
+                np.testing.assert_array_equal(getattr(fast, field), getattr(reference, field))
+            self.assertEqual(fast.voxel_size, reference.voxel_size)
