@@ -162,6 +162,10 @@ def lamella_z_ranges(normalized, margin=0, min_thickness=None):
     """
     nz = normalized.shape[0]
     profile = np.asarray([np.std(s) for s in normalized], float)
+    edge = int(2 * BLUR_SIGMA)
+    if nz > 6 * edge:
+        # the blur's reflecting boundary inflates the outermost slices' variance
+        profile[:edge], profile[-edge:] = profile[edge], profile[-edge - 1]
     smooth = ndi.uniform_filter1d(profile, min(5, nz), mode="nearest")
     floor, peak = np.percentile(smooth, 5), smooth.max()
     lo, hi = 0, nz - 1
