@@ -359,9 +359,33 @@ class TestScipionViewer(TomoPickProtocolTest):
         from tomopick.viewers import TomoPickNapariViewer
 
         prot, coords = self._coordinates()
-        for obj in (prot.Tomograms, coords):
+        from tomo.objects import SetOfMeshes, SetOfSubTomograms, SetOfTomoMasks
+
+        for obj in (prot.Tomograms, coords, SetOfMeshes(), SetOfSubTomograms(), SetOfTomoMasks()):
             found = Domain.findViewers(obj, DESKTOP_TKINTER)
             assert TomoPickNapariViewer in found, f"{type(obj).__name__}: {found}"
+
+    def test_analyze_results_of_tomopick_protocols_opens_their_outputs(self):
+        from pyworkflow.plugin import Domain
+        from pyworkflow.viewer import DESKTOP_TKINTER
+
+        from tomopick.viewers import viewers
+
+        prot, coords = self._coordinates()
+        assert viewers.TomoPickResultsViewer in Domain.findViewers(prot, DESKTOP_TKINTER)
+        targets = viewers.TomoPickResultsViewer._targets
+        assert all(t.__module__.startswith("tomopick.protocols.") for t in targets)
+        opened = []
+        original = viewers.TomoPickNapariViewer._visualize
+        viewers.TomoPickNapariViewer._visualize = lambda self, obj, **kw: opened.append(obj) or []
+        try:
+            viewers.TomoPickResultsViewer(project=self.proj, protocol=prot)._visualize(prot)
+        finally:
+            viewers.TomoPickNapariViewer._visualize = original
+        # at most three windows, the coordinates before the tomograms
+        names = [type(o).__name__ for o in opened]
+        assert 1 <= len(names) <= 3 and names[0] == "SetOfCoordinates3D"
+        assert names == sorted(names, key=["SetOfCoordinates3D", "SetOfTomograms"].index)
 
     def test_view_spec_and_subset_registration_round_trip(self):
         from tomopick.viewers import launch

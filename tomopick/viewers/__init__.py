@@ -7,6 +7,7 @@ loads no Qt: napari and Qt are imported only when a view or the picker opens.
 - `slice_viewer`: napari views built from arrays (tomograms with coordinates,
   meshes, galleries, averages, segmentations).
 - `display`: the arrays those views show (contrast, montages, colours, arrows).
-- `viewers`: the Scipion `TomoPickNapariViewer` and subset registration.
+- `viewers`: the Scipion `TomoPickNapariViewer` (data), `TomoPickResultsViewer`
+  ("Analyze results" of tomopick protocols) and subset registration.
 """
-from .viewers import TomoPickNapariViewer  # noqa: F401
+from .viewers import TomoPickNapariViewer, TomoPickResultsViewer  # noqa: F401

@@ -214,3 +214,50 @@ class TomoPickNapariViewer(pwviewer.Viewer):
             self.subsetThread = threading.Thread(target=wait_and_register, daemon=True)
             self.subsetThread.start()
         return []
+
+
+def _tomopick_protocols():
+    """tomopick's protocol classes (none when the protocols package cannot load)."""
+    try:
+        from tomopick import protocols
+    except Exception:  # discovery of the data viewers must survive a broken protocol
+        return []
+    from pyworkflow.protocol import Protocol
+
+    # only tomopick's own protocols: the package namespace also holds tomo's
+    # ProtTomoPicking base class and wizards
+    found = [c for _, c in sorted(vars(protocols).items())
+             if isinstance(c, type) and issubclass(c, Protocol)
+             and c.__module__.startswith("tomopick.")]
+    return list(dict.fromkeys(found))
+
+
+class _ProtocolTargets:
+    """``_targets`` looked up when pyworkflow asks, not at import: a protocol
+    module may import tomopick.viewers while tomopick.protocols is still loading."""
+
+    def __get__(self, instance, owner):
+        return _tomopick_protocols()
+
+
+#: Outputs opened by "Analyze results", most specific first (a SetOfMeshes is
+#: a SetOfCoordinates3D and a SetOfTomoMasks a SetOfTomograms).
+_OUTPUT_TYPES = (SetOfMeshes, SetOfCoordinates3D, SetOfTomoMasks, AverageSubTomogram,
+                 SetOfSubTomograms, SetOfTomograms)
+
+
+class TomoPickResultsViewer(TomoPickNapariViewer):
+    """"Analyze results" of a tomopick protocol: its outputs in napari, one window each."""
+    _label = "tomopick results"
+    _name = "tomopick results"
+    _targets = _ProtocolTargets()
+
+    def _visualize(self, obj, **kwargs):
+        outputs = [out for _, out in obj.iterOutputAttributes()
+                   if isinstance(out, _OUTPUT_TYPES)]
+        # the picking outputs first: what the user wants to check after a run
+        outputs.sort(key=lambda out: next(i for i, t in enumerate(_OUTPUT_TYPES)
+                                          if isinstance(out, t)))
+        for output in outputs[:3]:
+            TomoPickNapariViewer._visualize(self, output)
+        return []
