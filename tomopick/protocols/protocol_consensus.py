@@ -108,7 +108,8 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         output.setPrecedents(first.getPrecedents())
         summary = {"inputs": [s.getSize() for s in self._inputSets()], "tomograms": {}}
         for tsId in self._tsIds():
-            result = np.load(self._resultPath(tsId))
+            with np.load(self._resultPath(tsId)) as npz:
+                result = dict(npz)     # an NpzFile re-reads an array on every access
             self._appendConsensus(output, tomograms[tsId], result)
             summary["tomograms"][tsId] = {
                 "input_counts": [int(c) for c in result["input_counts"]],
