@@ -1,4 +1,4 @@
-"""Speed of subtomogram extraction and apply-alignment, each next to a peer measured in the same run.
+"""Speed of subtomogram extraction and apply-alignment, next to peers timed in the same run.
 
 Extraction: 10,000 boxes of 32^3 cut out of a memory-mapped 1000x1000x300
 float32 MRC (1.2 GB), against reading the whole file once (``np.fromfile`` of

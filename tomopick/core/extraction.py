@@ -404,7 +404,8 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     m = output_box_size(n, down_factor)
     scale = n / m
     if normalize is not None and normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalisation must be None or one of {NORMALIZATIONS}, got {normalize!r}")
+        raise ValueError(f"normalisation must be None or one of {NORMALIZATIONS}, "
+                         f"got {normalize!r}")
     if matrices is None:
         matrices = np.broadcast_to(np.eye(4), (len(positions), 4, 4))
     matrices = np.asarray(matrices, dtype=float)

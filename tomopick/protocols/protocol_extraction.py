@@ -1,6 +1,5 @@
 """Subtomogram extraction: boxes around 3D coordinates, one MRC file per particle."""
 import json
-import os
 import threading
 
 import numpy as np
@@ -284,9 +283,11 @@ class ProtTomoPickExtraction(EMProtocol):
         if self.nPadded.get():
             lines.append(f"{self.nPadded.get()} particles padded with the tomogram mean at "
                          "the tomogram edge")
-        options = [name for name, on in (("inverted", self.doInvert.get()),
-                                         (NORMALIZATIONS[self.normproc.get()]
-                                          if self.doNormalize.get() else "", True)) if on and name]
+        options = []
+        if self.doInvert.get():
+            options.append("contrast inverted")
+        if self.doNormalize.get():
+            options.append(f"normalized ({NORMALIZATIONS[self.normproc.get()]})")
         if options:
             lines.append("Preprocessing: " + ", ".join(options))
         return lines

@@ -118,7 +118,8 @@ def test_cubic_is_at_least_as_accurate_as_linear_on_smooth_data():
 def test_batch_with_threads_equals_box_by_box():
     boxes = np.stack([_smooth_box(24, seed) for seed in range(6)])
     rng = np.random.default_rng(5)
-    M = homogeneous(euler_zxz_to_matrix(*rng.uniform(-180, 180, (3, 6))), rng.uniform(-2, 2, (6, 3)))
+    M = homogeneous(euler_zxz_to_matrix(*rng.uniform(-180, 180, (3, 6))),
+                    rng.uniform(-2, 2, (6, 3)))
     batch = al.apply_alignment(boxes, M, workers=3)
     for box, matrix, got in zip(boxes, M, batch):
         np.testing.assert_array_equal(got, al.align_box(box, matrix))

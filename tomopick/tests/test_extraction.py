@@ -1,7 +1,6 @@
 """Subtomogram extraction: exact boxes, options, out-of-bounds policy, sub-voxel shifts."""
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from tomopick.core import extraction as ex
 from tomopick.core.alignment import apply_alignment
