@@ -7,10 +7,14 @@ checked pixel by pixel), Qt's offscreen platform otherwise (rendering checks
 are skipped, everything else runs).
 """
 import os
+import tempfile
 
 from tomopick.viewers import headless
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # replaced by xcb when Xvfb starts
+# napari keeps window sizes in its settings: a private file keeps the tests' canvas
+# size (and so the pixel geometry they check) independent of earlier sessions
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(), "napari.yaml"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -253,6 +257,11 @@ def test_picker_screenshot_draws_each_model_in_its_colour_on_its_slice(window, r
     session.new_model("t1")
     session.add_point("t1", (12, 36, 16))
     session.add_point("t1", (52, 36, 2))   # 14 slices away: not drawn on slice 16
+    from qtpy.QtWidgets import QApplication
+
+    window.viewer.window._qt_window.resize(1000, 700)
+    QApplication.processEvents()
+    window.viewer.reset_view()
     shot = window.viewer.screenshot(canvas_only=True, flash=False)[..., :3].astype(int)
 
     def colour_at(xyz):
@@ -326,3 +335,19 @@ def test_pick_interactively_rejects_missing_files(tmp_path):
         picker.pick_interactively([("a", tmp_path / "none.mrc", 10.0)], tmp_path / "p.csv")
     with pytest.raises(ValueError, match="at least one tomogram"):
         picker.pick_interactively([], tmp_path / "p.csv")
+
+
+def test_without_a_display_the_picker_fails_with_a_message_not_a_crash(tmp_path):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / "a.mrc")
+    write_mrc(path, _volume(), 10.0)
+    code = ("from tomopick.viewers.picker import pick_interactively; "
+            f"pick_interactively([('a', {path!r}, 10.0)], {str(tmp_path / 'p.csv')!r})")
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    env["QT_QPA_PLATFORM"] = "xcb"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "needs a display" in result.stderr and "pointsFile" in result.stderr

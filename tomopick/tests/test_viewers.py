@@ -7,10 +7,14 @@ Xvfb they are skipped; the rest runs on Qt's offscreen platform.
 """
 import json
 import os
+import tempfile
 
 from tomopick.viewers import headless
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # replaced by xcb when Xvfb starts
+# napari keeps window sizes in its settings: a private file keeps the tests' canvas
+# size (and so the pixel geometry they check) independent of earlier sessions
+os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(), "napari.yaml"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -144,12 +148,13 @@ def test_coordinates_are_drawn_in_their_group_colour_on_their_slice(qapp, render
     from tomopick.viewers.slice_viewer import tomogram_viewer
 
     positions = [[40, 20, 16], [12, 36, 16], [52, 36, 3]]
-    view = tomogram_viewer(_blob_volume(), positions, group_ids=[1, 2, 1], point_size=6)
+    view = tomogram_viewer(_blob_volume(), positions, group_ids=[1, 2, 1], point_size=8)
     views.append(view)
+    view.resize(1000, 700)
     shot = view.screenshot().astype(int)
     expected = display.group_colors([1, 2])[:, :3] * 255
-    # the ring (0.45-0.55 d, antialiased edges) fills about half the annulus; it has
-    # its group's colour and none of the other group's
+    # the ring (about 0.45-0.55 d, antialiased edges) fills ~0.8 of the 0.4-0.6 d annulus
+    # at this canvas size; it has its group's colour and none of the other group's
     assert _ring(view, shot, positions[0], expected[0]) > 0.3
     assert _ring(view, shot, positions[0], expected[1]) == 0
     assert _ring(view, shot, positions[1], expected[1]) > 0.3
@@ -175,6 +180,7 @@ def test_orientation_arrows_point_along_each_particles_z_axis(qapp, renders, vie
     view = tomogram_viewer(np.zeros((32, 48, 64), np.float32), positions, z_axes=z_axes,
                            group_ids=[3, 3], point_size=4, arrow_length=10, controls=False)
     views.append(view)
+    view.resize(1000, 700)
     shot = view.screenshot().astype(int)
     arrow = display.group_colors([3])[0, :3] * 255
 
@@ -195,6 +201,8 @@ def test_threshold_and_removal_decide_the_kept_subset(qapp, renders, views):
                            ids=[11, 12, 13, 14], colors_by="score", point_size=6,
                            on_save=saved.append, show=renders)
     views.append(view)
+    if renders:
+        view.resize(1000, 700)
     view.threshold_slider.setValue(500)           # 0.2 + 0.7 * 0.5 = 0.55
     assert view.threshold == pytest.approx(0.55)
     np.testing.assert_array_equal(view.kept_ids(), [11, 13])
@@ -228,6 +236,7 @@ def test_gallery_screenshot_shows_each_subtomograms_central_slice(qapp, renders,
         volumes.append(v)
     view = subtomogram_gallery(volumes, names=["a", "b", "c", "d"])
     views.append(view)
+    view.resize(1000, 700)
     shot = view.screenshot().astype(int)
     for r, c in view.origins:
         assert _colour(view, shot, (c + 8, r + 8, 0)).min() > 200   # square centre: white
@@ -242,6 +251,7 @@ def test_average_viewer_shows_the_three_central_sections(qapp, renders, views):
     rod[8, 8, 2:14] = 1.0
     view = average_viewer(rod)
     views.append(view)
+    view.resize(1000, 700)
     shot = view.screenshot().astype(int)
     (r0, c0), (r1, c1), (r2, c2) = view.origins
     assert _colour(view, shot, (c0 + 4, r0 + 8, 0)).min() > 200   # XY: the rod, along x
@@ -258,6 +268,7 @@ def test_segmentation_is_overlaid_as_labels(qapp, renders, views):
     labels[:, 10:20, 10:20] = 1
     view = segmentation_viewer(_blob_volume(), labels)
     views.append(view)
+    view.resize(1000, 700)
     shot = view.screenshot().astype(int)
     inside, outside = _colour(view, shot, (15, 15, 16)), _colour(view, shot, (40, 30, 16))
     assert np.ptp(inside) > 30          # a coloured (not grey) label

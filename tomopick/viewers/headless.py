@@ -5,10 +5,17 @@ so its canvas renders nothing; a virtual X server (Xvfb) with Mesa's software
 renderer (llvmpipe) renders exactly what a screen would. `virtual_display`
 starts a private Xvfb and points Qt at it.
 
-System packages (Debian 12): ``xvfb`` (the server), ``libgl1-mesa-dri``
-(llvmpipe), and the xcb libraries PyQt5's wheel links but does not ship:
-``libxcb-icccm4 libxcb-keysyms1 libxcb-xinerama0`` (the others come with
-``libxkbcommon-x11-0 libxcb-image0 libxcb-render-util0 libxcb-cursor0``).
+System packages (Debian 12), besides Python's own: ``xvfb`` (the server) and
+Mesa's software OpenGL ``libgl1-mesa-dri libglx-mesa0``, plus the X libraries
+PyQt5's wheel links but does not ship::
+
+    apt-get install -y xvfb libgl1-mesa-dri libglx-mesa0 libxkbcommon-x11-0 \
+        libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+        libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1 libfontconfig1
+
+(on the reference machine only ``xvfb libxcb-icccm4 libxcb-keysyms1
+libxcb-xinerama0`` were missing). Without them the viewers still import and
+their widgets run on Qt's ``offscreen`` platform; only rendering is lost.
 """
 import os
 import shutil

@@ -359,6 +359,20 @@ class PickingSession:
         return model
 
 
+def _check_display():
+    """Fail with a message, not a Qt abort, when no window can be opened."""
+    import sys
+
+    widgets = sys.modules.get("PyQt5.QtWidgets")
+    if widgets is not None and widgets.QApplication.instance() is not None:
+        return
+    platform = os.environ.get("QT_QPA_PLATFORM", "xcb" if sys.platform.startswith("linux") else "")
+    if platform.startswith("xcb") and not os.environ.get("DISPLAY"):
+        raise RuntimeError("the interactive picker needs a display (DISPLAY is not set); "
+                           "to pick without one, give a points CSV "
+                           "(tomoId,modelId,x,y,z,role) as the protocol's pointsFile")
+
+
 def pick_interactively(tomograms, points_csv, model_type="General", box_size=32):
     """Open the picker and block until the user closes it.
 
@@ -396,6 +410,7 @@ def pick_interactively(tomograms, points_csv, model_type="General", box_size=32)
         if not os.path.exists(path):
             raise ValueError(f"tomogram {ts_id}: file not found: {path}")
     session = PickingSession(points_csv, [t[0] for t in tomograms], model_type)
+    _check_display()
     from ._qt_picker import run_picker_dialog  # Qt only from here on
 
     run_picker_dialog(session, tomograms, box_size)

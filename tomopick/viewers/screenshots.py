@@ -42,6 +42,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     out = argv[0] if argv else os.path.join("docs", "screenshots")
     os.makedirs(out, exist_ok=True)
+    import tempfile
+
+    # fresh napari settings: window sizes saved by earlier sessions must not leak in
+    os.environ.setdefault("NAPARI_CONFIG", os.path.join(tempfile.mkdtemp(), "napari.yaml"))
     from . import headless
 
     if headless.virtual_display() is None:

@@ -57,6 +57,15 @@ class _View:
             imsave(path, image[..., :3], check_contrast=False)
         return image
 
+    def resize(self, width, height):
+        """Resize the window (pixels) and fit the data to the new canvas."""
+        from qtpy.QtWidgets import QApplication
+
+        self.viewer.window._qt_window.resize(int(width), int(height))
+        QApplication.processEvents()
+        self.viewer.reset_view()
+        QApplication.processEvents()
+
     def world_to_canvas(self, zyx):
         """Canvas pixel (row, column) of a world point (z, y, x); see `world_to_canvas`."""
         return world_to_canvas(self.viewer, zyx)
