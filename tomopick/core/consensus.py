@@ -541,10 +541,12 @@ def _canonical_order(tomo_code, positions, group_ids, matrices, scores):
     span = 2.0 ** np.ceil(np.log2(np.ptp(x) + 2.0))
     first_key = tomo_code * span + (x - x.min())
     order = np.argsort(first_key)
-    primary = np.column_stack([tomo_code, positions])
-    order = _sort_ties(order, first_key, lambda idx: primary[idx])
-    order = _sort_ties(order, primary,
-                       lambda idx: _full_key(idx, primary, group_ids, matrices, scores))
+    sorted_key = first_key[order]
+    if np.any(sorted_key[1:] == sorted_key[:-1]):       # rare with real-valued picks
+        primary = np.column_stack([tomo_code, positions])
+        order = _sort_ties(order, first_key, lambda idx: primary[idx])
+        order = _sort_ties(order, primary,
+                           lambda idx: _full_key(idx, primary, group_ids, matrices, scores))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
     return order, rank
@@ -786,18 +788,18 @@ def _mean_transforms(matrices, members, starts, oriented=None):
         out[~has, :3, :3] = np.eye(3)
         return out
     size = np.diff(np.r_[starts, len(members)])
-    # entries of the members' matrices as rows (16, M): every reduction and
-    # the Newton iteration then run on contiguous rows
-    flat = np.ascontiguousarray(matrices.reshape(len(matrices), 16)[members].T)
+    flat = np.take(matrices.reshape(len(matrices), 16), members, axis=0)
     rotation, shift = [0, 1, 2, 4, 5, 6, 8, 9, 10], [3, 7, 11]
-    total = np.add.reduceat(flat, starts, axis=1)
+    # per-particle sums and first members, then entries as rows (16, G): the
+    # comparisons and the Newton iteration run on contiguous rows
+    total = np.add.reduceat(flat, starts, axis=0).T
+    first = flat[starts].T[rotation]
     result = np.zeros((16, n_groups))
-    result[15] = 1.0
+    result[15] = 1.0            # the last row of every matrix is (0, 0, 0, 1)
     result[shift] = total[shift] / size
     # When the sum is exactly k times the first member's rotation (one member,
     # identical members), the projection of the sum is that rotation: copy it
     # bit for bit rather than iterate to it.
-    first = flat[rotation][:, starts]
     rot_sum = total[rotation]
     same = np.all(rot_sum == size * first, axis=0)
     rot = np.where(same, first, 0.0)
