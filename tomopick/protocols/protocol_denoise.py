@@ -1,7 +1,4 @@
 """Denoise tomograms with edge-enhancing diffusion (EED) or Beltrami flow (BFlow)."""
-import os
-import warnings
-
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_PARALLEL
@@ -107,17 +104,17 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
 
         self.info(f"{tsId}: {methodName} of {tomogram.getFileName()} "
                   f"with {self._coreThreads()} thread(s)")
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", denoise.DenoiseWarning)
-            try:
-                result = denoise.denoise_file(tomogram.getFileName(), self._outputPath(tsId),
-                                              method=methodName,
-                                              n_threads=self._coreThreads(),
-                                              progress=progress, **self._coreParams())
-            except (ValueError, MrcError) as err:
-                raise ValueError(f"Tomogram {tsId}: {err}") from err
-        for warning in caught:
-            self.warning(f"{tsId}: {warning.message}")
+        coreParams = self._coreParams()
+        for message in self._warnings():
+            # clamped here rather than in the core: warnings.catch_warnings is not
+            # thread-safe and steps run in parallel threads
+            self.warning(f"{tsId}: {message}")
+        try:
+            result = denoise.denoise_file(tomogram.getFileName(), self._outputPath(tsId),
+                                          method=methodName, n_threads=self._coreThreads(),
+                                          progress=progress, **coreParams)
+        except (ValueError, MrcError) as err:
+            raise ValueError(f"Tomogram {tsId}: {err}") from err
         if result["passed_through"]:
             self.info(f"{tsId}: constant tomogram, copied unchanged")
         self.info(f"{tsId}: done, written to {self._outputPath(tsId)}")
@@ -143,11 +140,13 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         return self._getExtraPath(f"{tsId}.mrc")
 
     def _coreParams(self):
-        """Form values under the names of `tomopick.core.denoise.denoise`."""
+        """Form values under the names of `tomopick.core.denoise.denoise`, steps clamped."""
         return dict(sigma=self.SigmaGaussian.get(), n_iter=self.nIter.get(),
-                    lam=self.Lambda.get(), time_step=self.TimeStep.get(),
+                    lam=self.Lambda.get(),
+                    time_step=min(self.TimeStep.get(), denoise.EED_MAX_TIME_STEP),
                     n_iter_bflow=self.nIterBflow.get(),
-                    time_step_bflow=self.TimeStepBflow.get())
+                    time_step_bflow=min(self.TimeStepBflow.get(),
+                                        denoise.BFLOW_MAX_TIME_STEP))
 
     def _coreThreads(self):
         """Threads per tomogram: pyworkflow runs numberOfThreads - 1 steps at once."""
@@ -186,7 +185,7 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
             else denoise.BFLOW_MAX_TIME_STEP
         if step > bound:
             return [f"The time step {step:g} exceeds the stability bound {bound:.4f} of the "
-                    f"explicit scheme; it will be clamped to {bound:.4f}."]
+                    f"explicit scheme; it is clamped to {bound:.4f}."]
         return []
 
     def _summary(self):

@@ -1,6 +1,5 @@
 """Tests of tomopick.core.denoise: EED and Beltrami flow."""
 import tracemalloc
-import warnings
 
 import mrcfile
 import numpy as np

@@ -1,4 +1,4 @@
-"""Headless tests of ProtTomoPickDenoise: outputs equal the core filters, geometry kept, bad input."""
+"""Headless tests of ProtTomoPickDenoise: core-equal outputs, geometry kept, bad input."""
 import os
 
 import numpy as np
@@ -63,6 +63,11 @@ class TestProtocolDenoise(TomoPickProtocolTest):
         prot = self._denoise(method=0, nIter=2, TimeStep=0.5)
         self.assertTrue(any("clamped" in w for w in prot._warnings()))
         prot = self.launch(prot)
+        with open(prot.getLogPaths()[0]) as handle:
+            log = handle.read()
+        for tsId in self.inputs:     # the clamp and the progress of every tomogram are logged
+            self.assertIn(f"{tsId}: The time step 0.5 exceeds the stability bound", log)
+            self.assertIn(f"{tsId}: EED iteration 2/2 (K = ", log)
         tomo = prot.tomograms.getFirstItem()
         expected = denoise.eed(read_mrc(self.inputs[tomo.getTsId()].getFileName()), n_iter=2,
                                time_step=1 / 6)
