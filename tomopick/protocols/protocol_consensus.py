@@ -133,6 +133,13 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         """Every input set as `Picks` (read once per run)."""
         if getattr(self, "_picksCache", None) is None:
             self._picksCache = [_readPicks(s) for s in self._inputSets()]
+            known = set(self._tsIds())
+            for i, picks in enumerate(self._picksCache, start=1):
+                other = sorted(set(picks.tomo_ids) - known)
+                if other:
+                    n = int(np.isin(picks.tomo_ids, other).sum())
+                    self.info(f"input #{i}: {n} coordinates in tomograms that the first "
+                              f"input does not have ({', '.join(other[:5])}) are ignored")
         return self._picksCache
 
     def _resultPath(self, tsId):
