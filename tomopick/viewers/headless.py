@@ -34,9 +34,10 @@ def virtual_display(width=1280, height=1024):
     Returns
     -------
     str or None
-        The display (``":N"``), or None when Xvfb is not installed, in which
-        case nothing is changed (Qt keeps e.g. ``offscreen``: widgets work,
-        the napari canvas does not render).
+        The display (``":N"``), or None when Xvfb is not installed or Qt's
+        xcb platform cannot load (missing system libraries), in which case
+        nothing is changed (Qt keeps e.g. ``offscreen``: widgets work, the
+        napari canvas does not render).
     """
     global _SERVER
     if _SERVER is not None:
@@ -58,8 +59,9 @@ def virtual_display(width=1280, height=1024):
     os.close(write_fd)
     with os.fdopen(read_fd) as pipe:
         number = pipe.readline().strip()
-    if not number:
+    if not number or not _qt_starts_on(f":{number}"):
         process.kill()
+        process.wait()
         return None
     _SERVER = process
     import atexit
@@ -68,6 +70,19 @@ def virtual_display(width=1280, height=1024):
     os.environ["DISPLAY"] = f":{number}"
     os.environ["QT_QPA_PLATFORM"] = "xcb"
     return os.environ["DISPLAY"]
+
+
+def _qt_starts_on(display):
+    """Whether Qt's xcb platform loads on ``display`` (tried in a child process:
+    a missing xcb library makes Qt abort, which must not take this process down)."""
+    env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
+    code = "from PyQt5.QtWidgets import QApplication; QApplication(['probe'])"
+    try:
+        result = subprocess.run([sys.executable, "-c", code], env=env, timeout=60,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
 
 
 def _stop():
