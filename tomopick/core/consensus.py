@@ -649,24 +649,47 @@ def _candidate_pairs(positions, tomo_code, radius):
 
 
 def _cell_products(start, count, cells_a, cells_b, same_cell):
-    """Sorted-order indices of every pick pair between paired cells."""
+    """Sorted-order indices of every pick pair between paired cells.
+
+    ``same_cell``: ``cells_a`` and ``cells_b`` are the same cells and each
+    unordered pair of their picks is given once.
+    """
+    first, second = [], []
+    if same_cell:
+        # most crowded cells hold the 2 or 3 picks of one particle
+        for k in (2, 3):
+            s = start[cells_a[count[cells_a] == k]]
+            for p in range(k):
+                for q in range(p + 1, k):
+                    first.append(s + p)
+                    second.append(s + q)
+        general = cells_a[count[cells_a] > 3]
+        cells_a = cells_b = general
+    else:
+        single = (count[cells_a] == 1) & (count[cells_b] == 1)
+        first.append(start[cells_a[single]])
+        second.append(start[cells_b[single]])
+        cells_a, cells_b = cells_a[~single], cells_b[~single]
     na, nb = count[cells_a], count[cells_b]
     total = na * nb
     n_pairs = int(total.sum())
-    if n_pairs == 0:
+    if n_pairs:
+        which = np.repeat(np.arange(len(cells_a)), total)
+        within = np.arange(n_pairs) - np.repeat(np.cumsum(total) - total, total)
+        nbw = nb[which]
+        ia = within // nbw
+        ib = within - ia * nbw
+        a = start[cells_a][which] + ia
+        b = start[cells_b][which] + ib
+        if same_cell:
+            keep = ia < ib
+            a, b = a[keep], b[keep]
+        first.append(a)
+        second.append(b)
+    if not first:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
-    which = np.repeat(np.arange(len(cells_a)), total)
-    within = np.arange(n_pairs) - np.repeat(np.cumsum(total) - total, total)
-    nbw = nb[which]
-    ia = within // nbw
-    ib = within - ia * nbw
-    a = start[cells_a][which] + ia
-    b = start[cells_b][which] + ib
-    if same_cell:
-        keep = ia < ib
-        a, b = a[keep], b[keep]
-    return a, b
+    return np.concatenate(first), np.concatenate(second)
 
 
 def _group(n, source, ei, ej, dist2, rank, positions, radius):

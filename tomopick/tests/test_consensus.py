@@ -4,8 +4,10 @@ import itertools
 import numpy as np
 import pytest
 
-from tomopick.core.consensus import (average_rotations, consensus_picks, jaccard,
-                                     resolve_min_votes)
+from scipy.spatial import cKDTree
+
+from tomopick.core.consensus import (_candidate_pairs, average_rotations, consensus_picks,
+                                     jaccard, resolve_min_votes)
 from tomopick.core.picks import Picks
 from tomopick.core.transforms import (angle_between, euler_zxz_to_matrix, homogeneous,
                                       matrix_to_euler_zxz)
@@ -107,6 +109,26 @@ def test_members_lie_within_the_radius_of_their_mean():
         assert sorted(out.scores.tolist()) == [1.0, 3.0]
         np.testing.assert_allclose(out.positions[out.scores == 3][0], [3.75, 0, 0])
         np.testing.assert_allclose(out.positions[out.scores == 1][0], [11.25, 0, 0])
+
+
+@pytest.mark.parametrize("radius", [0.7, 1.5, 4.0])
+def test_link_search_finds_exactly_the_pairs_a_kd_tree_finds(radius):
+    # the cell-grid search must miss no pair within the radius, in dense and
+    # sparse regions, and never pair picks of different tomograms
+    rng = np.random.default_rng(4)
+    pos = np.r_[rng.uniform(0, 10, (300, 3)), rng.uniform(-50, 200, (300, 3))]
+    tomo = rng.integers(0, 3, len(pos))
+    i, j = _candidate_pairs(pos, tomo, radius)
+    assert len(set(zip(i.tolist(), j.tolist()))) == len(i)          # no duplicates
+    within = ((pos[i] - pos[j]) ** 2).sum(axis=1) <= radius ** 2
+    assert np.all(tomo[i] == tomo[j])
+    found = {tuple(sorted(p)) for p in zip(i[within].tolist(), j[within].tolist())}
+    expected = set()
+    for t in range(3):
+        idx = np.flatnonzero(tomo == t)
+        expected |= {(int(idx[a]), int(idx[b])) if idx[a] < idx[b] else (int(idx[b]), int(idx[a]))
+                     for a, b in cKDTree(pos[idx]).query_pairs(radius)}
+    assert found == expected and len(expected) > 20
 
 
 def test_tomograms_are_never_mixed():
