@@ -115,21 +115,24 @@ def _project_to_rotation(M):
 
 def _project_to_rotation9(M):
     """`_project_to_rotation` on (9, G) row-major entries (entry k of all is row k)."""
-    G = M.shape[1]
-    out = np.empty_like(M)
     scale = np.abs(M).max(axis=0)
     newton = _det9(M) > 1e-9 * scale ** 3
-    X = M[:, newton]
+    everything = bool(newton.all())
+    X = M.copy() if everything else M[:, newton]
     if X.shape[1]:
-        # iterate on the matrices still moving only
-        active = None
+        # iterate on the matrices still moving only (after two or three steps,
+        # a handful)
+        active = None                       # None: all of them
         Y = X
         for _ in range(60):
             new = _newton_step9(Y)
-            change = np.abs(np.subtract(new, Y, out=Y)).max(axis=0)
-            moving = change >= 1e-13
+            moving = np.abs(np.subtract(new, Y, out=Y)).max(axis=0) >= 1e-13
             if active is None:
-                X, active = new, np.flatnonzero(moving)
+                X = new
+                if moving.all():
+                    Y = X.copy()
+                    continue
+                active = np.flatnonzero(moving)
                 Y = X[:, active]
             else:
                 X[:, active] = new
@@ -140,9 +143,14 @@ def _project_to_rotation9(M):
         # a step that moved < 1e-13 leaves an error ~1e-26: the result is
         # orthonormal to rounding error; anything else goes to the SVD
         good = _orthonormality_error9(X) < 1e-12
+        if everything and good.all():
+            return X
+        out = np.empty_like(M)
         idx = np.flatnonzero(newton)
         out[:, idx[good]] = X[:, good]
         newton[idx[~good]] = False
+    else:
+        out = np.empty_like(M)
     rest = np.flatnonzero(~newton)
     if len(rest):
         U, _, Vt = np.linalg.svd(M[:, rest].T.reshape(-1, 3, 3))
