@@ -40,7 +40,7 @@ def test_filtered_volume_slices_equal_filtering_the_whole_volume(sigma):
     volume = np.random.default_rng(1).normal(size=(20, 24, 28)).astype(np.float32)
     lazy = display.FilteredVolume(volume, sigma)
     full = ndimage.gaussian_filter(volume, sigma, mode="nearest")
-    for key in [(0,), (10,), (19,), (slice(None), 5), (slice(None), slice(None), 27),
+    for key in [(0,), (10,), (19,), (-1,), (slice(None), 5), (slice(None), slice(None), 27),
                 (slice(3, 9), 4)]:
         np.testing.assert_allclose(lazy[key], full[key], rtol=1e-5, atol=1e-5)
 
