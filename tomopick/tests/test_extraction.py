@@ -169,3 +169,27 @@ def test_particle_at_subvoxel_position_is_centred_after_apply_alignment(down_fac
 
 def test_volume_mean_streams_in_slabs(volume):
     assert abs(ex.volume_mean(volume, chunk_bytes=1) - volume.mean(dtype=np.float64)) < 1e-9
+
+
+class _RecordingVolume:
+    """A read-only volume that records how many voxels each slicing reads."""
+
+    def __init__(self, array):
+        self._array = array
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.voxels_read = 0
+
+    def __getitem__(self, key):
+        part = self._array[key]
+        self.voxels_read += part.size
+        return part
+
+
+def test_a_few_boxes_read_only_their_own_voxels(volume):
+    recording = _RecordingVolume(volume)
+    positions = [[10, 12, 8], [45, 40, 30], [30, 25, 20]]
+    result = ex.extract_subtomograms(recording, positions, 8)
+    assert len(result.index) == 3
+    assert recording.voxels_read == 3 * 8 ** 3  # never a slab, never the whole tomogram
+    for box, row in zip(result.boxes, result.index):
+        np.testing.assert_array_equal(box, _slice(volume, positions[row], 8))
