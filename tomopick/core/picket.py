@@ -15,7 +15,7 @@ What differs from PickET (all documented in `segment_tomogram`):
   The result is exactly KMeans.predict.
 - GMM: PickET fits a full-covariance mixture on all d features.  Here the
   features are first projected on their leading principal components (enough
-  for 99.9 % of the sample variance, at most ``GMM_MAX_COMPONENTS``) and the
+  for 99.9 % of the sample variance, at most ``GMM_MAX_COMPONENTS[mode]``) and the
   full-covariance mixture is fitted there, so prediction needs only that many
   linear projections per voxel.  `tests/test_picket.py` measures the agreement
   with the full-feature mixture.
@@ -32,6 +32,7 @@ What differs from PickET (all documented in `segment_tomogram`):
 - deterministic for a given ``seed``; z-chunks processed by threads with a
   halo, so memory stays bounded by the volume itself plus a few chunks.
 """
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -47,7 +48,9 @@ from tomopick.core import picket_features as pf
 CLUSTERERS = ("KMeans", "GMM")
 BLUR_SIGMA = 2.0
 GMM_VARIANCE_KEPT = 0.999
-GMM_MAX_COMPONENTS = 12
+# principal components kept for the GMM at most: each costs one FFT correlation
+# per voxel for the linear modes, only a column of a small matrix product for FFT
+GMM_MAX_COMPONENTS = {"FFT": 24, "Gabor": 12, "intensities": 12}
 NUM_GABOR_FEATURES = 64
 
 
@@ -270,7 +273,7 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     seed : int
     gmm_components : int, optional
         Principal components for the GMM (default: 99.9 % of the variance,
-        between 2 and ``GMM_MAX_COMPONENTS``).
+        between 2 and ``GMM_MAX_COMPONENTS[mode]``).
 
     Returns
     -------
@@ -300,7 +303,7 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     if gmm_components is None:
         kept = np.cumsum(pca.explained_variance_ratio_)
         gmm_components = int(np.searchsorted(kept, GMM_VARIANCE_KEPT) + 1)
-        gmm_components = int(np.clip(gmm_components, 2, GMM_MAX_COMPONENTS))
+        gmm_components = int(np.clip(gmm_components, 2, GMM_MAX_COMPONENTS[mode]))
     gmm_components = min(int(gmm_components), features.shape[1])
     components = pca.components_[:gmm_components]
     z = (features - pca.mean_) @ components.T
@@ -492,7 +495,15 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     for name, rng_ in (("z_fit_range", z_fit_range), ("z_pick_range", z_pick_range)):
         if rng_ is not None and not (0 <= rng_[0] <= rng_[1] < nz):
             raise ValueError(f"{name} {tuple(rng_)} is outside slices 0..{nz - 1}")
+    clock = [time.perf_counter()]
+    timings = {}
+
+    def lap(name):
+        clock.append(time.perf_counter())
+        timings[name] = clock[-1] - clock[-2]
+
     normalized = preprocess(volume, n_threads=n_threads)
+    lap("preprocess_s")
     radius = int(np.ceil(particle_diameter / 2)) if particle_diameter else n // 2
     auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius)
     fit_range = tuple(z_fit_range) if z_fit_range is not None else auto_fit
@@ -507,10 +518,12 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     centres = np.column_stack([zz + fit_range[0], yy, xx])
     windows = pf.sample_windows(padded, centres, n)
     model = fit_model(windows, n, feature_mode, clusterer, seed, gmm_components)
+    lap("fit_s")
 
     margin = np.zeros((nz, ny, nx), np.float32)
     predict_margin(padded, model, pick_range, margin, n_threads=n_threads)
     del padded
+    lap("predict_s")
     labels = margin > 0
     if pick_range[0] > 0:
         labels[:pick_range[0]] = False
@@ -530,6 +543,9 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     margin[:pick_range[0]] = 0
     margin[pick_range[1] + 1:] = 0
     info["particle_fraction"] = float(mask[pick_range[0]:pick_range[1] + 1].mean())
+    lap("choose_cluster_s")
+    info["timings"] = timings
+    info["n_predicted"] = (pick_range[1] - pick_range[0] + 1) * ny * nx
     return Segmentation(mask, margin, normalized, model, int(particle_cluster),
                         fit_range, pick_range, info)
 

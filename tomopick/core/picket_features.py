@@ -391,7 +391,7 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
     return out
 
 
-def project_fft_magnitudes(padded, n, projection, block=(4, 16)):
+def project_fft_magnitudes(padded, n, projection, block=(4, 8)):
     """``projection @ fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache

@@ -1,0 +1,281 @@
+"""Speed, memory and accuracy of tomopick's PickET next to PickET's explicit computation.
+
+Data: a simulated tomogram (`tomopick.core.simulate`, default 200 x 512 x 512
+voxels of 10 Å, free particles of four classes and sizes, missing wedge +-60,
+CTF, thickness gradient, SNR 0.5, one particle per ~30,000 voxels).
+
+For each of the six workflows (feature mode x clusterer) a fresh process runs
+stage 1 (segmentation) and stage 2 with both localisations on the whole
+tomogram, and reports wall time, peak resident memory (ru_maxrss of that
+process, Python and libraries included) and one-to-one / any F1 (radius = half
+the median particle diameter).
+
+Peer, same run: PickET's explicit computation -- every n^3 window materialised
+(``sliding_window_view`` + copy), features window by window (``numpy.fft.fftn``
++ ``fftshift`` + ``abs`` of all n^3 coefficients; windows @ Gabor filters; the
+raw windows), labels from the fitted scikit-learn clusterer's ``predict``, z-slice
+by z-slice as PickET's ``s1.py`` -- on a central subvolume, with the same fitted
+model's sample; the time per voxel is extrapolated to the whole tomogram.  The
+labels of both computations on that subvolume are compared (KMeans: identical
+by construction; GMM: our mixture lives on principal components, PickET's on
+all features).
+
+Usage::
+
+    python benchmarks/bench_picket.py [--quick] [--threads 2] [--snr 0.5] [--json FILE]
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+
+from tomopick.core import picket as pk  # noqa: E402
+from tomopick.core import picket_features as pf  # noqa: E402
+from tomopick.core import picket_localize as pl  # noqa: E402
+from tomopick.core.evaluate import evaluate_picks  # noqa: E402
+from tomopick.core.picks import Picks  # noqa: E402
+
+WORKFLOWS = [(m, c) for m in ("FFT", "Gabor", "intensities") for c in ("KMeans", "GMM")]
+N = 5
+
+
+def make_phantom(shape, snr, seed, directory):
+    from tomopick.core.simulate import simulate_tomogram
+    n_particles = max(10, int(np.prod(shape) / 30000))
+    t = time.perf_counter()
+    ph = simulate_tomogram(shape=shape, n_particles=n_particles, n_vesicles=0, snr=snr,
+                           seed=seed, keep_clean=False)
+    np.save(os.path.join(directory, "tomogram.npy"), ph.tomogram)
+    np.save(os.path.join(directory, "truth.npy"), ph.particles.positions)
+    diameter = float(np.median(ph.particle_info["diameter"]))
+    return {"n_particles": len(ph.particles), "diameter": diameter,
+            "simulate_s": time.perf_counter() - t}
+
+
+# ----------------------------------------------------------------- one workflow
+
+def run_workflow(directory, mode, clusterer, diameter, threads, fit_n):
+    """Stage 1 + both stage-2 localisations in THIS process; returns a dict."""
+    tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
+    truth = Picks("phantom", np.load(os.path.join(directory, "truth.npy")))
+    t0 = time.perf_counter()
+    seg = pk.segment_tomogram(tomo, mode, clusterer, particle_diameter=diameter,
+                              max_fit_neighborhoods=fit_n, n_threads=threads)
+    out = {"mode": mode, "clusterer": clusterer, "s1_s": time.perf_counter() - t0,
+           "fit_range": seg.fit_range, "pick_range": seg.pick_range,
+           "particle_cluster": seg.particle_cluster,
+           "cluster_rule": seg.info.get("cluster_choice", {}).get("rule"),
+           "particle_fraction": seg.info["particle_fraction"],
+           "pca_components": seg.model.info.get("pca_components"),
+           "timings": seg.info["timings"],
+           "predict_us_per_voxel": seg.info["timings"]["predict_s"] / seg.info["n_predicted"] * 1e6}
+    lo, hi = seg.pick_range
+    nz, ny, nx = tomo.shape
+    for loc in pl.LOCALIZATIONS:
+        t = time.perf_counter()
+        obj = pl.localize_particles(seg.mask[lo:hi + 1], loc, diameter,
+                                    evidence=seg.evidence[lo:hi + 1],
+                                    faces=[(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)])
+        dt = time.perf_counter() - t
+        picks = Picks("phantom", obj["positions"] + [0, 0, lo], scores=obj["scores"])
+        r = evaluate_picks(picks, truth, diameter / 2)
+        key = "cc" if loc.startswith("connected") else "ws"
+        out[key] = {"s2_s": dt, "n": len(picks), "f1_1to1": r["one_to_one"]["f1"],
+                    "precision_1to1": r["one_to_one"]["precision"],
+                    "recall_1to1": r["one_to_one"]["recall"], "f1_any": r["any"]["f1"]}
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    return out
+
+
+# ----------------------------------------------------------------- PickET explicit
+
+def explicit_labels(normalized, model, full_model):
+    """PickET's S1 prediction on a (sub)volume: windows, features, predict, slice by slice.
+
+    ``full_model`` is the scikit-learn clusterer fitted on PickET's own features
+    (all n^3 FFT magnitudes; Gabor / intensities as ours).
+    """
+    n, h = N, N // 2
+    padded = np.pad(normalized, h, mode="symmetric")
+    labels = np.empty(normalized.shape, np.uint8)
+    for z in range(normalized.shape[0]):
+        slab = padded[z:z + n]
+        windows = np.lib.stride_tricks.sliding_window_view(slab, (n, n, n))
+        windows = windows.reshape(-1, n, n, n).copy()          # PickET's neighbourhoods
+        if model.mode == "FFT":
+            spectra = np.fft.fftshift(np.fft.fftn(windows, axes=(1, 2, 3)), axes=(1, 2, 3))
+            features = np.abs(spectra).reshape(len(windows), -1)
+        elif model.mode == "Gabor":
+            features = windows.reshape(len(windows), -1) @ model.gabor_filters.T
+        else:
+            features = windows.reshape(len(windows), -1)
+        labels[z] = full_model.predict(features.astype(np.float64)).reshape(labels.shape[1:])
+    return labels
+
+
+def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
+    """Time PickET's explicit S1 prediction on a central subvolume (per voxel)."""
+    from sklearn.cluster import KMeans
+    from sklearn.mixture import GaussianMixture
+    tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
+    normalized = pk.preprocess(tomo, n_threads=threads)
+    fit, _ = pk.lamella_z_ranges(normalized)
+    rng = np.random.default_rng(0)
+    nz, ny, nx = normalized.shape
+    centres = np.column_stack([rng.integers(fit[0], fit[1] + 1, fit_n),
+                               rng.integers(0, ny, fit_n), rng.integers(0, nx, fit_n)])
+    windows = pf.sample_windows(pf.pad_volume(normalized, N), centres, N)
+    model = pk.fit_model(windows, N, mode, clusterer, seed=0)
+    if mode == "FFT":
+        w = windows.reshape(-1, N, N, N)
+        feats = np.abs(np.fft.fftshift(np.fft.fftn(w, axes=(1, 2, 3)), axes=(1, 2, 3)))
+        feats = feats.reshape(len(w), -1)
+    else:
+        feats = pf.window_features(windows, N, mode, model.gabor_filters)
+    fit_agreement = None
+    if clusterer == "KMeans":
+        # prediction equivalence: PickET's nearest-centre rule on all n^3
+        # features with OUR centres (a half-space coefficient stands for itself
+        # and its conjugate partner, which has the same magnitude)
+        full_model = KMeans(2, random_state=0, n_init=1).fit(feats[:2000].astype(np.float64))
+        centers = model.info["centers"] / model.feature_scale
+        if mode == "FFT":
+            freqs, _ = pf.fft_half_indices(N)
+            full = np.zeros((2, N, N, N))
+            for j, f in enumerate(freqs):
+                full[(slice(None),) + tuple(f % N)] = centers[:, j]
+                full[(slice(None),) + tuple(-f % N)] = centers[:, j]
+            # the peer's features are fftshift-ed
+            centers = np.fft.fftshift(full, axes=(1, 2, 3)).reshape(2, -1)
+        full_model.cluster_centers_ = centers.astype(np.float64)
+        # and the fit itself: PickET's KMeans on all features, same seed
+        refit = KMeans(2, random_state=0, n_init=1).fit(feats.astype(np.float64))
+        same = refit.predict(feats.astype(np.float64)) == model.predict_features(
+            pf.window_features(windows, N, mode, model.gabor_filters))
+        fit_agreement = float(max(same.mean(), 1 - same.mean()))
+    else:
+        full_model = GaussianMixture(2, random_state=0).fit(feats.astype(np.float64))
+    sz, sy, sx = sub_shape
+    z0, y0, x0 = (nz - sz) // 2, (ny - sy) // 2, (nx - sx) // 2
+    sub = np.ascontiguousarray(normalized[z0:z0 + sz, y0:y0 + sy, x0:x0 + sx])
+    t = time.perf_counter()
+    ref = explicit_labels(sub, model, full_model)
+    explicit_s = time.perf_counter() - t
+    # ours on the same subvolume with our model
+    t = time.perf_counter()
+    margin = np.zeros(sub.shape, np.float32)
+    pk.predict_margin(pf.pad_volume(sub, N), model, (0, sz - 1), margin, n_threads=threads)
+    fast_s = time.perf_counter() - t
+    ours = (margin > 0).astype(np.uint8)
+    agreement = float(max((ours == ref).mean(), (ours != ref).mean()))
+    return {"explicit_us_per_voxel": explicit_s / sub.size * 1e6,
+            "fast_predict_us_per_voxel_sub": fast_s / sub.size * 1e6,
+            "label_agreement": agreement, "fit_agreement": fit_agreement,
+            "sub_shape": list(sub_shape)}
+
+
+# ----------------------------------------------------------------- driver
+
+def worker(args):
+    if args.worker == "workflow":
+        res = run_workflow(args.dir, args.mode, args.clusterer, args.diameter, args.threads,
+                           args.fit_n)
+    else:
+        res = explicit_peer(args.dir, args.mode, args.clusterer, args.threads, args.fit_n,
+                            tuple(args.sub_shape))
+        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    print("RESULT " + json.dumps(res, default=float))
+
+
+def spawn(argv):
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__)] + argv,
+                          capture_output=True, text=True)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"worker {argv} failed:\n{proc.stderr[-3000:]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="80 x 192 x 192 instead")
+    ap.add_argument("--shape", type=int, nargs=3, default=None, help="nz ny nx")
+    ap.add_argument("--snr", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--fit-n", type=int, default=100000, dest="fit_n")
+    ap.add_argument("--sub-shape", type=int, nargs=3, default=[8, 96, 96], dest="sub_shape")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--dir", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--clusterer", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--diameter", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args)
+    shape = tuple(args.shape or ((80, 192, 192) if args.quick else (200, 512, 512)))
+    report = {"shape": shape, "snr": args.snr, "threads": args.threads, "fit_n": args.fit_n,
+              "cpu_count": os.cpu_count(), "workflows": [], "explicit": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        info = make_phantom(shape, args.snr, args.seed, tmp)
+        report.update(info)
+        print(f"phantom {shape} ({np.prod(shape) / 1e6:.1f} M voxels), "
+              f"{info['n_particles']} particles, median diameter {info['diameter']:.1f} voxels, "
+              f"SNR {args.snr}; simulated in {info['simulate_s']:.0f} s")
+        common = ["--dir", tmp, "--threads", str(args.threads), "--fit-n", str(args.fit_n)]
+        print(f"{'workflow':20s} {'S1 s':>6s} {'CC s':>6s} {'WS s':>6s} {'RAM GB':>7s}  "
+              f"{'F1 CC 1:1/any':>14s}  {'F1 WS 1:1/any':>14s}  pick range  cluster rule"
+              "   S1 = preprocess + fit + predict + cluster choice")
+        total = 0.0
+        for mode, clusterer in WORKFLOWS:
+            r = spawn(["--worker", "workflow", "--mode", mode, "--clusterer", clusterer,
+                       "--diameter", str(info["diameter"])] + common)
+            report["workflows"].append(r)
+            total += r["s1_s"] + r["cc"]["s2_s"] + r["ws"]["s2_s"]
+            print(f"{mode + ' ' + clusterer:20s} {r['s1_s']:6.1f} {r['cc']['s2_s']:6.1f} "
+                  f"{r['ws']['s2_s']:6.1f} {r['peak_rss_gb']:7.2f}  "
+                  f"{r['cc']['f1_1to1']:6.2f}/{r['cc']['f1_any']:.2f}     "
+                  f"{r['ws']['f1_1to1']:6.2f}/{r['ws']['f1_any']:.2f}    "
+                  f"{r['pick_range']}  {r['cluster_rule']}   "
+                  + " + ".join(f"{v:.1f}" for v in r["timings"].values()), flush=True)
+        report["total_s"] = total
+        print(f"all six workflows, S1 + both S2: {total:.0f} s on {args.threads} threads; "
+              f"peak RAM {max(r['peak_rss_gb'] for r in report['workflows']):.2f} GB")
+        nvox = float(np.prod(shape))
+        print(f"\nPickET explicit computation on a {tuple(args.sub_shape)} subvolume "
+              "(window by window), extrapolated per voxel:")
+        print(f"{'workflow':20s} {'explicit':>9s} {'ours pred':>9s} {'ours S1':>8s} "
+              f"{'speed-up pred/S1':>17s} {'explicit whole':>15s} {'agree pred':>10s} "
+              f"{'agree fit':>9s}   (us per voxel)")
+        for (mode, clusterer), w in zip(WORKFLOWS, report["workflows"]):
+            e = spawn(["--worker", "explicit", "--mode", mode, "--clusterer", clusterer,
+                       "--sub-shape"] + [str(s) for s in args.sub_shape] + common)
+            ours = w["s1_s"] / nvox * 1e6
+            e["ours_s1_us_per_voxel"] = ours
+            e["speedup_s1"] = e["explicit_us_per_voxel"] / ours
+            e["ours_predict_us_per_voxel"] = w["predict_us_per_voxel"]
+            e["speedup_predict"] = e["explicit_us_per_voxel"] / w["predict_us_per_voxel"]
+            report["explicit"].append(dict(e, mode=mode, clusterer=clusterer))
+            fit = "-" if e["fit_agreement"] is None else f"{e['fit_agreement']:.4f}"
+            print(f"{mode + ' ' + clusterer:20s} {e['explicit_us_per_voxel']:9.2f} "
+                  f"{w['predict_us_per_voxel']:9.3f} {ours:8.3f} "
+                  f"{e['speedup_predict']:8.0f}x/{e['speedup_s1']:4.0f}x "
+                  f"{e['explicit_us_per_voxel'] * nvox / 1e6 / 60:11.1f} min "
+                  f"{e['label_agreement']:10.4f} {fit:>9s}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()
