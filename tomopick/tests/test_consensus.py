@@ -331,6 +331,20 @@ def test_single_member_particles_keep_their_matrix_bit_for_bit():
     assert np.array_equal(out.matrices[4], np.eye(4))      # unoriented input -> identity
 
 
+def test_unoriented_inputs_do_not_pull_the_orientation_towards_identity():
+    R1 = euler_zxz_to_matrix(120, 35, 60)
+    a = Picks("T", [[0., 0, 0], [30., 0, 0]], matrices=homogeneous(np.array([R1, R1]),
+                                                                  [[1., 2, 3], [0, 0, 0]]))
+    b = Picks("T", [[1., 0, 0], [60., 0, 0]])                 # no orientations
+    c = Picks("T", [[0., 1, 0], [61., 0, 0]])                 # no orientations
+    out, _ = consensus_picks([a, b, c], radius=2, min_votes=2)
+    order = np.argsort(out.positions[:, 0])
+    first, second = out.matrices[order]
+    assert np.array_equal(first[:3, :3], R1)                  # only a's rotation counts
+    np.testing.assert_allclose(first[:3, 3], [1, 2, 3])
+    assert np.array_equal(second, np.eye(4))                  # nobody oriented it
+
+
 def test_group_id_kept_when_members_agree_and_scores_averaged():
     a = Picks("T", [[0., 0, 0], [20., 0, 0]], group_ids=[3, 3], scores=[0.2, 0.9])
     b = Picks("T", [[1., 0, 0], [20., 1, 0]], group_ids=[3, 4], scores=[0.6, 0.1])
