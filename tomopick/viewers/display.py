@@ -7,6 +7,8 @@ Conventions: volumes are indexed [z, y, x]; positions and vectors are (x, y, z)
 in voxels, bottom-left origin, so the centre of element [k, j, i] is at
 (i, j, k). napari works in array order, so `to_zyx` flips the last axis.
 """
+from collections import OrderedDict
+
 import numpy as np
 from scipy import ndimage
 
@@ -122,6 +124,10 @@ class FilteredVolume:
         self.dtype = np.dtype(np.float32)
         self.ndim = 3
         self._margin = int(4.0 * self.sigma + 0.5)  # scipy's truncate=4 radius
+        # whole planes recently shown (slice view + montage neighbours overlap as one
+        # moves through the volume)
+        self._planes = OrderedDict()
+        self._cache_size = 16
 
     @property
     def size(self):
@@ -135,6 +141,22 @@ class FilteredVolume:
         if not isinstance(key, tuple):
             key = (key,)
         key = key + (slice(None),) * (3 - len(key))
+        ints = [i for i, k in enumerate(key) if isinstance(k, (int, np.integer))]
+        whole = all(k == slice(None) for i, k in enumerate(key) if i not in ints)
+        if len(ints) == 1 and whole:
+            a = ints[0]
+            cache_key = (a, int(key[a]) % self.shape[a])
+            if cache_key in self._planes:
+                self._planes.move_to_end(cache_key)
+                return self._planes[cache_key]
+            plane = self._filter(key)
+            self._planes[cache_key] = plane
+            if len(self._planes) > self._cache_size:
+                self._planes.popitem(last=False)
+            return plane
+        return self._filter(key)
+
+    def _filter(self, key):
         r = self._margin
         box, plan = [], []
         for k, n in zip(key, self.shape):
@@ -266,7 +288,8 @@ def montage(volume, axis="z", center=None, count=9, step=1, ncols=None, gap=2):
     center = n // 2 if center is None else int(center)
     indices = center + step * (np.arange(count) - count // 2)
     indices = indices[(indices >= 0) & (indices < n)]
-    planes = [np.take(volume, i, axis=a) for i in indices]
+    # index plane by plane: lazy volumes (memory maps, FilteredVolume) read only those
+    planes = [np.asarray(volume[(slice(None),) * a + (int(i),)]) for i in indices]
     mosaic, _ = tile(planes, ncols=ncols, gap=gap)
     return mosaic, indices
 
