@@ -54,7 +54,6 @@ def main(argv=None):
 
     get_qapp()
     from tomopick.core import alignment, extraction, simulate
-    from tomopick.core.transforms import rotation_from_z_axis  # noqa: F401 (documented convention)
 
     from . import slice_viewer
     from ._qt_picker import PickerWindow
