@@ -119,10 +119,18 @@ def test_points_of_tomograms_outside_the_session_are_written_back(tmp_path):
                                          ("other", 3, 1.0, 2.0, 3.0, "point")]
 
 
+def test_points_files_without_header_and_with_comments_are_read(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("# picked by hand\nt,2,1.5,2,3\n\nt,2,4,5,6,interior\n")
+    assert read_points_csv(path) == [("t", 2, 1.5, 2.0, 3.0, "point"),
+                                     ("t", 2, 4.0, 5.0, 6.0, "interior")]
+
+
 @pytest.mark.parametrize("text, message", [
     ("tomoId,modelId,x,y\nt,1,1,2\n", "missing column"),
     ("tomoId,modelId,x,y,z,role\nt,1,1,2,3,centre\n", "line 2: role must be"),
     ("tomoId,modelId,x,y,z\nt,1,1,two,3\n", "line 2"),
+    ("tomoId,modelId,x,y,z\nt,1,1,2\n", "line 2: 'z'"),
 ])
 def test_bad_points_files_are_rejected_with_file_and_line(tmp_path, text, message):
     path = tmp_path / "bad.csv"

@@ -39,8 +39,10 @@ def read_points_csv(path):
     Parameters
     ----------
     path : str
-        CSV with header ``tomoId,modelId,x,y,z`` and optionally ``role``
-        (missing or empty role means ``point``).
+        CSV ``tomoId,modelId,x,y,z[,role]``. The header line is optional
+        (a first row whose x is numeric is data, in that column order); empty
+        lines and lines starting with ``#`` are skipped; a missing or empty
+        role means ``point``.
 
     Returns
     -------
@@ -53,24 +55,34 @@ def read_points_csv(path):
         Naming the file and line of a missing column, a non-numeric value or
         an unknown role.
     """
-    rows = []
+    rows, columns = [], None
     with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in CSV_COLUMNS[:5] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
-                             f"(expected {','.join(CSV_COLUMNS)})")
-        for line, row in enumerate(reader, start=2):
-            role = (row.get("role") or POINT).strip().lower()
+        for line, row in enumerate(csv.reader(handle), start=1):
+            row = [cell.strip() for cell in row]
+            if not any(row) or row[0].startswith("#"):
+                continue
+            if columns is None:
+                try:
+                    float(row[2])
+                    columns = {name: i for i, name in enumerate(CSV_COLUMNS)}
+                except (ValueError, IndexError):
+                    columns = {name: i for i, name in enumerate(row)}
+                    missing = [c for c in CSV_COLUMNS[:5] if c not in columns]
+                    if missing:
+                        raise ValueError(f"{path}: missing column(s) {', '.join(missing)} "
+                                         f"(expected {','.join(CSV_COLUMNS)})")
+                    continue
+            try:
+                cell = {name: row[i] for name, i in columns.items() if i < len(row)}
+                role = (cell.get("role") or POINT).lower()
+                model = int(float(cell["modelId"]))
+                x, y, z = (float(cell[c]) for c in "xyz")
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{path}, line {line}: {err}") from err
             if role not in (POINT, INTERIOR):
                 raise ValueError(f"{path}, line {line}: role must be 'point' or 'interior', "
-                                 f"got {row.get('role')!r}")
-            try:
-                model = int(float(row["modelId"]))
-                x, y, z = (float(row[c]) for c in "xyz")
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"{path}, line {line}: {err}") from err
-            rows.append((row["tomoId"].strip(), model, x, y, z, role))
+                                 f"got {cell.get('role')!r}")
+            rows.append((cell["tomoId"], model, x, y, z, role))
     return rows
 
 
