@@ -32,27 +32,36 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
+        from tomopick.core.picks import Picks
         from tomopick.protocols import ProtTomoPickImportCoordinates
-        cls.importTomos, phantoms = cls.simulatedTomograms(names=("tomo_1",), **PHANTOM)
-        cls.phantom = phantoms["tomo_1"]
-        cls.tomogram = read_mrc(os.path.join(cls.dataDir, "tomo_1.mrc"))
-        picks = cls.phantom.particles
-        cls.coordinates = {}
-        for name, rows in (("free", picks.group_ids == FREE_CLASS),
-                           ("membrane", picks.group_ids == MEMBRANE_CLASS),
-                           ("all", np.ones(len(picks), bool))):
-            path = os.path.join(cls.dataDir, f"coords_{name}.csv")
-            subset = picks.subset(rows)
-            subset.tomo_ids = np.full(len(subset), "tomo_1")  # the imported tsId
+        # two tomograms (seeds 1 and 2): per-tomogram steps and tsId matching
+        cls.importTomos, cls.phantoms = cls.simulatedTomograms(names=("tomo_1", "tomo_2"),
+                                                               **PHANTOM)
+        cls.phantom = cls.phantoms["tomo_1"]
+        cls.tomograms = {name: read_mrc(os.path.join(cls.dataDir, f"{name}.mrc"))
+                         for name in cls.phantoms}
+        cls.truth = {}
+        for name, phantom in cls.phantoms.items():
+            picks = phantom.particles.subset(np.arange(len(phantom.particles)))
+            picks.tomo_ids = np.full(len(picks), name)  # the imported tsId
             # the phantom's matrices carry the position as shift; a coordinate's
             # shift is an offset from its position (SPEC), so keep the rotation only
-            subset.matrices[:, :3, 3] = 0.0
-            write_csv(path, subset)
+            picks.matrices[:, :3, 3] = 0.0
+            cls.truth[name] = picks
+        first = cls.truth["tomo_1"]
+        cls.coordinates = {}
+        for name, picks in (("free", first.subset(first.group_ids == FREE_CLASS)),
+                            ("membrane", first.subset(first.group_ids == MEMBRANE_CLASS)),
+                            ("all", Picks.concatenate(cls.truth.values()))):
+            path = os.path.join(cls.dataDir, f"coords_{name}.csv")
+            write_csv(path, picks)
             prot = cls.newProtocol(ProtTomoPickImportCoordinates, filesPath=path,
                                    filesPattern="", importFrom=1, boxSize=32)
             _link(prot.inputTomograms, cls.importTomos, "Tomograms")
             prot.setObjLabel(f"coordinates {name}")
             cls.coordinates[name] = cls.launch(prot)
+        # tomo_1 alone, Fourier-binned by 2: another source (and one lacking tomo_2)
+        cls.binned = cls.importTomograms(pattern="tomo_1.mrc", binning=2)
 
     @classmethod
     def newExtraction(cls, coordinates, tomograms=None, **kwargs):
@@ -78,17 +87,18 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
     def test_extraction_keeps_coordinates_transforms_and_exact_boxes(self):
         prot = self.extract(self.coordinates["all"], outOfBounds=1)  # pad: keep everything
         subtomos = prot.subtomograms
-        truth = self.phantom.particles
-        self.assertEqual(subtomos.getSize(), len(truth))
+        total = sum(len(t) for t in self.truth.values())
+        self.assertEqual(subtomos.getSize(), total)
         self.assertAlmostEqual(subtomos.getSamplingRate(), 10.0)
         self.assertTrue(subtomos.hasCoordinates3D())
         self.assertEqual(subtomos.getCoordinates3D().getObjId(),
                          self.coordinates["all"].coordinates.getObjId())
-        checked = 0
+        checked = {name: 0 for name in self.truth}
         for subtomo in subtomos.iterSubtomos():
             coord = subtomo.getCoordinate3D()
-            self.assertEqual(coord.getTomoId(), "tomo_1")
-            self.assertEqual(subtomo.getVolName(), "tomo_1")
+            tsId = coord.getTomoId()
+            self.assertEqual(subtomo.getVolName(), tsId)
+            truth = self.truth[tsId]
             position = np.array(coord.getPosition(BOTTOM_LEFT_CORNER))
             row = int(np.argmin(np.linalg.norm(truth.positions - position, axis=1)))
             self.assertLess(np.linalg.norm(truth.positions[row] - position), 1e-3)
@@ -102,11 +112,12 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
             self.assertEqual(box.shape, (32, 32, 32))
             x, y, z = center.astype(int) - 16
             if min(x, y, z) >= 0 and z + 32 <= 64 and y + 32 <= 96 and x + 32 <= 96:
-                np.testing.assert_array_equal(box, self.tomogram[z:z + 32, y:y + 32, x:x + 32])
-                checked += 1
-        self.assertGreater(checked, 5)
+                np.testing.assert_array_equal(
+                    box, self.tomograms[tsId][z:z + 32, y:y + 32, x:x + 32])
+                checked[tsId] += 1
+        self.assertTrue(all(count > 3 for count in checked.values()), checked)
         summary = "\n".join(prot.summary())
-        self.assertIn(f"{len(truth)} subtomograms", summary)
+        self.assertIn(f"{total} subtomograms", summary)
 
     def test_extraction_options_invert_normalize_downsample_and_skip(self):
         prot = self.extract(self.coordinates["all"], boxSize=40, downFactor=2.0, doInvert=True,
@@ -114,7 +125,7 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
         subtomos = prot.subtomograms
         self.assertAlmostEqual(subtomos.getSamplingRate(), 20.0)
         # boxes of 40 around positions closer than 20 voxels to an edge are skipped
-        positions = self.phantom.particles.positions
+        positions = np.concatenate([t.positions for t in self.truth.values()])
         center = np.floor(positions + 0.5)
         size = np.array([96, 96, 64])
         inside = np.all((center - 20 >= 0) & (center + 20 <= size), axis=1)
@@ -132,7 +143,7 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
 
     def test_extraction_from_other_tomograms_rescales_positions_and_box(self):
         from tomopick.protocols.protocol_extraction import ExtractionBoxSizeWizard
-        binned = self.importTomograms(pattern="tomo_1.mrc", binning=2)
+        binned = self.binned
         prot = self.newExtraction(self.coordinates["free"], tomograms=binned)
         # the wizard (and boxSize 0) give the coordinates' 32 voxels at 10 Å as 16 at 20 Å
         self.assertEqual(ExtractionBoxSizeWizard.boxSize(prot), 16)
@@ -153,11 +164,11 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
                                           binnedVolume[z:z + 16, y:y + 16, x:x + 16])
 
     def test_extraction_names_the_missing_tsid(self):
-        self.simulate("tomo_other", shape=(32, 48, 48), n_particles=2, n_vesicles=0, seed=5)
-        other = self.importTomograms(pattern="tomo_other.mrc")
-        prot = self.newExtraction(self.coordinates["free"], tomograms=other)
+        # a source set holding tomo_1 only, for coordinates on tomo_1 and tomo_2
+        prot = self.newExtraction(self.coordinates["all"], tomograms=self.binned)
         errors = "\n".join(self.validationErrors(prot))
-        self.assertIn("tomo_1", errors)
+        self.assertIn("tomo_2", errors)
+        self.assertNotIn("tomo_1,", errors)
         self.assertIn("no tomogram", errors)
 
     def test_apply_alignment_average_matches_the_template(self):
