@@ -311,6 +311,38 @@ def test_tomogram_viewer_rejects_mismatched_arrays(qapp):
         tomogram_viewer(np.zeros((4, 4)), show=False)
 
 
+def test_multi_tomogram_chooser_keeps_unopened_tomograms_whole_in_the_subset(qapp, tmp_path):
+    from tomopick.core.formats.mrc import write_mrc
+    from tomopick.viewers import launch
+
+    for name in ("a", "b"):
+        write_mrc(tmp_path / f"{name}.mrc", _blob_volume(), 10.0)
+    np.savez(tmp_path / "picks.npz", tomo_ids=np.array(["a", "a", "b", "b"]),
+             positions=np.array([[40, 20, 16], [12, 36, 16], [10, 10, 10], [20, 20, 20.0]]),
+             group_ids=np.array([1, 1, 2, 2]), scores=np.zeros(4),
+             matrices=np.tile(np.eye(4), (4, 1, 1)), ids=np.array([7, 8, 9, 10]))
+    spec = {"kind": "coordinates", "title": "two", "picks": str(tmp_path / "picks.npz"),
+            "tomograms": [{"tsId": n, "path": str(tmp_path / f"{n}.mrc"), "voxel_size": 10.0}
+                          for n in ("a", "b")],
+            "result_dir": str(tmp_path / "subsets")}
+    views, collector = launch.open_views(spec, show=False)
+    chooser = views[0]
+    try:
+        assert [chooser.listing.item(i).text() for i in range(2)] == ["a", "b"]
+        chooser.listing.itemDoubleClicked.emit(chooser.listing.item(0))
+        view = chooser.views["a"]
+        assert view.scores is None            # all-zero scores: no threshold slider
+        view.remove_ids([8])
+        view.save_subset()                    # the view's button saves the whole set
+    finally:
+        for v in chooser.views.values():
+            v.close()
+        chooser.close()
+    from tomopick.viewers.viewers import read_saved_subsets
+
+    assert read_saved_subsets(spec["result_dir"]) == [[7, 9, 10]]
+
+
 # -------------------------------------------------------- Scipion viewer
 def test_importing_the_viewers_loads_no_qt():
     import subprocess
@@ -513,3 +545,58 @@ class TestScipionViewer(TomoPickProtocolTest):
                    for name, out in reloaded.iterOutputAttributes() if name not in before}
         assert all(name.startswith(viewers.SUBSET_PREFIX) for name in subsets)
         assert sorted(subsets.values()) == sorted([ids[:2], ids[1:2]])
+
+    def test_view_specs_of_meshes_and_segmentations_open_their_views(self):
+        from tomo.objects import SetOfMeshes, SetOfTomoMasks, TomoMask
+
+        from tomopick import convert
+        from tomopick.core.formats.mrc import write_mrc
+        from tomopick.core.picks import Picks
+        from tomopick.viewers import launch
+        from tomopick.viewers.viewers import write_view_spec
+
+        prot = self.proj.getProtocol(self.prot.getObjId())
+        tomograms = prot.Tomograms
+        tomogram = convert.tomograms_by_tsid(tomograms)["t1"]
+        directory = prot._getTmpPath()
+
+        # a vesicle of radius 8 around (32, 24, 16): 10 user points
+        rng = np.random.default_rng(4)
+        u = rng.normal(size=(10, 3))
+        u /= np.linalg.norm(u, axis=1, keepdims=True)
+        meshes = SetOfMeshes.create(prot._getPath(), suffix="viewertest")
+        meshes.setPrecedents(tomograms)
+        meshes.setSamplingRate(10.0)
+        convert.append_picks(meshes, Picks(["t1"] * 10, [32, 24, 16] + 8 * u, [1] * 10,
+                                           voxel_size=10.0),
+                             {"t1": tomogram}, mesh=True)
+        spec = json.load(open(write_view_spec(meshes, os.path.join(directory, "m"), prot)))
+        assert spec["kind"] == "meshes"
+        views, collector = launch.open_views(spec, show=False)
+        try:
+            assert collector is None
+            radius = np.linalg.norm(views[0].fitted[1].positions - [32, 24, 16], axis=1)
+            np.testing.assert_allclose(radius, 8.0, atol=1e-3)
+        finally:
+            views[0].close()
+
+        labels = np.zeros((32, 48, 64), np.int16)
+        labels[10:20, 10:20, 10:20] = 2
+        mask_path = os.path.join(directory, "t1_labels.mrc")
+        write_mrc(mask_path, labels, 10.0)
+        masks = SetOfTomoMasks.create(prot._getPath(), suffix="viewertest")
+        masks.setSamplingRate(10.0)
+        mask = TomoMask(location=mask_path)
+        mask.setVolName(tomogram.getFileName())
+        mask.setTsId("t1")
+        mask.setSamplingRate(10.0)
+        masks.append(mask)
+        spec = json.load(open(write_view_spec(masks, os.path.join(directory, "k"))))
+        assert spec["kind"] == "masks"
+        assert spec["tomograms"][0]["path"] == os.path.abspath(tomogram.getFileName())
+        views, _ = launch.open_views(spec, show=False)
+        try:
+            layer = views[0].viewer.layers["segmentation"]
+            np.testing.assert_array_equal(np.asarray(layer.data), labels)
+        finally:
+            views[0].close()

@@ -82,7 +82,9 @@ def open_tomogram(spec, ts_id, show=True, collector=None):
         labels = read_mrc(mask["path"])
         return slice_viewer.segmentation_viewer(volume, labels, title=title, show=show)
     if kind == "coordinates":
-        scores = sub["scores"] if np.ptp(picks["scores"]) > 0 else None
+        # a score slider only when the set has real scores (Picks fills 0 for none)
+        has_scores = len(picks["scores"]) > 0 and np.ptp(picks["scores"]) > 0
+        scores = sub["scores"] if has_scores else None
         colors_by = spec.get("colors_by") or ("score" if scores is not None else "group")
         view = slice_viewer.tomogram_viewer(
             volume, sub["positions"], matrices=sub["matrices"] if spec.get("oriented") else None,
