@@ -572,8 +572,9 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
         particle margin), best first.
     segmentation : Segmentation
     objects : dict
-        `picket_localize.localize_particles` output (instance labels, volumes,
-        counts of objects dropped by the size filter).
+        `picket_localize.localize_particles` output: 'labels' (whole volume,
+        object k = the k-th pick), 'volumes' (in pick order), counts of the
+        objects dropped by the filters.
     """
     from tomopick.core.picks import Picks
     from tomopick.core.picket_localize import localize_particles
@@ -590,9 +591,13 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
                                  min_distance, seg.evidence[lo:hi + 1], faces=faces)
     positions = objects["positions"] + np.array([0.0, 0.0, lo])
     order = np.argsort(-objects["scores"], kind="stable")
+    # relabel so that object k (1-based) is the k-th pick, best first
+    rank = np.zeros(len(order) + 1, np.int32)
+    rank[order + 1] = np.arange(1, len(order) + 1)
     labels = np.zeros(seg.mask.shape, np.int32)
-    labels[lo:hi + 1] = objects["labels"]
+    labels[lo:hi + 1] = rank[objects["labels"]]
     objects["labels"] = labels
+    objects["volumes"] = objects["volumes"][order]
     picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
                   scores=objects["scores"][order], voxel_size=voxel_size)
     return picks, seg, objects

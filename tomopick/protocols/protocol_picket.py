@@ -1,0 +1,270 @@
+"""Unsupervised particle picking after PickET (Arvindekar, Golatkar & Viswanath, 2025).
+
+Per tomogram: a two-class segmentation from neighbourhood features (FFT
+magnitudes, Gabor responses or raw intensities) clustered by KMeans or a
+Gaussian mixture, then the particle class is split into objects (connected
+components or watershed) whose centroids are the picks. The algorithms live in
+tomopick.core.picket (segmentation), picket_features and picket_localize; this
+module reads the form, runs them per tomogram and registers the outputs.
+"""
+import os
+
+import numpy as np
+import pyworkflow.protocol.params as params
+from pyworkflow.protocol.constants import STEPS_PARALLEL
+from pyworkflow.utils import Message
+from pwem.protocols import EMProtocol
+from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
+from tomo.protocols import ProtTomoBase
+
+from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
+from tomopick.core import picket
+from tomopick.core.formats import mrc_header_info, write_mrc
+from tomopick.core.picket_features import FEATURE_MODES
+from tomopick.core.picket_localize import LOCALIZATIONS
+from tomopick.core.picks import Picks
+
+OUTPUT_COORDINATES = "coordinates"
+OUTPUT_SEGMENTATIONS = "segmentations"
+CLUSTERERS = picket.CLUSTERERS            # ("KMeans", "GMM")
+
+
+class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
+    """Unsupervised particle picking (PickET): no template, no training.
+
+    Every voxel is described by its neighbourhood (FFT, Gabor or intensities),
+    a two-class clusterer separates particles from background, and the
+    particle voxels are split into objects whose centroids are the picks,
+    scored by object mass. The label mask of each tomogram is registered too
+    (object k = the k-th best pick) for inspection.
+    """
+    _label = "unsupervised picking (PickET)"
+    _devStatus = "NEW"
+    _possibleOutputs = {OUTPUT_COORDINATES: SetOfCoordinates3D,
+                        OUTPUT_SEGMENTATIONS: SetOfTomoMasks}
+    stepsExecutionMode = STEPS_PARALLEL
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.coordinates = None
+        self.segmentations = None
+
+    # --------------------------- DEFINE param functions ----------------------
+    def _defineParams(self, form):
+        form.addSection(label=Message.LABEL_INPUT)
+        form.addParam("inputTomograms", params.PointerParam, pointerClass="SetOfTomograms",
+                      important=True, label="Input tomograms",
+                      help="Tomograms to pick, each on its own (the clusterer is fitted per "
+                           "tomogram).")
+        form.addParam("particleDiameter", params.FloatParam, default=200.0,
+                      validators=[params.GE(0)], label="Particle diameter (Å)",
+                      help="Approximate diameter of the particles. Used to drop objects "
+                           "much smaller (< 2 %) or larger (> 8x) than a sphere of this "
+                           "diameter, to space the watershed markers (when the minimum "
+                           "distance is 0), to choose the particle cluster automatically "
+                           "and to widen the automatic picking range. With several "
+                           "particle sizes give a typical (median) one. 0 = unknown: no "
+                           "size filter (then the watershed needs a minimum distance).")
+        form.addParam("boxSize", params.IntParam, default=32, validators=[params.Positive],
+                      label="Box size (voxels)",
+                      help="Box size stored with the output coordinates (for extraction).")
+
+        form.addSection(label="Segmentation")
+        form.addParam("featureExtraction", params.EnumParam, choices=list(FEATURE_MODES),
+                      default=1, label="Features",
+                      help="Description of each voxel's neighbourhood (after a Gaussian blur "
+                           "of 2 voxels and min-max normalisation):\n"
+                           "FFT: magnitudes of the DFT of the neighbourhood (the "
+                           "non-redundant half);\n"
+                           "Gabor: responses to PickET's bank of 1000 3D Gabor filters, "
+                           "keeping the 64 that vary most;\n"
+                           "intensities: the neighbourhood's voxel values.")
+        form.addParam("clustering", params.EnumParam, choices=list(CLUSTERERS), default=1,
+                      label="Clustering",
+                      help="Two-class clusterer fitted on sampled neighbourhoods and applied "
+                           "to every voxel.\nKMeans: nearest of two centres (exactly "
+                           "KMeans.predict, computed as one filter).\nGMM: two full-covariance "
+                           "Gaussians on the leading principal components of the features "
+                           "(99.9 % of the variance, at most 12 - 24 components); more "
+                           "robust at low SNR on simulated data.")
+        form.addParam("neighborhoodSize", params.IntParam, default=5,
+                      label="Neighbourhood size (voxels)",
+                      help="Edge of the cubic neighbourhood of each voxel; odd, >= 3.")
+        form.addParam("maxNeighborhoodsForFitting", params.IntParam, default=100000,
+                      validators=[params.GE(100)], label="Neighbourhoods for fitting",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Neighbourhoods drawn at random from the fitting z range to fit "
+                           "the clusterer (at most this many).")
+        form.addParam("zFitRange", params.StringParam, default="",
+                      label="z range for fitting",
+                      help="Slices whose neighbourhoods fit the clusterer, 'lo-hi' (inclusive, "
+                           "0-based, e.g. '40-120'). Empty: the central half of the lamella "
+                           "found from the slice profile.")
+        form.addParam("zPickRange", params.StringParam, default="",
+                      label="z range for picking",
+                      help="Slices segmented and picked, 'lo-hi' (inclusive, 0-based). "
+                           "Empty: the lamella from the slice profile, widened by a particle "
+                           "radius (the whole tomogram when no slab stands out).")
+        form.addParam("particleClusterId", params.IntParam, default=-1,
+                      label="Particle cluster",
+                      help="Which of the two clusters is the particles: 0 or 1 (the "
+                           "clusterer's ids, reproducible for a given seed), or -1 = "
+                           "automatic: the cluster with the more particle-sized objects "
+                           "(when the diameter is known), else the one whose mean intensity "
+                           "departs more from the solvent level. The choice is in the log.")
+        form.addParam("seed", params.IntParam, default=0, expertLevel=params.LEVEL_ADVANCED,
+                      label="Random seed",
+                      help="Seed of the neighbourhood sampling and the clusterer "
+                           "initialisation: equal seeds give equal picks.")
+
+        form.addSection(label="Localisation")
+        form.addParam("localization", params.EnumParam, choices=list(LOCALIZATIONS),
+                      default=1, label="Localisation",
+                      help="connected components: each connected particle region is one "
+                           "particle.\nwatershed: regions are split at the valleys of their "
+                           "distance transform (touching particles).")
+        form.addParam("minDistance", params.IntParam, default=0, validators=[params.GE(0)],
+                      condition="localization == 1", label="Minimum distance (voxels)",
+                      help="Minimum distance between watershed markers. 0: 0.35 particle "
+                           "diameters.")
+        form.addParallelSection(threads=2, mpi=0)
+
+    # --------------------------- INSERT steps functions ----------------------
+    def _insertAllSteps(self):
+        tsIds = list(tomograms_by_tsid(self.inputTomograms.get()))
+        steps = [self._insertFunctionStep(self.pickStep, tsId, prerequisites=[])
+                 for tsId in tsIds]
+        self._insertFunctionStep(self.createOutputStep, prerequisites=steps)
+
+    # --------------------------- STEPS functions -----------------------------
+    def pickStep(self, tsId):
+        tomogram = tomograms_by_tsid(self.inputTomograms.get())[tsId]
+        volume = tomogram_array(tomogram, mmap=True)
+        nz = volume.shape[0]
+        samplingRate = self.inputTomograms.get().getSamplingRate()
+        diameter = self.particleDiameter.get() / samplingRate or None
+        picks, seg, objects = picket.picket_pick(
+            volume, feature_mode=FEATURE_MODES[self.featureExtraction.get()],
+            clusterer=CLUSTERERS[self.clustering.get()],
+            localization=LOCALIZATIONS[self.localization.get()],
+            neighborhood_size=self.neighborhoodSize.get(),
+            max_fit_neighborhoods=self.maxNeighborhoodsForFitting.get(),
+            z_fit_range=picket.parse_z_range(self.zFitRange.get(), nz),
+            z_pick_range=picket.parse_z_range(self.zPickRange.get(), nz),
+            particle_cluster=self.particleClusterId.get(), particle_diameter=diameter,
+            min_distance=self.minDistance.get(), seed=self.seed.get(),
+            n_threads=self._threadsPerStep(), tomo_id=tsId, voxel_size=samplingRate)
+        labels = objects["labels"]
+        dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
+        write_mrc(self._maskPath(tsId), labels.astype(dtype), samplingRate)
+        np.savez(self._picksPath(tsId), positions=picks.positions, scores=picks.scores)
+        choice = seg.info.get("cluster_choice", {})
+        self.info(f"{tsId}: {len(picks)} particles; fit z {seg.fit_range}, pick z "
+                  f"{seg.pick_range}; particle cluster {seg.particle_cluster}"
+                  + (f" ({choice['rule']})" if choice else " (given)")
+                  + f"; {seg.info['particle_fraction']:.1%} of the voxels are particle; "
+                  f"objects dropped: {objects['n_too_small']} too small, "
+                  f"{objects['n_too_large']} too large, {objects['n_edge_slivers']} edge "
+                  f"slivers")
+
+    def createOutputStep(self):
+        tomoSet = self.inputTomograms.get()
+        tomograms = tomograms_by_tsid(tomoSet)
+        samplingRate = tomoSet.getSamplingRate()
+        parts = []
+        for tsId in tomograms:
+            data = np.load(self._picksPath(tsId))
+            parts.append(Picks(np.full(len(data["positions"]), tsId),
+                               data["positions"], scores=data["scores"],
+                               voxel_size=samplingRate))
+        picks = Picks.concatenate(parts)
+        coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
+        coords.setSamplingRate(samplingRate)
+        coords.setBoxSize(self.boxSize.get())
+        coords.setPrecedents(self.inputTomograms)
+        append_picks(coords, picks, tomograms)
+
+        masks = SetOfTomoMasks.create(self._getPath(), template="tomomasks%s.sqlite")
+        masks.setSamplingRate(samplingRate)
+        for tsId, tomogram in tomograms.items():
+            mask = TomoMask()
+            mask.setFileName(self._maskPath(tsId))
+            mask.setSamplingRate(samplingRate)
+            mask.setVolName(tomogram.getFileName())
+            mask.setTsId(tsId)
+            mask.setOrigin(tomogram.getOrigin())
+            masks.append(mask)
+        self._defineOutputs(**{OUTPUT_COORDINATES: coords, OUTPUT_SEGMENTATIONS: masks})
+        self._defineSourceRelation(self.inputTomograms, coords)
+        self._defineSourceRelation(self.inputTomograms, masks)
+
+    # --------------------------- UTILS functions -----------------------------
+    def _maskPath(self, tsId):
+        return self._getExtraPath(f"{tsId}_segmentation.mrc")
+
+    def _picksPath(self, tsId):
+        return self._getExtraPath(f"{tsId}_picks.npz")
+
+    def _threadsPerStep(self):
+        threads = max(1, self.numberOfThreads.get() or 1)
+        nTomos = max(1, self.inputTomograms.get().getSize())
+        return max(1, threads // min(threads, nTomos))
+
+    # --------------------------- INFO functions ------------------------------
+    def _validate(self):
+        errors = []
+        tomoSet = self.inputTomograms.get()
+        if tomoSet is None:
+            return ["Give the input tomograms."]
+        n = self.neighborhoodSize.get()
+        if n is None or n < 3 or n % 2 == 0:
+            errors.append(f"Neighbourhood size must be an odd integer >= 3 (got {n}).")
+        if self.particleClusterId.get() not in (-1, 0, 1):
+            errors.append(f"Particle cluster must be -1 (automatic), 0 or 1 "
+                          f"(got {self.particleClusterId.get()}).")
+        if (self.localization.get() == 1 and not self.minDistance.get()
+                and not self.particleDiameter.get()):
+            errors.append("The watershed needs a minimum distance or a particle diameter.")
+        try:
+            tomograms = tomograms_by_tsid(tomoSet)
+        except ValueError as err:
+            return errors + [str(err)]
+        for label, text in (("z range for fitting", self.zFitRange.get()),
+                            ("z range for picking", self.zPickRange.get())):
+            try:
+                picket.parse_z_range(text)
+            except ValueError as err:
+                errors.append(f"{label}: {err}")
+                continue
+            for tsId, tomogram in tomograms.items():
+                path = tomogram.getFileName()
+                if not os.path.exists(path):
+                    errors.append(f"{tsId}: tomogram file {path} does not exist.")
+                    break
+                nz = mrc_header_info(path)["shape"][0]
+                try:
+                    picket.parse_z_range(text, nz)
+                except ValueError as err:
+                    errors.append(f"{label} for {tsId} ({nz} slices): {err}")
+        return errors
+
+    def _summary(self):
+        if self.coordinates is None:
+            return ["Output not ready yet."]
+        mode = FEATURE_MODES[self.featureExtraction.get()]
+        lines = [f"{self.coordinates.getSize()} particles picked in "
+                 f"{self.segmentations.getSize()} tomograms",
+                 f"Workflow: {mode} features, {CLUSTERERS[self.clustering.get()]}, "
+                 f"{LOCALIZATIONS[self.localization.get()]}; neighbourhood "
+                 f"{self.neighborhoodSize.get()} voxels",
+                 "Scores: object mass (summed particle margin); labels in segmentations "
+                 "number the picks best first"]
+        return lines
+
+    def _methods(self):
+        if self.coordinates is None:
+            return []
+        return [f"Particles were picked without supervision following PickET "
+                f"(Arvindekar et al. 2025) with {FEATURE_MODES[self.featureExtraction.get()]} "
+                f"features, {CLUSTERERS[self.clustering.get()]} clustering and "
+                f"{LOCALIZATIONS[self.localization.get()]} localisation."]
