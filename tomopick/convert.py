@@ -5,7 +5,8 @@ call tomopick.core, and write the results back with them. Positions are in
 voxels of the set's sampling rate, bottom-left-corner origin (SPEC.md).
 """
 import numpy as np
-from tomo.constants import BOTTOM_LEFT_CORNER
+from pyworkflow.object import Float, Integer
+from tomo.constants import BOTTOM_LEFT_CORNER, SCIPION
 from tomo.objects import Coordinate3D, MeshPoint
 
 from tomopick.core.formats import mrc_header_info, read_mrc
@@ -50,6 +51,19 @@ def tomogram_shape_xyz(tomogram):
     return nx, ny, nz
 
 
+def bottom_left_offset(tomogram):
+    """Scipion's stored coordinate minus the bottom-left-corner one, in voxels.
+
+    ``Coordinate3D.get/setPosition(BOTTOM_LEFT_CORNER)`` derive this from the
+    tomogram's origin and read its MRC header three times per coordinate;
+    computed once per tomogram, the conversion is one vector addition.
+    """
+    probe = Coordinate3D()
+    probe.setVolume(tomogram)
+    probe.setPosition(0.0, 0.0, 0.0, BOTTOM_LEFT_CORNER)
+    return np.array(probe.getPosition(SCIPION), dtype=float)
+
+
 def picks_from_coordinates(coordinates):
     """All coordinates of a set as a `Picks` table.
 
@@ -64,11 +78,23 @@ def picks_from_coordinates(coordinates):
         Positions in voxels of the set's sampling rate (bottom-left origin),
         matrices (identity where a coordinate has none), group ids, scores,
         ``extra['ids']`` with each coordinate's object id.
+
+    Raises
+    ------
+    ValueError
+        If a coordinate refers to a tsId its set's tomograms lack.
     """
+    precedents = coordinates.getPrecedents()
+    offsets = ({} if precedents is None else
+               {tsId: bottom_left_offset(t) for tsId, t in tomograms_by_tsid(precedents).items()})
     tomo_ids, positions, matrices, groups, scores, ids = [], [], [], [], [], []
-    for coord in coordinates.iterCoordinates():
-        tomo_ids.append(coord.getTomoId())
-        positions.append(coord.getPosition(BOTTOM_LEFT_CORNER))
+    for coord in coordinates.iterItems(orderBy="id"):
+        ts_id = coord.getTomoId()
+        if ts_id not in offsets:
+            raise ValueError(f"{coordinates.getNameId()}: coordinate {coord.getObjId()} refers to "
+                             f"the tomogram {ts_id!r}, which is not among its tomograms")
+        tomo_ids.append(ts_id)
+        positions.append(np.array(coord.getPosition(SCIPION), dtype=float) - offsets[ts_id])
         matrix = coord.getMatrix()
         matrices.append(np.eye(4) if matrix is None else matrix)
         groups.append(coord.getGroupId() or 0)
@@ -81,7 +107,7 @@ def picks_from_coordinates(coordinates):
     return picks
 
 
-def append_picks(coordinates, picks, tomograms, mesh=False):
+def append_picks(coordinates, picks, tomograms, mesh=False, attributes=None):
     """Append a `Picks` table to a set of coordinates.
 
     Parameters
@@ -94,6 +120,9 @@ def append_picks(coordinates, picks, tomograms, mesh=False):
         From `tomograms_by_tsid`; every ``picks.tomo_ids`` must be a key.
     mesh : bool, optional
         Append `MeshPoint` items (for a SetOfMeshes) instead of Coordinate3D.
+    attributes : dict of str -> (N,) array, optional
+        Extra per-coordinate columns (e.g. ``{"_consensusVotes": votes}``),
+        stored as Integer or Float by the array's dtype.
 
     Raises
     ------
@@ -104,19 +133,25 @@ def append_picks(coordinates, picks, tomograms, mesh=False):
     if unknown:
         raise KeyError(f"coordinates refer to tsIds with no tomogram: {', '.join(unknown)}")
     item_class = MeshPoint if mesh else Coordinate3D
+    offsets = {ts_id: bottom_left_offset(tomograms[ts_id]) for ts_id in np.unique(picks.tomo_ids)}
+    attributes = {name: (Integer if np.issubdtype(np.asarray(values).dtype, np.integer) else Float,
+                         np.asarray(values)) for name, values in (attributes or {}).items()}
     for i in range(len(picks)):
         coord = item_class()
-        tomogram = tomograms[picks.tomo_ids[i]]
+        ts_id = picks.tomo_ids[i]
+        tomogram = tomograms[ts_id]
         coord.setVolume(tomogram)
-        x, y, z = picks.positions[i]
-        coord.setPosition(float(x), float(y), float(z), BOTTOM_LEFT_CORNER)
+        x, y, z = picks.positions[i] + offsets[ts_id]
+        coord.setPosition(float(x), float(y), float(z), SCIPION)
         if picks.matrices is not None:
             coord.setMatrix(picks.matrices[i])
         coord.setGroupId(int(picks.group_ids[i]))
         if picks.scores is not None:
             coord.setScore(float(picks.scores[i]))
         if mesh:
-            coord.setVolumeName(tomogram.getTsId())
+            coord.setVolumeName(ts_id)
+        for name, (kind, values) in attributes.items():
+            setattr(coord, name, kind(values[i].item()))
         coordinates.append(coord)
 
 

@@ -5,13 +5,11 @@ import os
 import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
-from pyworkflow.object import Float, Integer
 from pyworkflow.protocol.constants import STEPS_SERIAL
-from tomo.constants import BOTTOM_LEFT_CORNER, SCIPION
-from tomo.objects import Coordinate3D, SetOfCoordinates3D
+from tomo.objects import SetOfCoordinates3D
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import tomograms_by_tsid
+from tomopick.convert import append_picks, picks_from_coordinates, tomograms_by_tsid
 from tomopick.core.consensus import MODES, consensus_picks
 from tomopick.core.picks import Picks
 
@@ -132,7 +130,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
     def _inputPicks(self):
         """Every input set as `Picks` (read once per run)."""
         if getattr(self, "_picksCache", None) is None:
-            self._picksCache = [_readPicks(s) for s in self._inputSets()]
+            self._picksCache = [picks_from_coordinates(s) for s in self._inputSets()]
             known = set(self._tsIds())
             for i, picks in enumerate(self._picksCache, start=1):
                 other = sorted(set(picks.tomo_ids) - known)
@@ -150,27 +148,15 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
 
     @staticmethod
     def _appendConsensus(output, tomogram, result):
-        """Coordinates of one tomogram, with votes (score) and mean input score.
-
-        Mirrors `tomopick.convert.append_picks` (bottom-left positions, matrix,
-        group id, score), adding two columns; the origin offset is computed once
-        per tomogram (see `_originOffset`).
-        """
-        offset = _originOffset(tomogram)
-        for i in range(len(result["votes"])):
-            coord = Coordinate3D()
-            coord.setVolume(tomogram)
-            x, y, z = result["positions"][i] + offset
-            coord.setPosition(float(x), float(y), float(z), SCIPION)
-            if len(result["matrices"]):
-                coord.setMatrix(result["matrices"][i])
-            coord.setGroupId(int(result["group_ids"][i]))
-            coord.setScore(float(result["votes"][i]))
-            # extra columns for viewers and subsets: the vote count and the
-            # mean of the inputs' own scores (NaN where none had one)
-            coord._consensusVotes = Integer(int(result["votes"][i]))
-            coord._meanInputScore = Float(float(result["mean_score"][i]))
-            output.append(coord)
+        """Coordinates of one tomogram, with votes (score) and the mean input score
+        (``_consensusVotes``, ``_meanInputScore``: NaN where no input had scores)."""
+        n = len(result["votes"])
+        picks = Picks(np.repeat(tomogram.getTsId(), n), result["positions"], result["group_ids"],
+                      result["matrices"] if len(result["matrices"]) else None,
+                      result["votes"].astype(float), output.getSamplingRate())
+        append_picks(output, picks, {tomogram.getTsId(): tomogram},
+                     attributes={"_consensusVotes": result["votes"].astype(int),
+                                 "_meanInputScore": result["mean_score"].astype(float)})
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):
@@ -249,43 +235,3 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         return [f"A consensus of {len(self.inputCoordinates)} sets of coordinates (radius "
                 f"{self.consensusRadius.get():g} voxels, {rule} of the inputs) kept "
                 f"{self.consensusCoordinates.getSize()} particles."]
-
-
-# ------------------------------------------------------------------ helpers
-def _originOffset(tomogram):
-    """Scipion's stored position minus the bottom-left one (voxels) in a tomogram.
-
-    ``Coordinate3D.setPosition/getPosition(BOTTOM_LEFT_CORNER)`` recompute this
-    from the tomogram's origin and its MRC header (three header reads per
-    coordinate); computed once, the conversion is a subtraction.
-    """
-    probe = Coordinate3D()
-    probe.setVolume(tomogram)
-    probe.setPosition(0.0, 0.0, 0.0, BOTTOM_LEFT_CORNER)
-    return np.array(probe.getPosition(SCIPION), dtype=float)
-
-
-def _readPicks(coordinates):
-    """A set of coordinates as `Picks`, like `tomopick.convert.picks_from_coordinates`.
-
-    Positions bottom-left in voxels of the set's sampling rate, matrices
-    (identity where none), group ids (0 where none), scores (0 where none);
-    the origin offset is computed once per tomogram.
-    """
-    tomograms = tomograms_by_tsid(coordinates.getPrecedents())
-    offsets = {tsId: _originOffset(tomo) for tsId, tomo in tomograms.items()}
-    tomo_ids, positions, matrices, groups, scores = [], [], [], [], []
-    for coord in coordinates.iterCoordinates():
-        tsId = coord.getTomoId()
-        if tsId not in offsets:
-            raise ValueError(f"{coordinates.getNameId()}: coordinate {coord.getObjId()} refers "
-                             f"to the tomogram {tsId!r}, which is not in its tomograms")
-        tomo_ids.append(tsId)
-        positions.append(np.array(coord.getPosition(SCIPION), dtype=float) - offsets[tsId])
-        matrix = coord.getMatrix()
-        matrices.append(np.eye(4) if matrix is None else matrix)
-        groups.append(coord.getGroupId() or 0)
-        scores.append(coord.getScore() or 0.0)
-    return Picks(np.array(tomo_ids, dtype=str), np.array(positions, dtype=float).reshape(-1, 3),
-                 np.array(groups, dtype=int), np.array(matrices, dtype=float).reshape(-1, 4, 4),
-                 np.array(scores, dtype=float), coordinates.getSamplingRate())

@@ -9,7 +9,6 @@ from tomopick.core.formats import write_coordinates
 from tomopick.core.picks import Picks
 from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous
 from tomopick.protocols import ProtTomoPickConsensus, ProtTomoPickImportCoordinates
-from tomopick.protocols.protocol_consensus import _readPicks
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 
 # Known particles (x, y, z voxels at 10 Å) in two 64 x 64 x 32 tomograms.
@@ -146,14 +145,13 @@ class TestPickingConsensus(TomoPickProtocolTest):
         errors = self.validationErrors(self._consensus("AB", consensusRadius=0))
         self.assertTrue(any("radius" in e.lower() for e in errors), errors)
 
-    def test_protocol_reader_gives_what_convert_gives(self):
-        # the protocol reads coordinates with the origin offset computed once per
-        # tomogram; the result must be convert.picks_from_coordinates' exactly
+    def test_fast_reader_gives_what_scipion_bottom_left_positions_give(self):
+        # convert reads coordinates with the origin offset computed once per
+        # tomogram; it must equal Scipion's own per-coordinate conversion
         for name in ("A", "A20"):
             coords = self.coords[name].coordinates
-            fast, reference = _readPicks(coords), picks_from_coordinates(coords)
-            self.assertEqual(fast.tomo_ids.tolist(), reference.tomo_ids.tolist())
-            np.testing.assert_allclose(fast.positions, reference.positions, atol=1e-9)
-            for field in ("group_ids", "matrices", "scores"):
-                np.testing.assert_array_equal(getattr(fast, field), getattr(reference, field))
-            self.assertEqual(fast.voxel_size, reference.voxel_size)
+            fast = picks_from_coordinates(coords)
+            reference = [(c.getTomoId(), c.getPosition(BOTTOM_LEFT_CORNER))
+                         for c in coords.iterCoordinates()]
+            self.assertEqual(fast.tomo_ids.tolist(), [t for t, _ in reference])
+            np.testing.assert_allclose(fast.positions, [p for _, p in reference], atol=1e-9)
