@@ -551,7 +551,6 @@ class TestScipionViewer(TomoPickProtocolTest):
 
         from tomopick import convert
         from tomopick.core.formats.mrc import write_mrc
-        from tomopick.core.picks import Picks
         from tomopick.viewers import launch
         from tomopick.viewers.viewers import write_view_spec
 
@@ -564,14 +563,23 @@ class TestScipionViewer(TomoPickProtocolTest):
         rng = np.random.default_rng(4)
         u = rng.normal(size=(10, 3))
         u /= np.linalg.norm(u, axis=1, keepdims=True)
+        # the points as the vectorial picking protocol stores them: with the model
+        # type and the interior marker (model 2) on every point
+        from tomopick.protocols.protocol_vectorial_picking import new_mesh_point
+
         meshes = SetOfMeshes.create(prot._getPath(), suffix="viewertest")
         meshes.setPrecedents(tomograms)
         meshes.setSamplingRate(10.0)
-        convert.append_picks(meshes, Picks(["t1"] * 10, [32, 24, 16] + 8 * u, [1] * 10,
-                                           voxel_size=10.0),
-                             {"t1": tomogram}, mesh=True)
+        for p in [32, 24, 16] + 8 * u:
+            meshes.append(new_mesh_point(tomogram, p, 1, "Vesicle"))
+        for p in [(5, 5, 5), (9, 5, 5), (5, 9, 5)]:
+            meshes.append(new_mesh_point(tomogram, p, 2, "General", interior=(6, 6, 1)))
+        meshes.write()
         spec = json.load(open(write_view_spec(meshes, os.path.join(directory, "m"), prot)))
         assert spec["kind"] == "meshes"
+        assert spec["model_types"] == {"t1:1": "Vesicle", "t1:2": "General"}
+        assert spec["interiors"] == {"t1:2": [6.0, 6.0, 1.0]}
+        assert len(launch.load_picks(spec["picks"])["positions"]) == 13   # interior not a point
         views, collector = launch.open_views(spec, show=False)
         try:
             assert collector is None

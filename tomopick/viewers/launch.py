@@ -9,7 +9,8 @@ are written as ``subset_NNN.json`` files ({"kept_ids": [...]}) in the spec's
 Spec keys: ``kind`` (tomograms, coordinates, meshes, subtomograms, average,
 masks), ``title``, ``tomograms`` (list of {tsId, path, voxel_size}), ``picks``
 (npz with tomo_ids, positions [voxels of each tomogram], group_ids, scores,
-matrices, ids), ``model_type``, ``subtomograms`` (list of {name, path}),
+matrices, ids), ``model_types`` and ``interiors`` (meshes, keyed
+"tsId:modelId"), ``subtomograms`` (list of {name, path}),
 ``masks`` (list of {tsId, path, tomogram}), ``result_dir``.
 """
 import json
@@ -74,8 +75,13 @@ def open_tomogram(spec, ts_id, show=True, collector=None):
         rows = picks["tomo_ids"] == ts_id
         sub = {k: v[rows] for k, v in picks.items()}
     if kind == "meshes":
+        prefix = f"{ts_id}:"
+        types = {int(k[len(prefix):]): v for k, v in spec.get("model_types", {}).items()
+                 if k.startswith(prefix)}
+        interiors = {int(k[len(prefix):]): v for k, v in spec.get("interiors", {}).items()
+                     if k.startswith(prefix)}
         return slice_viewer.mesh_viewer(volume, sub["positions"], sub["group_ids"],
-                                        model_type=spec.get("model_type", "Vesicle"),
+                                        model_type=types or "Vesicle", interiors=interiors,
                                         title=title, show=show)
     if kind == "masks":
         mask = next(m for m in spec["masks"] if m["tsId"] == ts_id)

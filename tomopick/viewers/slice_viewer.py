@@ -496,8 +496,9 @@ def mesh_viewer(volume, points, group_ids, model_type="Vesicle", interiors=None,
         User points (x, y, z) voxels.
     group_ids : (N,) array of int
         Model of each point.
-    model_type : str
-        One of `tomopick.core.geometry.MODEL_TYPES`.
+    model_type : str or dict of int -> str
+        One of `tomopick.core.geometry.MODEL_TYPES`, for all models or per
+        model (models missing from the dict are fitted as 'General').
     interiors : dict of int -> (3,) float, optional
         Interior marker of a model.
     spacing : float, optional
@@ -519,8 +520,10 @@ def mesh_viewer(volume, points, group_ids, model_type="Vesicle", interiors=None,
     fitted, failed = {}, {}
     for group in np.unique(group_ids):
         interior = None if interiors is None else interiors.get(int(group))
+        kind = (model_type.get(int(group), "General") if isinstance(model_type, dict)
+                else model_type)
         try:
-            fitted[int(group)] = geometry.crop_model(model_type, points[group_ids == group],
+            fitted[int(group)] = geometry.crop_model(kind, points[group_ids == group],
                                                      interior=interior, spacing=spacing,
                                                      edge=spacing, dz=spacing)
         except ValueError as err:

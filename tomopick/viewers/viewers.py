@@ -76,8 +76,12 @@ def write_view_spec(obj, directory, protocol=None, title=None):
     elif isinstance(obj, SetOfTomograms):
         spec["kind"] = "tomograms"
         spec["tomograms"] = _tomogram_entries(obj)
-    elif isinstance(obj, SetOfCoordinates3D):  # SetOfMeshes too
-        spec["kind"] = "meshes" if isinstance(obj, SetOfMeshes) else "coordinates"
+    elif isinstance(obj, SetOfMeshes):
+        spec["kind"] = "meshes"
+        spec["tomograms"] = _tomogram_entries(obj.getPrecedents())
+        _mesh_spec(spec, obj, directory, protocol)
+    elif isinstance(obj, SetOfCoordinates3D):
+        spec["kind"] = "coordinates"
         tomograms = obj.getPrecedents()
         spec["tomograms"] = _tomogram_entries(tomograms)
         picks = convert.picks_from_coordinates(obj)
@@ -99,14 +103,6 @@ def write_view_spec(obj, directory, protocol=None, title=None):
         spec["picks"] = os.path.join(directory, "picks.npz")
         np.savez(spec["picks"], tomo_ids=picks.tomo_ids, positions=positions,
                  group_ids=picks.group_ids, scores=picks.scores, matrices=picks.matrices, ids=ids)
-        model_type = getattr(protocol, "modelType", None) if protocol is not None else None
-        if model_type is not None:
-            from tomopick.core.geometry import MODEL_TYPES
-
-            try:
-                spec["model_type"] = MODEL_TYPES[int(model_type.get())]
-            except (TypeError, ValueError, IndexError):
-                pass
     elif isinstance(obj, AverageSubTomogram):
         spec["kind"] = "average"
         spec["average"] = os.path.abspath(obj.getFileName())
@@ -120,6 +116,49 @@ def write_view_spec(obj, directory, protocol=None, title=None):
     with open(path, "w") as out:
         json.dump(spec, out, indent=1)
     return path
+
+
+def _mesh_spec(spec, meshes, directory, protocol=None):
+    """Points, interior markers and model types of a SetOfMeshes, for the mesh view.
+
+    The vectorial picking protocol stores each model's type and interior
+    marker on its points; its `mesh_rows` reads them back. Meshes from other
+    plugins carry neither: they are fitted with the producing protocol's
+    ``modelType`` when it has one, else as vesicles.
+    """
+    from tomopick.core.geometry import MODEL_TYPES
+
+    default = "Vesicle"
+    model_type = getattr(protocol, "modelType", None) if protocol is not None else None
+    if model_type is not None:
+        try:
+            default = MODEL_TYPES[int(model_type.get())]
+        except (TypeError, ValueError, IndexError):
+            pass
+    voxel = spec["tomograms"][0]["voxel_size"] if spec["tomograms"] else None
+    try:
+        from tomopick.protocols.protocol_vectorial_picking import mesh_rows
+
+        rows, types = mesh_rows(meshes, voxel)
+    except ImportError:
+        from tomopick import convert
+
+        picks = convert.picks_from_coordinates(meshes)
+        if voxel and picks.voxel_size:
+            picks = picks.rescaled(voxel)
+        rows = [(t, g, *p, "point") for t, g, p in
+                zip(picks.tomo_ids, picks.group_ids, picks.positions)]
+        types = {}
+    points = [r for r in rows if r[5] == "point"]
+    spec["picks"] = os.path.join(directory, "picks.npz")
+    np.savez(spec["picks"], tomo_ids=np.array([r[0] for r in points], dtype=str),
+             positions=np.array([r[2:5] for r in points], dtype=float).reshape(-1, 3),
+             group_ids=np.array([r[1] for r in points], dtype=int),
+             scores=np.zeros(len(points)), matrices=np.tile(np.eye(4), (len(points), 1, 1)),
+             ids=np.arange(len(points)))
+    spec["model_types"] = {f"{t}:{m}": types.get((t, m), default)
+                           for t, m in {(r[0], r[1]) for r in points}}
+    spec["interiors"] = {f"{r[0]}:{r[1]}": list(r[2:5]) for r in rows if r[5] == "interior"}
 
 
 def register_coordinates_subset(protocol, coordinates, kept_ids, project=None,
