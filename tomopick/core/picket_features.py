@@ -211,13 +211,35 @@ def _complex(re, im):
     return out
 
 
+def _band_dft_matrix(n, out_len):
+    """(n * out_len, out_len + n - 1) complex64: the centred n-point DFT along one axis.
+
+    Row ``(k + n//2) * out_len + o`` holds exp(-2 pi i k t / n) at column
+    ``o + t + n//2`` (t = -n//2..n//2): multiplying it into a padded axis gives
+    every frequency k at every output position in one matrix product.
+    """
+    h = n // 2
+    m = np.zeros((n, out_len, out_len + 2 * h), np.complex64)
+    o = np.arange(out_len)
+    for ki, k in enumerate(range(-h, h + 1)):
+        for t in range(-h, h + 1):
+            m[ki, o, o + t + h] = np.exp(-2j * np.pi * k * t / n)
+    return m.reshape(n * out_len, out_len + 2 * h)
+
+
 def fft_magnitudes(padded, n, out_shape=None):
     """Half-space local DFT magnitudes of every window, by separable filtering.
+
+    The x axis is transformed with the radix-n butterfly (`_axis_dft`, only
+    kx >= 0 is needed); the y and z axes with banded DFT matrices, so the bulk of
+    the work is two complex matrix products (BLAS) instead of a few hundred
+    elementwise passes.  Call it on blocks of a few rows (see
+    `project_fft_magnitudes`) so the intermediates stay in cache.
 
     Parameters
     ----------
     padded : 3D ndarray
-        Volume (or z-chunk) already extended by n//2 on every side.
+        Volume (or block) already extended by n//2 on every side.
     n : int
         Window edge (odd).
     out_shape : tuple, optional
@@ -233,18 +255,16 @@ def fft_magnitudes(padded, n, out_shape=None):
     nz, ny, nx = out_shape or tuple(s - 2 * h for s in padded.shape)
     freqs, _ = fft_half_indices(n)
     out = np.empty((len(freqs), nz, ny, nx), np.float32)
-    row = {tuple(f): i for i, f in enumerate(freqs)}
     u = np.asarray(padded, np.float32)
-    xs = _axis_dft(u, 2, n, nx, range(0, h + 1))
-    for kx, xk in xs.items():
-        kys = range(-h, h + 1) if kx > 0 else range(0, h + 1)
-        ys = _axis_dft(xk, 1, n, ny, kys)
-        for ky, yk in ys.items():
-            kzs = range(-h, h + 1) if (kx > 0 or ky > 0) else range(0, h + 1)
-            zs = _axis_dft(yk, 0, n, nz, kzs)
-            for kz, zk in zs.items():
-                np.abs(zk, out=out[row[(kz, ky, kx)]])
-        del ys
+    by = _band_dft_matrix(n, ny)
+    bz = _band_dft_matrix(n, nz)
+    coefficients = {}
+    for kx, xk in _axis_dft(u, 2, n, nx, range(0, h + 1)).items():
+        yk = np.matmul(by, xk.astype(np.complex64, copy=False))   # (Z, n*ny, nx)
+        zk = bz @ yk.reshape(yk.shape[0], -1)                      # (n*nz, n*ny*nx)
+        coefficients[kx] = zk.reshape(n, nz, n, ny, nx)
+    for row, (kz, ky, kx) in enumerate(freqs):
+        np.abs(coefficients[kx][kz + h, :, ky + h], out=out[row])
     return out
 
 
@@ -391,7 +411,7 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
     return out
 
 
-def project_fft_magnitudes(padded, n, projection, block=(4, 8)):
+def project_fft_magnitudes(padded, n, projection, block=(8, 8)):
     """``projection @ fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache

@@ -52,14 +52,25 @@ def expected_volume(particle_diameter):
     return np.pi / 6 * float(particle_diameter) ** 3
 
 
-def split_watershed(mask, min_distance):
+def split_watershed(mask, min_distance, min_volume=0):
     """PickET's watershed: distance-transform maxima as markers, at least one per component.
+
+    Run component by component inside each bounding box (padded by one voxel):
+    the distance to the background, its maxima and the flooding of one
+    component never depend on another, so this equals the whole-volume
+    computation while touching only particle voxels (PickET's global version
+    needs several full-volume arrays and minutes on a 512 x 512 x 200 tomogram).
+    Unlike PickET's global peak search, markers of two different components do
+    not suppress each other.
 
     Parameters
     ----------
     mask : (nz, ny, nx) bool array
     min_distance : int
         Minimum marker separation (voxels).
+    min_volume : int
+        Components smaller than this are labelled whole, without a watershed
+        (they cannot hold two particles worth keeping).
 
     Returns
     -------
@@ -69,20 +80,37 @@ def split_watershed(mask, min_distance):
     if min_distance < 1:
         raise ValueError(f"watershed min_distance must be >= 1 voxel, got {min_distance}")
     components, ncomp = ndi.label(mask)
+    labels = np.zeros(mask.shape, np.int32)
     if ncomp == 0:
-        return components.astype(np.int32)
-    edt = ndi.distance_transform_edt(mask).astype(np.float32)
-    peaks = peak_local_max(edt, min_distance=int(min_distance), labels=components,
-                           exclude_border=False)
-    markers = np.zeros(mask.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # a component without a strict maximum (plateau) still gets one marker
-    missing = np.setdiff1d(np.arange(1, ncomp + 1), components[tuple(peaks.T)])
-    if len(missing):
-        argmax = ndi.maximum_position(edt, components, missing)
-        idx = np.asarray(argmax, dtype=np.intp).reshape(-1, 3)
-        markers[tuple(idx.T)] = len(peaks) + 1 + np.arange(len(idx))
-    return watershed(-edt, markers, mask=mask).astype(np.int32)
+        return labels
+    sizes = np.bincount(components.ravel(), minlength=ncomp + 1)
+    next_id = 1
+    for comp, box in enumerate(ndi.find_objects(components), start=1):
+        if box is None:
+            continue
+        box = tuple(slice(max(0, b.start - 1), min(n, b.stop + 1))
+                    for b, n in zip(box, mask.shape))
+        own = components[box] == comp
+        target = labels[box]
+        if sizes[comp] < max(min_volume, 2):
+            target[own] = next_id
+            next_id += 1
+            continue
+        edt = ndi.distance_transform_edt(own).astype(np.float32)
+        peaks = peak_local_max(edt, min_distance=int(min_distance), labels=own.astype(np.int32),
+                               exclude_border=False)
+        if len(peaks) == 0:            # a plateau without a strict maximum: one marker
+            peaks = np.array([np.unravel_index(np.argmax(edt), edt.shape)])
+        if len(peaks) == 1:
+            target[own] = next_id
+            next_id += 1
+            continue
+        markers = np.zeros(own.shape, np.int32)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        split = watershed(-edt, markers, mask=own)
+        target[own] = split[own] + (next_id - 1)
+        next_id += len(peaks)
+    return labels
 
 
 def localize_particles(mask, method="connected components", particle_diameter=None,
@@ -133,7 +161,9 @@ def localize_particles(mask, method="connected components", particle_diameter=No
             if not particle_diameter:
                 raise ValueError("watershed needs min_distance > 0 or a particle diameter")
             min_distance = max(1, int(round(MARKER_SPACING * particle_diameter)))
-        labels = split_watershed(mask, min_distance)
+        min_volume = (min_volume_fraction * expected_volume(particle_diameter)
+                      if particle_diameter else 0)
+        labels = split_watershed(mask, min_distance, int(min_volume))
     else:
         labels, _ = ndi.label(mask)
         labels = labels.astype(np.int32)
