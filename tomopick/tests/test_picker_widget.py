@@ -254,6 +254,27 @@ def test_gaussian_toggle_shows_the_filtered_volume_and_montage_neighbours(window
     assert window.image.data is volume
 
 
+def test_fit_preview_shows_the_sphere_through_the_vesicle_points(window):
+    rng = np.random.default_rng(5)
+    u = rng.normal(size=(6, 3))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    center = np.array([32.0, 24.0, 16.0])
+    for p in center + 10 * u:
+        window.session.add_point("t1", p)
+    _press(window.viewer, "f")
+    assert window.fit_preview_on and window.fit_layer.visible
+    fitted = window.fit_layer.data[:, ::-1]                    # back to (x, y, z)
+    assert len(fitted) > 20          # sphere area 4 pi 10^2 / spacing 6^2: ~35 points
+    np.testing.assert_allclose(np.linalg.norm(fitted - center, axis=1), 10.0, atol=1e-6)
+    # below the 4 points a sphere needs, the preview empties and the panel says why
+    for _ in range(3):
+        _press(window.viewer, "d")
+    assert len(window.fit_layer.data) == 0
+    assert "model 1 not fitted" in window.status_label.text()
+    _press(window.viewer, "f")
+    assert not window.fit_layer.visible
+
+
 def test_picker_screenshot_draws_each_model_in_its_colour_on_its_slice(window, renders, tmp_path):
     if not renders:
         pytest.skip("no OpenGL rendering (needs Xvfb + Mesa: see tomopick.viewers.headless)")

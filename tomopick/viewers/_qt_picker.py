@@ -24,6 +24,7 @@ n &nbsp; new model (vesicle / membrane)<br>
 i &nbsp; interior marker under cursor<br>
 g &nbsp; Gaussian contrast on/off<br>
 m &nbsp; montage of neighbouring slices<br>
+f &nbsp; preview the fitted model<br>
 Shift+Z / Y / X &nbsp; slice along Z / Y / X<br>
 wheel, Up/Down, PgUp/PgDn &nbsp; move slices<br>
 Ctrl+wheel &nbsp; zoom; drag &nbsp; pan"""
@@ -77,6 +78,10 @@ class PickerWindow:
         self.interior_layer = self.viewer.add_points(
             np.zeros((0, 3)), ndim=3, name="interior", symbol="cross",
             size=self.marker_size * 1.5, out_of_slice_display=True, face_color="red")
+        self.fit_layer = self.viewer.add_points(
+            np.zeros((0, 3)), ndim=3, name="fitted model", size=self.marker_size / 2,
+            out_of_slice_display=True, opacity=0.7, visible=False)
+        self.fit_failures = {}
         # picking needs the image selected so the points layers' own keys do not fire
         self.viewer.layers.selection.active = self.image
         self.viewer.dims.current_step = tuple(n // 2 for n in volume.shape)
@@ -98,6 +103,7 @@ class PickerWindow:
             "i": lambda _v: self.set_interior_at_cursor(),
             "g": lambda _v: self.set_gaussian(not self.gaussian_on),
             "m": lambda _v: self.set_montage(not self.montage_on),
+            "f": lambda _v: self.set_fit_preview(not self.fit_preview_on),
             "Shift-Z": lambda _v: self.set_axis("z"),
             "Shift-Y": lambda _v: self.set_axis("y"),
             "Shift-X": lambda _v: self.set_axis("x"),
@@ -139,6 +145,9 @@ class PickerWindow:
         self.montage_box = QCheckBox("Montage of slices")
         self.montage_box.toggled.connect(self.set_montage)
         form.addRow(self.montage_box)
+        self.fit_box = QCheckBox("Preview fitted model")
+        self.fit_box.toggled.connect(self.set_fit_preview)
+        form.addRow(self.fit_box)
         layout.addLayout(form)
         help_label = QLabel(HELP)
         help_label.setTextFormat(Qt.RichText)
@@ -253,6 +262,57 @@ class PickerWindow:
         pixmap = QPixmap.fromImage(_gray_qimage(mosaic, limits))
         self.montage_label.setPixmap(pixmap.scaledToHeight(200, Qt.SmoothTransformation))
 
+    @property
+    def fit_preview_on(self):
+        return self.fit_box.isChecked()
+
+    def set_fit_preview(self, on):
+        """Show / hide the model workflow's fit of every model of this tomogram."""
+        if self.fit_box.isChecked() != bool(on):
+            self.fit_box.setChecked(bool(on))  # re-enters through toggled
+            return
+        self.fit_layer.visible = bool(on)
+        self.refresh()
+
+    def fitted_models(self):
+        """The fit of each model (`tomopick.core.geometry.crop_model`), as the model
+        workflow would make it, with cropping points one marker diameter apart.
+
+        Returns
+        -------
+        fitted : dict of int -> ModelCrop
+        failed : dict of int -> str
+            Why a model cannot be fitted yet (e.g. too few points).
+        """
+        from tomopick.core import geometry
+
+        s, ts = self.session, self.ts_id
+        fitted, failed = {}, {}
+        spacing = self.marker_size
+        for model in s.model_ids(ts):
+            points = s.points(ts, model)
+            try:
+                # a coarse mesh keeps the preview interactive
+                fitted[model] = geometry.crop_model(
+                    s.model_type, points, interior=s.interior(ts, model), spacing=spacing,
+                    edge=spacing, max_triangles=5000, dz=spacing)
+            except (ValueError, np.linalg.LinAlgError) as err:
+                failed[model] = str(err)
+        return fitted, failed
+
+    def _refresh_fit(self):
+        if not self.fit_preview_on:
+            self.fit_failures = {}
+            return
+        fitted, self.fit_failures = self.fitted_models()
+        if fitted:
+            positions = np.concatenate([c.positions for c in fitted.values()])
+            groups = np.concatenate([np.full(len(c), m) for m, c in fitted.items()])
+            self.fit_layer.data = display.to_zyx(positions)
+            self.fit_layer.face_color = display.group_colors(groups)
+        else:
+            self.fit_layer.data = np.zeros((0, 3))
+
     # -- events --------------------------------------------------------------
     def _on_wheel(self, viewer, event):
         delta = float(np.asarray(event.delta)[1]) if np.ndim(event.delta) else float(event.delta)
@@ -302,12 +362,14 @@ class PickerWindow:
         self.interior_layer.data = display.to_zyx(interiors)
         if len(interiors):
             self.interior_layer.face_color = display.group_colors(interior_models)
+        self._refresh_fit()
         n_current = len(s.points(ts, current))
         marker = "set" if s.interior(ts) is not None else "none"
+        fit = "".join(f"<br>model {m} not fitted: {why}" for m, why in self.fit_failures.items())
         self.status_label.setText(
             f"<b>{ts}</b><br>model type: {s.model_type}<br>current model: {current} "
             f"({n_current} points, interior {marker})<br>models: {len(s.model_ids(ts))}, "
-            f"points: {s.point_count(ts)}<br>status: {s.status(ts)}")
+            f"points: {s.point_count(ts)}<br>status: {s.status(ts)}{fit}")
 
     def close(self):
         self._forget()

@@ -73,6 +73,8 @@ def main(argv=None):
                              autosave=False)
     for angle in np.radians([0, 60, 120, 200, 280]):
         session.add_point("phantom", center + radius * np.array([np.cos(angle), np.sin(angle), 0]))
+    for dz in (-0.7, 0.7):  # two more on other slices: a sphere is not fitted from one circle
+        session.add_point("phantom", center + radius * np.array([0.71, 0, dz]))
     session.new_model("phantom")
     for dx in (-12, -4, 4):
         session.add_point("phantom", (20 + dx, 110, z))
@@ -81,6 +83,7 @@ def main(argv=None):
     win.set_gaussian(True)
     win.viewer.dims.current_step = (z, 64, 64)
     win.set_montage(True)
+    win.set_fit_preview(True)
     written.append(_shoot(win, os.path.join(out, "picker.png"), size=(1000, 720)))
     win.close()
 
