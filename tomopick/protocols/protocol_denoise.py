@@ -88,30 +88,32 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
-        tsIds = list(tomograms_by_tsid(self.inputSetTomograms.get()))
-        steps = [self._insertFunctionStep(self.denoiseStep, tsId, prerequisites=[])
-                 for tsId in tsIds]
+        # file names and thread counts go in as step arguments: parallel steps must
+        # not share the input set's database connection
+        tomograms = tomograms_by_tsid(self.inputSetTomograms.get())
+        threads = self._coreThreads(len(tomograms))
+        steps = [self._insertFunctionStep(self.denoiseStep, tsId, tomogram.getFileName(),
+                                          threads, prerequisites=[])
+                 for tsId, tomogram in tomograms.items()]
         self._insertFunctionStep(self.createOutputStep, prerequisites=steps)
 
     # --------------------------- STEPS functions -----------------------------
-    def denoiseStep(self, tsId):
-        tomogram = tomograms_by_tsid(self.inputSetTomograms.get())[tsId]
+    def denoiseStep(self, tsId, inputPath, threads):
         methodName = denoise.METHODS[self.method.get()]
 
         def progress(iteration, total, info):
             extra = ", ".join(f"{k} = {v:.4g}" for k, v in info.items())
             self.info(f"{tsId}: {methodName} iteration {iteration}/{total} ({extra})")
 
-        self.info(f"{tsId}: {methodName} of {tomogram.getFileName()} "
-                  f"with {self._coreThreads()} thread(s)")
+        self.info(f"{tsId}: {methodName} of {inputPath} with {threads} thread(s)")
         coreParams = self._coreParams()
         for message in self._warnings():
             # clamped here rather than in the core: warnings.catch_warnings is not
             # thread-safe and steps run in parallel threads
             self.warning(f"{tsId}: {message}")
         try:
-            result = denoise.denoise_file(tomogram.getFileName(), self._outputPath(tsId),
-                                          method=methodName, n_threads=self._coreThreads(),
+            result = denoise.denoise_file(inputPath, self._outputPath(tsId),
+                                          method=methodName, n_threads=threads,
                                           progress=progress, **coreParams)
         except (ValueError, MrcError) as err:
             raise ValueError(f"Tomogram {tsId}: {err}") from err
@@ -148,10 +150,9 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
                     time_step_bflow=min(self.TimeStepBflow.get(),
                                         denoise.BFLOW_MAX_TIME_STEP))
 
-    def _coreThreads(self):
+    def _coreThreads(self, nTomograms):
         """Threads per tomogram: pyworkflow runs numberOfThreads - 1 steps at once."""
         threads = max(1, self.numberOfThreads.get())
-        nTomograms = max(1, self.inputSetTomograms.get().getSize())
         return max(1, threads // max(1, min(nTomograms, threads - 1)))
 
     # --------------------------- INFO functions ------------------------------
