@@ -254,6 +254,36 @@ def test_gaussian_toggle_shows_the_filtered_volume_and_montage_neighbours(window
     assert window.image.data is volume
 
 
+def test_real_key_presses_and_clicks_on_the_canvas_edit_the_session(window, renders):
+    """Qt events on the napari canvas, as a user's keyboard and mouse send them."""
+    if not renders:
+        pytest.skip("needs a real (virtual) X display for canvas input events")
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+    from qtpy.QtWidgets import QApplication
+
+    from tomopick.viewers.slice_viewer import world_to_canvas
+
+    window.viewer.window._qt_window.resize(1000, 700)
+    QApplication.processEvents()
+    window.viewer.reset_view()
+    QApplication.processEvents()
+    canvas = window.viewer.window._qt_viewer.canvas.native
+    row, col = world_to_canvas(window.viewer, (16, 20, 40))
+    QTest.mouseMove(canvas, QPoint(int(col), int(row)))
+    for key in (Qt.Key_A, Qt.Key_N, Qt.Key_A, Qt.Key_I, Qt.Key_Up, Qt.Key_D):
+        QTest.keyClick(canvas, key)
+        QApplication.processEvents()
+    QTest.mouseClick(canvas, Qt.LeftButton, Qt.ControlModifier, QPoint(int(col) + 30, int(row)))
+    QApplication.processEvents()
+    rows = window.session.rows()
+    # one canvas pixel is 1 / zoom voxels: positions within half a voxel of the target
+    assert [(r[1], r[5]) for r in rows] == [(1, "point"), (2, "point"), (2, "interior")]
+    np.testing.assert_allclose([r[2:5] for r in rows[::2]], [[40, 20, 16], [40, 20, 16]], atol=0.5)
+    x_click = 40 + 30 / window.viewer.camera.zoom
+    np.testing.assert_allclose(rows[1][2:5], [x_click, 20, 17], atol=0.5)   # Up: slice 17
+
+
 def test_fit_preview_shows_the_sphere_through_the_vesicle_points(window):
     rng = np.random.default_rng(5)
     u = rng.normal(size=(6, 3))
