@@ -767,7 +767,7 @@ def _release(array):
 
 
 def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
-                 progress=None, **params):
+                 progress=None, voxel_size=None, **params):
     """Denoise an MRC tomogram file into a new float32 MRC file, streaming.
 
     The input is memory-mapped and copied slab by slab into one float32
@@ -782,6 +782,9 @@ def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
     method : {'EED', 'BFlow'}
     n_threads, slab_size, progress
         As in `eed`.
+    voxel_size : float, optional
+        Å/voxel to write in the output header (e.g. the sampling rate a
+        project assigned to the tomogram); default: the input header's.
     **params
         ``sigma``, ``n_iter``, ``lam``, ``time_step``, ``n_iter_bflow``,
         ``time_step_bflow`` as in `denoise`.
@@ -808,6 +811,10 @@ def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
     with mrcfile.open(os.fspath(in_path), header_only=True, permissive=True) as mrc:
         header = mrc.header.copy()
         voxel = mrc.voxel_size.copy()
+    if voxel_size is not None:
+        if not float(voxel_size) > 0:
+            raise ValueError(f"voxel size must be > 0 Å, got {voxel_size}")
+        voxel.x = voxel.y = voxel.z = float(voxel_size)
     constant = check_volume(src, name=os.path.basename(os.fspath(in_path)))
     work = np.empty(src.shape, dtype=np.float32)
     for z0 in range(0, src.shape[0], 16):

@@ -93,12 +93,13 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         tomograms = tomograms_by_tsid(self.inputSetTomograms.get())
         threads = self._coreThreads(len(tomograms))
         steps = [self._insertFunctionStep(self.denoiseStep, tsId, tomogram.getFileName(),
-                                          threads, prerequisites=[])
+                                          tomogram.getSamplingRate(), threads,
+                                          prerequisites=[])
                  for tsId, tomogram in tomograms.items()]
         self._insertFunctionStep(self.createOutputStep, prerequisites=steps)
 
     # --------------------------- STEPS functions -----------------------------
-    def denoiseStep(self, tsId, inputPath, threads):
+    def denoiseStep(self, tsId, inputPath, samplingRate, threads):
         methodName = denoise.METHODS[self.method.get()]
 
         def progress(iteration, total, info):
@@ -114,7 +115,8 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         try:
             result = denoise.denoise_file(inputPath, self._outputPath(tsId),
                                           method=methodName, n_threads=threads,
-                                          progress=progress, **coreParams)
+                                          progress=progress, voxel_size=samplingRate,
+                                          **coreParams)
         except (ValueError, MrcError) as err:
             raise ValueError(f"Tomogram {tsId}: {err}") from err
         if result["passed_through"]:

@@ -63,6 +63,17 @@ def test_eed_step_equals_formula_with_neumann_borders(step_volume):
     assert np.abs(out - ref).max() < 2e-5       # float32 vs float64 rounding
 
 
+def test_automatic_k_is_90_percent_quantile_of_smoothed_gradient(step_volume):
+    ks = []
+    denoise.eed(step_volume, sigma=0.7, n_iter=1, progress=lambda i, n, info: ks.append(info["K"]))
+    padded = np.pad(step_volume.astype(np.float64), 8, mode="symmetric")
+    smoothed = ndi.gaussian_filter(padded, 0.7, mode="reflect")
+    grad2 = sum(_scharr(smoothed, axis) ** 2 for axis in range(3))[8:-8, 8:-8, 8:-8]
+    # sampled on the voxels with even (z, y, x): the same grid for any slab split
+    expected = np.sqrt(np.percentile(grad2[::2, ::2, ::2], 90))
+    assert ks[0] == pytest.approx(expected, rel=1e-5)
+
+
 def test_beltrami_step_equals_formula(step_volume):
     out = denoise.beltrami_flow(step_volume, n_iter=1, time_step=0.1)
     # beta is 2 / (90 % quantile of |grad u| on the even-index voxel grid)
@@ -300,6 +311,14 @@ def test_denoise_file_keeps_geometry_and_equals_in_memory_result(tmp_path, step_
         assert np.isclose(float(mrc.header.rms), float(mrc.data.std()), rtol=1e-4)
     assert info["origin"] == (-120.0, 33.0, 4.5) and not info["passed_through"]
     assert not (tmp_path / "out.mrc.part").exists()
+
+
+def test_denoise_file_can_write_another_voxel_size(tmp_path, step_volume):
+    src = _write(tmp_path / "in.mrc", step_volume)
+    denoise.denoise_file(src, tmp_path / "out.mrc", "BFlow", n_iter_bflow=1, voxel_size=3.0)
+    with mrcfile.open(str(tmp_path / "out.mrc")) as mrc:
+        assert tuple(float(v) for v in mrc.voxel_size.tolist()) == (3.0, 3.0, 3.0)
+        assert float(mrc.header.origin.x) == -120.0
 
 
 @pytest.mark.filterwarnings("ignore:Data array contains NaN")

@@ -73,6 +73,15 @@ class TestProtocolDenoise(TomoPickProtocolTest):
                                time_step=1 / 6)
         np.testing.assert_array_equal(read_mrc(tomo.getFileName()), expected)
 
+    def test_header_gets_the_project_sampling_rate(self):
+        # imported at 3 Å/voxel although the MRC header says 10
+        importProt = self.importTomograms(pattern="TS_01.mrc", samplingRate=3.0)
+        prot = self.launch(self._denoise(importProt, method=0, nIter=1))
+        tomo = prot.tomograms.getFirstItem()
+        self.assertAlmostEqual(prot.tomograms.getSamplingRate(), 3.0)
+        self.assertAlmostEqual(tomo.getSamplingRate(), 3.0)
+        self.assertAlmostEqual(mrc_header_info(tomo.getFileName())["voxel_size"], 3.0)
+
     def test_lambda_zero_is_a_validation_error(self):
         errors = self.validationErrors(self._denoise(method=0, Lambda=0))
         self.assertTrue(any("Lambda" in e for e in errors), errors)
