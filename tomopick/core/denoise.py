@@ -589,6 +589,7 @@ def check_volume(volume, name="tomogram"):
             lo, hi = min(lo, bmin), max(hi, bmax)
         else:
             bad += int(block.size - np.count_nonzero(np.isfinite(block)))
+        _release(volume)
     if bad:
         raise ValueError(f"{name}: {bad} of {volume.size} voxels are NaN or infinite; "
                          "cannot denoise")
