@@ -55,16 +55,18 @@ class ProtTomoPickApplyAlignment(EMProtocol):
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
+        # the input is read here, in the main thread: parallel steps never touch the database
         groups = list(self._groups())
-        alignSteps = [self._insertFunctionStep(self.alignStep, group, prerequisites=[])
+        samplingRate = self.inputSubtomograms.get().getSamplingRate()
+        alignSteps = [self._insertFunctionStep(self.alignStep, group, samplingRate,
+                                               prerequisites=[])
                       for group in groups]
         self._insertFunctionStep(self.createOutputStep, groups, prerequisites=alignSteps)
 
     # --------------------------- STEPS functions -----------------------------
-    def alignStep(self, group):
+    def alignStep(self, group, samplingRate):
         items = self._groups()[group]
         interpolation = INTERPOLATIONS[self.interpolation.get()]
-        samplingRate = self.inputSubtomograms.get().getSamplingRate()
         total, files = None, []
         for start in range(0, len(items), BATCH):
             batch = items[start:start + BATCH]

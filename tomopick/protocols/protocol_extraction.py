@@ -11,10 +11,10 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.wizard import Wizard
 from tomo.objects import SetOfSubTomograms, SubTomogram
 
-from tomopick.convert import picks_from_coordinates, tomogram_array, tomograms_by_tsid
+from tomopick.convert import picks_from_coordinates, tomograms_by_tsid
 from tomopick.core.extraction import (NORMALIZATIONS, OUT_OF_BOUNDS, count_boxes,
                                       extract_subtomograms, output_box_size, volume_mean)
-from tomopick.core.formats import write_mrc
+from tomopick.core.formats import read_mrc, write_mrc
 
 TOMO_SOURCES = ["same as picking", "other"]
 SOURCE_SAME, SOURCE_OTHER = 0, 1
@@ -102,55 +102,60 @@ class ProtTomoPickExtraction(EMProtocol):
 
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
-        tsIds = sorted(set(self._picks().tomo_ids))
-        extractSteps = [self._insertFunctionStep(self.extractStep, tsId, prerequisites=[])
-                        for tsId in tsIds]
+        # everything the parallel steps need is read here, in the main thread:
+        # the steps themselves never touch the project database
+        picks = self._picks()
+        tomograms = self._sourceTomograms()
+        boxSize = self._boxSize()
+        extractSteps = []
+        for tsId in sorted(set(picks.tomo_ids)):
+            tomogram = tomograms.get(tsId)
+            path = tomogram.getFileName() if tomogram is not None else ""
+            rate = tomogram.getSamplingRate() if tomogram is not None else 0.0
+            extractSteps.append(self._insertFunctionStep(self.extractStep, tsId, path, rate,
+                                                         boxSize, prerequisites=[]))
         self._insertFunctionStep(self.createOutputStep, prerequisites=extractSteps)
 
     # --------------------------- STEPS functions -----------------------------
-    def extractStep(self, tsId):
-        picks = self._picks().for_tomogram(tsId)
-        tomograms = self._sourceTomograms()
-        if tsId not in tomograms:
-            raise ValueError(f"no tomogram with tsId {tsId!r} in the source tomograms "
-                             f"{self._sourceSet().getNameId()}")
-        tomogram = tomograms[tsId]
-        picks = picks.rescaled(tomogram.getSamplingRate())
-        volume = tomogram_array(tomogram, mmap=True)
+    def extractStep(self, tsId, tomoFile, samplingRate, boxSize):
+        if not tomoFile:
+            raise ValueError(f"no tomogram with tsId {tsId!r} in the source tomograms")
+        picks = self._picks().for_tomogram(tsId).rescaled(samplingRate)
+        volume = read_mrc(tomoFile, mmap=True)
         normalize = NORMALIZATIONS[self.normproc.get()] if self.doNormalize.get() else None
         outOfBounds = OUT_OF_BOUNDS[self.outOfBounds.get()]
         padValue = None
-        if outOfBounds == "pad" and count_boxes(volume.shape, picks.positions, self._boxSize(),
+        if outOfBounds == "pad" and count_boxes(volume.shape, picks.positions, boxSize,
                                                 "skip") < len(picks):
             padValue = volume_mean(volume)  # once per tomogram, not per chunk
-        samplingRate, boxOut = None, None
+        outputRate, boxOut = None, None
         ids, files, matrices, padded, skipped = [], [], [], [], 0
         # z-ordered chunks: bounded memory, and each chunk reads one z-range of the tomogram
         order = np.argsort(picks.positions[:, 2], kind="stable")
         for chunk in np.array_split(order, max(1, int(np.ceil(len(order) / CHUNK)))):
-            result = extract_subtomograms(volume, picks.positions[chunk], self._boxSize(),
+            result = extract_subtomograms(volume, picks.positions[chunk], boxSize,
                                           matrices=picks.matrices[chunk],
                                           down_factor=self.downFactor.get(),
                                           invert=self.doInvert.get(), normalize=normalize,
                                           out_of_bounds=outOfBounds, pad_value=padValue,
                                           workers=self.numberOfThreads.get())
-            samplingRate = tomogram.getSamplingRate() * result.scale
+            outputRate = samplingRate * result.scale
             boxOut = result.boxes.shape[-1]
             chunkIds = picks.extra["ids"][chunk][result.index]
             for box, coordId in zip(result.boxes, chunkIds):
                 path = self._subtomogramPath(tsId, coordId)
-                write_mrc(path, box, samplingRate)
+                write_mrc(path, box, outputRate)
                 files.append(path)
             ids.extend(int(i) for i in chunkIds)
             matrices.extend(result.matrices.tolist())
             padded.extend(bool(p) for p in result.padded)
             skipped += int(result.n_skipped)
         record = {"tsId": tsId, "coordIds": ids, "files": files, "matrices": matrices,
-                  "padded": padded, "skipped": skipped, "samplingRate": samplingRate}
+                  "padded": padded, "skipped": skipped, "samplingRate": outputRate}
         with open(self._recordPath(tsId), "w") as fh:
             json.dump(record, fh)
         self.info(f"{tsId}: {len(ids)} subtomograms of {boxOut}^3 voxels "
-                  f"({samplingRate:.3f} Å/voxel); {skipped} skipped and "
+                  f"({outputRate:.3f} Å/voxel); {skipped} skipped and "
                   f"{sum(padded)} padded at the tomogram edge")
 
     def createOutputStep(self):
