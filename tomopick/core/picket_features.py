@@ -20,9 +20,10 @@ through filters:
   combination of them is ONE n^3 correlation kernel (`window_kernels`), applied
   by FFT (`correlate_kernels`);
 - FFT magnitudes are moduli of local DFT coefficients, a separable complex
-  filter evaluated axis by axis with a radix-n butterfly (`fft_magnitudes`);
-  only the non-redundant half is computed: for a real window F(-k) = conj F(k),
-  so (n^3 + 1) / 2 coefficients carry all the information.
+  filter evaluated axis by axis (`fft_magnitudes`: a radix-n butterfly along x,
+  banded DFT matrices along y and z, in cache-sized blocks); only the
+  non-redundant half is computed: for a real window F(-k) = conj F(k), so
+  (n^3 + 1) / 2 coefficients carry all the information.
 
 Conventions: arrays are [z, y, x]; a feature "at voxel x" belongs to the window
 centred on x (PickET stores the label of the window starting at x at x + n//2,

@@ -10,6 +10,7 @@ from tomopick.core import picket as pk
 from tomopick.core import picket_features as pf
 from tomopick.core import picket_localize as pl
 from tomopick.core.evaluate import evaluate_picks
+from tomopick.core.picks import Picks
 from tomopick.core.simulate import simulate_tomogram
 
 N = 5
@@ -262,7 +263,6 @@ def test_six_workflows_pick_the_phantom(phantom, capsys):
         for localization in pl.LOCALIZATIONS:
             objects = pl.localize_particles(seg.mask, localization, diameter,
                                             evidence=seg.evidence)
-            from tomopick.core.picks import Picks
             picks = Picks("phantom", objects["positions"], scores=objects["scores"])
             r = evaluate_picks(picks, phantom.particles, diameter / 2)
             rows.append((mode, clusterer, localization, len(picks),
@@ -313,3 +313,23 @@ def test_particle_cluster_is_found_for_both_contrasts():
         inside = seg.mask[ijk[:, 2], ijk[:, 1], ijk[:, 0]].mean()
         # particle centres fall in the chosen class far more often than voxels do
         assert inside > 0.5 and seg.info["particle_fraction"] < 0.25, (contrast, inside)
+
+
+def test_slab_by_slab_watershed_of_a_large_network_equals_the_whole_box(monkeypatch):
+    rng = np.random.default_rng(5)
+    z, y, x = np.indices((72, 40, 40))
+    mask = np.zeros(z.shape, bool)
+    # a chain of touching spheres of random radii winding through z: one component
+    centre = np.array([20.0, 20.0, 6.0])
+    while centre[2] < 66:
+        r = rng.uniform(4, 6)
+        mask |= ((x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2) < r * r
+        centre = centre + [rng.uniform(-3, 3), rng.uniform(-3, 3), 1.6 * r]
+    assert ndi.label(mask)[1] == 1
+    whole = pl.split_watershed(mask, 4)
+    monkeypatch.setattr(pl, "SLAB_VOXELS", 20 * 40 * 40)       # slabs of ~20 slices
+    slabs = pl.split_watershed(mask, 4)
+    assert whole.max() == slabs.max() > 5
+    # the same regions (up to renumbering)
+    pairs = {(a, b) for a, b in zip(whole[mask], slabs[mask])}
+    assert len(pairs) == whole.max()

@@ -4,6 +4,7 @@ import numpy as np
 from tomopick.convert import picks_from_coordinates
 from tomopick.core.evaluate import evaluate_picks
 from tomopick.core.formats import read_mrc
+from tomopick.core.picks import Picks
 from tomopick.protocols.protocol_picket import ProtTomoPickPickET
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 
@@ -20,8 +21,6 @@ class TestPickET(TomoPickProtocolTest):
             voxel_size=10.0)
         diameters = np.concatenate([p.particle_info["diameter"] for p in cls.phantoms.values()])
         cls.diameter = float(np.median(diameters))             # voxels
-        cls.truth = None
-        from tomopick.core.picks import Picks
         cls.truth = Picks.concatenate(
             [Picks(name, p.particles.positions, voxel_size=10.0)
              for name, p in cls.phantoms.items()])
