@@ -6,7 +6,7 @@ by features of its n^3 neighbourhood (`tomopick.core.picket_features`), fit a
 two-class clusterer (KMeans or a Gaussian mixture) on neighbourhoods sampled
 from a z-slab, label every voxel, and call one class "particle".
 
-What differs from PickET (all documented in `segment_tomogram`):
+What differs from PickET:
 
 - no window is materialised for prediction.  A two-centre KMeans assigns the
   nearer centre, and ||g - c0||^2 - ||g - c1||^2 = 2 (c1 - c0).g + |c0|^2 - |c1|^2

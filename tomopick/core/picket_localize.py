@@ -29,8 +29,7 @@ from skimage.segmentation import watershed
 
 LOCALIZATIONS = ("connected components", "watershed")
 # components whose bounding box exceeds this many voxels are split slab by slab
-SLAB_VOXELS = 8_000_000
-SLAB_HALO = 3
+SLAB_VOXELS = 16_000_000
 MARKER_SPACING = 0.35
 
 
@@ -124,46 +123,47 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
 
     The distance transform, its maxima and the flooding are local (a particle
     is a few min_distance across), so z-slabs with a halo of
-    ``SLAB_HALO * min_distance`` give the same markers and regions as the whole
+    ``2 * min_distance + 1`` give the same markers and regions as the whole
     bounding box while holding only one slab's work arrays (the whole-box
-    transform of a 512 x 512 x 200 network needs > 2 GB).  Pass 1 keeps the
-    maxima found in each slab's core; pass 2 floods each slab from all markers
-    inside it (halo included) and writes its core.
+    transform of a 512 x 512 x 200 network needs > 2 GB).  Pass 1 computes
+    each slab's distance transform and keeps the maxima of its core; pass 2
+    floods each slab from all markers inside it (halo included) and writes its
+    core.
     """
     nz = own.shape[0]
     plane = own[0].size
-    halo = int(SLAB_HALO * min_distance) + 1
-    core = max(8, SLAB_VOXELS // plane - 2 * halo)
+    halo = 2 * int(min_distance) + 1
+    core = max(2 * halo, SLAB_VOXELS // plane - 2 * halo)
     slabs = [(a, min(nz, a + core)) for a in range(0, nz, core)]
-
-    def slab(a, b):
-        lo, hi = max(0, a - halo), min(nz, b + halo)
-        sub = own[lo:hi]
-        return lo, sub, ndi.distance_transform_edt(sub).astype(np.float32)
-
+    edt = np.zeros(own.shape, np.float32)
     peaks = []
     for a, b in slabs:
-        lo, sub, edt = slab(a, b)
-        if not sub.any():
+        lo, hi = max(0, a - halo), min(nz, b + halo)
+        sub = own[lo:hi]
+        if not sub[a - lo:b - lo].any():
             continue
-        p = peak_local_max(edt, min_distance=int(min_distance), labels=sub.astype(np.int32),
-                           exclude_border=False)
+        sub_edt = ndi.distance_transform_edt(sub).astype(np.float32)
+        edt[a:b] = sub_edt[a - lo:b - lo]
+        p = peak_local_max(sub_edt, min_distance=int(min_distance),
+                           labels=sub.astype(np.int32), exclude_border=False)
         p[:, 0] += lo
         peaks.append(p[(p[:, 0] >= a) & (p[:, 0] < b)])
+        del sub_edt
     peaks = np.concatenate(peaks) if peaks else np.zeros((0, 3), int)
     if len(peaks) == 0:
-        peaks = np.array([np.unravel_index(np.argmax(own), own.shape)])
+        peaks = np.array([np.unravel_index(np.argmax(edt), edt.shape)])
     ids = next_id + np.arange(len(peaks), dtype=np.int32)
     for a, b in slabs:
-        lo, sub, edt = slab(a, b)
-        if not sub.any():
+        lo, hi = max(0, a - halo), min(nz, b + halo)
+        sub = own[lo:hi]
+        if not sub[a - lo:b - lo].any():
             continue
-        inside = (peaks[:, 0] >= lo) & (peaks[:, 0] < lo + len(sub))
+        inside = (peaks[:, 0] >= lo) & (peaks[:, 0] < hi)
         markers = np.zeros(sub.shape, np.int32)
         markers[tuple((peaks[inside] - [lo, 0, 0]).T)] = ids[inside]
-        if not inside.any():            # only halo-less slivers of the network here
-            markers[np.unravel_index(np.argmax(edt), edt.shape)] = ids[0]
-        split = watershed(-edt, markers, mask=sub)[a - lo:b - lo]
+        if not inside.any():            # a sliver of the network with no marker near
+            markers[np.unravel_index(np.argmax(edt[lo:hi]), sub.shape)] = ids[0]
+        split = watershed(-edt[lo:hi], markers, mask=sub)[a - lo:b - lo]
         core_own = own[a:b]
         target[a:b][core_own] = split[core_own]
     return next_id + len(peaks)
