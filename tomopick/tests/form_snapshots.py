@@ -13,6 +13,7 @@ import sys
 
 
 def snapshot_forms(class_names, outdir, project_name="tomopick_forms"):
+    outdir = os.path.abspath(outdir)  # the project becomes the working directory below
     import tomopick.protocols as protocols
     from pyworkflow.project import Manager
     import pyworkflow.gui.project  # noqa: F401  (resolves pyworkflow.gui.form's import cycle)
