@@ -85,8 +85,9 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "to every voxel.\nKMeans: nearest of two centres (exactly "
                            "KMeans.predict, computed as one filter).\nGMM: two full-covariance "
                            "Gaussians on the leading principal components of the features "
-                           "(99.9 % of the variance, at most 12 - 24 components); more "
-                           "robust at low SNR on simulated data.")
+                           "(FFT: 99.99 % of the variance, at most 24 components; Gabor and "
+                           "intensities: 99.9 %, at most 12); more robust at low SNR on "
+                           "simulated data.")
         form.addParam("neighborhoodSize", params.IntParam, default=5,
                       label="Neighbourhood size (voxels)",
                       help="Edge of the cubic neighbourhood of each voxel; odd, >= 3.")
