@@ -63,7 +63,9 @@ def split_watershed(mask, min_distance, min_volume=0):
     computation while touching only particle voxels (PickET's global version
     needs several full-volume arrays and minutes on a 512 x 512 x 200 tomogram).
     Unlike PickET's global peak search, markers of two different components do
-    not suppress each other.
+    not suppress each other.  A component whose bounding box exceeds
+    ``SLAB_VOXELS`` (a network spanning the tomogram) is processed in z-slabs
+    (`_watershed_in_slabs`), which bounds the memory.
 
     Parameters
     ----------
