@@ -96,7 +96,8 @@ class TestProtocolDenoise(TomoPickProtocolTest):
         prot = self.launchExpectingFailure(self._denoise(importProt, method=0))
         self.assertIn("TS_NAN", prot.getErrorMessage())
         self.assertIn("NaN", prot.getErrorMessage())
-        self.assertEqual(list(prot.iterOutputAttributes()), [])     # nothing partial registered
+        # nothing partial registered (pyworkflow lists _prerequisites among a reloaded run's outputs)
+        self.assertEqual([name for name, _ in prot.iterOutputAttributes() if not name.startswith("_")], [])
 
     def test_constant_tomogram_passes_through_without_nans(self):
         directory = os.path.join(self.dataDir, "flat")
