@@ -172,7 +172,9 @@ def run_demo(project_name=None, shape=None, seed=0, log=print):
         f"box centre (central column; horizontal membrane expected at 0 +- 2)")
     consensus = non_directional[4]["protocol"]
     avg2 = read_mrc(non_directional[6]["protocol"].outputAverage.getFileName())
-    radius = float(np.median(info["diameter"])) / 2
+    # PickET's rule: a pick matches within half a particle diameter (of the free particles,
+    # the ones a non-directional picker is after)
+    radius = float(np.median(info["diameter"][info["kind"] == "free"])) / 2
     n = score_non_directional(phantom, consensus.consensusCoordinates, avg2, box, radius)
     for workflow in (2, 3):
         picks_prot = non_directional[workflow]["protocol"]
