@@ -103,6 +103,12 @@ def run_workflow(name_or_path, project_name, values=None, log=print):
     # launchProtocol copies project.sqlite by a path relative to the project
     os.chdir(project.getPath())
     protocols = project.loadProtocols(jsonStr=text)
+    # loadProtocols passes object.label to constructors that drop it: set it here
+    labels = {str(d["object.id"]): d.get("object.label") for d in json.loads(text)}
+    for prot_id, prot in protocols.items():
+        if labels.get(str(prot_id)):
+            prot.setObjLabel(labels[str(prot_id)])
+            project.saveProtocol(prot)
     log(f"Project {project_name} ({project.getPath()}): {len(protocols)} protocols "
         f"from {os.path.basename(path)}")
     results = []
