@@ -13,7 +13,6 @@ Stored with every MeshPoint (extended attributes, read by the model workflow):
 ``_tpModelType`` (the model type name, see MODEL_TYPES) and ``_tpInterior``
 ("x y z" of the model's interior marker in voxels, or "" when it has none).
 """
-import csv
 import os
 
 import numpy as np
@@ -25,78 +24,15 @@ from tomo.objects import MeshPoint, SetOfMeshes
 from tomo.protocols import ProtTomoPicking
 
 from tomopick.convert import tomogram_shape_xyz, tomograms_by_tsid
+from tomopick.core.formats.points import INTERIOR, POINT, read_points_csv, write_points_csv
 from tomopick.core.geometry import MODEL_TYPES
 
 OUTPUT_NAME = "meshes"
 MODEL_TYPE_ATTR = "_tpModelType"
 INTERIOR_ATTR = "_tpInterior"
-POINT, INTERIOR = "point", "interior"
-CSV_COLUMNS = ("tomoId", "modelId", "x", "y", "z", "role")
 
 
-# ------------------------------------------------------------ points files
-
-def read_points_file(path):
-    """Rows of a points CSV ``tomoId,modelId,x,y,z[,role]``.
-
-    A header line is optional (recognised by a non-numeric x). Missing or
-    empty role means ``point``.
-
-    Returns
-    -------
-    list of (str, int, float, float, float, str)
-
-    Raises
-    ------
-    ValueError
-        Naming the file and line of a short row, a non-numeric value or an
-        unknown role.
-    """
-    rows = []
-    with open(path, newline="") as handle:
-        reader = csv.reader(handle)
-        columns = None
-        for line, row in enumerate(reader, start=1):
-            row = [cell.strip() for cell in row]
-            if not row or all(not cell for cell in row) or row[0].startswith("#"):
-                continue
-            if columns is None:
-                columns = {name: i for i, name in enumerate(CSV_COLUMNS)}
-                try:
-                    float(row[2])
-                except (ValueError, IndexError):
-                    header = {name: i for i, name in enumerate(row)}
-                    missing = [c for c in CSV_COLUMNS[:5] if c not in header]
-                    if missing:
-                        raise ValueError(f"{path}: the header (line {line}) lacks the columns "
-                                         f"{', '.join(missing)}") from None
-                    columns = header
-                    continue
-            try:
-                tsId = row[columns["tomoId"]]
-                modelId = int(float(row[columns["modelId"]]))
-                x, y, z = (float(row[columns[c]]) for c in "xyz")
-            except (IndexError, ValueError):
-                raise ValueError(f"{path}, line {line}: expected tomoId,modelId,x,y,z[,role], "
-                                 f"got {','.join(row)!r}") from None
-            role = POINT
-            if "role" in columns and columns["role"] < len(row):
-                role = row[columns["role"]].lower() or POINT
-            if role not in (POINT, INTERIOR):
-                raise ValueError(f"{path}, line {line}: unknown role {role!r} "
-                                 f"(expected '{POINT}' or '{INTERIOR}')")
-            rows.append((tsId, modelId, x, y, z, role))
-    return rows
-
-
-def write_points_file(path, rows):
-    """Write rows (tomoId, modelId, x, y, z, role) with a header."""
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(CSV_COLUMNS)
-        for tsId, modelId, x, y, z, role in rows:
-            writer.writerow([tsId, int(modelId), f"{x:.3f}", f"{y:.3f}", f"{z:.3f}", role])
-
+# ------------------------------------------------------------ meshes
 
 def mesh_rows(meshes, voxel_size=None):
     """Points and interior markers of a SetOfMeshes as CSV rows, and model types.
@@ -223,8 +159,8 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         """Write extra/points.csv: the input meshes' points, then the points file's."""
         rows, _ = self._previousRows()
         if self._isHeadless():
-            rows += read_points_file(self.pointsFile.get())
-        write_points_file(self._pointsPath(), rows)
+            rows += read_points_csv(self.pointsFile.get())
+        write_points_csv(self._pointsPath(), rows)
         self.info(f"{len(rows)} rows collected in {self._pointsPath()}")
 
     def pickInteractivelyStep(self):
@@ -238,7 +174,7 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         self.createOutputStep()
 
     def createOutputStep(self):
-        rows = read_points_file(self._pointsPath())
+        rows = read_points_csv(self._pointsPath())
         tomograms = tomograms_by_tsid(self.inputTomograms.get())
         errors = self._pointErrors(rows, tomograms, self._pointsPath())
         if errors:
@@ -333,7 +269,7 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
             if not os.path.isfile(path):
                 return [f"The points file {path} does not exist."]
             try:
-                rows = read_points_file(path)
+                rows = read_points_csv(path)
                 tomograms = tomograms_by_tsid(tomos)
             except (ValueError, OSError) as err:
                 return [str(err)]

@@ -22,7 +22,8 @@ from scipy import ndimage  # noqa: E402
 
 from tomopick.core.formats.mrc import write_mrc  # noqa: E402
 from tomopick.viewers import picker  # noqa: E402
-from tomopick.viewers.picker import PickingSession, read_points_csv  # noqa: E402
+from tomopick.core.formats.points import read_points_csv  # noqa: E402
+from tomopick.viewers.picker import PickingSession  # noqa: E402
 
 
 # ----------------------------------------------------------------- logic (no Qt)

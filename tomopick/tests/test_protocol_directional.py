@@ -257,7 +257,7 @@ class TestDirectionalPicking(TomoPickProtocolTest):
 
 def test_points_saved_by_the_interactive_picker_read_back_unchanged(tmp_path):
     """Both modes share one path: the picker's CSV is what the protocol reads."""
-    from tomopick.protocols.protocol_vectorial_picking import read_points_file
+    from tomopick.core.formats.points import read_points_csv as read_points_file
     from tomopick.viewers.picker import PickingSession
     path = tmp_path / "points.csv"
     session = PickingSession(path, tomo_ids=["TS_1", "TS_2"], model_type="Vesicle")
@@ -273,7 +273,7 @@ def test_points_saved_by_the_interactive_picker_read_back_unchanged(tmp_path):
 
 
 def test_points_file_without_header_with_comments_and_default_role(tmp_path):
-    from tomopick.protocols.protocol_vectorial_picking import read_points_file
+    from tomopick.core.formats.points import read_points_csv as read_points_file
     path = tmp_path / "p.csv"
     path.write_text("# my vesicle\nTS_1,3,1,2,3\nTS_1,3,4,5,6,interior\n\n")
     assert read_points_file(str(path)) == [("TS_1", 3, 1.0, 2.0, 3.0, "point"),
