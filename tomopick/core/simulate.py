@@ -40,13 +40,13 @@ import math
 import os
 from dataclasses import dataclass, field
 
-import mrcfile
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from .picks import Picks
+from .formats.mrc import write_mrc
 from .transforms import (dynamo_euler_to_matrix, euler_zxz_to_matrix, homogeneous,
                          matrix_to_dynamo_euler, rotation_from_z_axis)
 
@@ -679,15 +679,15 @@ class Phantom:
         """
         os.makedirs(directory, exist_ok=True)
         mrc_path = os.path.join(directory, f"{name}.mrc")
-        _write_mrc(mrc_path, self.tomogram, self.voxel_size)
+        write_mrc(mrc_path, self.tomogram, self.voxel_size)
         if save_clean:
             if self.clean is None:
                 raise ValueError("this phantom was built with keep_clean=False: no clean volume")
-            _write_mrc(os.path.join(directory, f"{name}_clean.mrc"), self.clean,
+            write_mrc(os.path.join(directory, f"{name}_clean.mrc"), self.clean,
                        self.voxel_size)
         if save_templates:
             for class_id, template in self.templates.items():
-                _write_mrc(os.path.join(directory, f"{name}_template_{class_id}.mrc"), template,
+                write_mrc(os.path.join(directory, f"{name}_template_{class_id}.mrc"), template,
                            self.voxel_size)
         self.particles.tomo_ids = np.full(len(self.particles), str(name))
         truth = self.truth_dict(name)
@@ -703,12 +703,6 @@ class Phantom:
                                  p["class_id"], f"{p['tdrot']:.4f}", f"{p['tilt']:.4f}",
                                  f"{p['narot']:.4f}"])
         return mrc_path, json_path, csv_path
-
-
-def _write_mrc(path, data, voxel_size):
-    with mrcfile.new(path, overwrite=True) as mrc:
-        mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
-        mrc.voxel_size = voxel_size
 
 
 def load_truth(path):
