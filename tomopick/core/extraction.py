@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tomopick.core.resample import fourier_crop_to
+
 #: Normalisation methods, in the order of the extraction protocol's ``normproc``.
 NORMALIZATIONS = ("normalize", "edge mean")
 #: Out-of-bounds policies, in the order of the extraction protocol's ``outOfBounds``.
@@ -304,21 +306,8 @@ def fourier_crop_boxes(boxes, size):
         origin before cropping), and a feature at offset ``d`` from the centre
         ends at offset ``d * m / n``.
     """
-    boxes = np.asarray(boxes, dtype=np.float32)
-    n = boxes.shape[-1]
-    if size > n or size < 1:
-        raise ValueError(f"cannot Fourier-crop a box of {n} to {size}")
-    if size == n:
-        return boxes.copy()
-    axes = (1, 2, 3)
-    spectrum = np.fft.rfftn(np.fft.ifftshift(boxes, axes=axes), axes=axes)
-    keep_pos = (size + 1) // 2          # frequencies 0 .. ceil(m/2)-1
-    keep_neg = size // 2                # and -floor(m/2) .. -1 (includes -m/2 for even m)
-    full = np.r_[0:keep_pos, n - keep_neg:n]
-    cropped = spectrum[:, full][:, :, full][:, :, :, :size // 2 + 1]
-    out = np.fft.irfftn(cropped, s=(size, size, size), axes=axes)
-    out *= (size / n) ** 3
-    return np.fft.fftshift(out, axes=axes).astype(np.float32)
+    size = int(size)
+    return fourier_crop_to(boxes, (size, size, size), axes=(1, 2, 3))
 
 
 def normalize_boxes(boxes, method="normalize"):
