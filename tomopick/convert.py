@@ -10,7 +10,7 @@ from tomo.constants import BOTTOM_LEFT_CORNER, SCIPION
 from tomo.objects import Coordinate3D, MeshPoint
 
 from tomopick.core.formats import mrc_header_info, read_mrc
-from tomopick.core.picks import Picks
+from tomopick.core.picks import Picks, outside_volume
 
 
 def tomograms_by_tsid(tomograms):
@@ -173,7 +173,6 @@ def outside_tomograms(picks, tomograms, tolerance=0.5):
     outside = np.zeros(len(picks), dtype=bool)
     for ts_id in np.unique(picks.tomo_ids):
         rows = picks.tomo_ids == ts_id
-        size = np.array(tomogram_shape_xyz(tomograms[ts_id]), dtype=float)
-        pos = picks.positions[rows]
-        outside[rows] = np.any((pos < -tolerance) | (pos > size - 1 + tolerance), axis=1)
+        outside[rows] = outside_volume(picks.positions[rows],
+                                       tomogram_shape_xyz(tomograms[ts_id]), tolerance)
     return outside

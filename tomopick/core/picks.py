@@ -9,6 +9,28 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+def outside_volume(positions, size_xyz, tolerance=0.5):
+    """Which positions lie outside a volume.
+
+    Parameters
+    ----------
+    positions : (N, 3) array of float
+        (x, y, z) in voxels, bottom-left origin.
+    size_xyz : (3,) array of int
+        (nx, ny, nz) of the volume.
+    tolerance : float, optional
+        Voxels a position may lie beyond the outermost voxel centre: voxel
+        centres run 0 .. n-1, so with 0.5 the volume spans -0.5 .. n-0.5.
+
+    Returns
+    -------
+    (N,) ndarray of bool
+    """
+    pos = np.asarray(positions, dtype=float).reshape(-1, 3)
+    size = np.asarray(size_xyz, dtype=float)
+    return np.any((pos < -tolerance) | (pos > size - 1 + tolerance), axis=1)
+
+
 @dataclass
 class Picks:
     """Particle positions with optional orientations and scores.

@@ -12,7 +12,7 @@ from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid
 from tomopick.core.formats import read_coordinates
 from tomopick.core.formats.coordinates import PER_TOMOGRAM_FORMATS, detect_format
 from tomopick.core.formats.dynamo import table_map_path
-from tomopick.core.picks import Picks
+from tomopick.core.picks import Picks, outside_volume
 
 IMPORT_CHOICES = ["auto", "csv", "star", "tbl", "mod", "ndjson", "yaml"]
 OUTPUT_TYPES = ["coordinates", "meshes"]
@@ -223,8 +223,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
             rows = picks.tomo_ids == tsId
             size = np.array(self._shapes[tsId], dtype=float)
             pos = picks.positions[rows]
-            # voxel centres run 0 .. n-1: the volume spans -0.5 .. n-0.5
-            outside = np.any((pos < -0.5) | (pos > size - 0.5), axis=1)
+            outside = outside_volume(pos, size)
             if outside.any():
                 x, y, z = pos[np.flatnonzero(outside)[0]]
                 raise ValueError(

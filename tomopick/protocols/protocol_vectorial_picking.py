@@ -26,6 +26,7 @@ from tomo.protocols import ProtTomoPicking
 from tomopick.convert import tomogram_shape_xyz, tomograms_by_tsid
 from tomopick.core.formats.points import INTERIOR, POINT, read_points_csv, write_points_csv
 from tomopick.core.geometry import MODEL_TYPES
+from tomopick.core.picks import outside_volume
 
 OUTPUT_NAME = "meshes"
 MODEL_TYPE_ATTR = "_tpModelType"
@@ -240,8 +241,7 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         for tsId, modelId, x, y, z, role in rows:
             if tsId in shapes:
                 size = shapes[tsId]
-                p = np.array([x, y, z])
-                if np.any(p < -0.5) or np.any(p > size - 0.5):
+                if outside_volume([x, y, z], size)[0]:
                     outside.append(f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) "
                                    f"outside {int(size[0])}x{int(size[1])}x{int(size[2])}")
         if outside:
