@@ -1,17 +1,13 @@
 """The ``tomopick`` command: demo, gui, run, simulate, evaluate.
 
-Every subcommand first fills in the Scipion environment a user has not set
-(`tomopick.environment`), so nothing about SCIPION_* needs to be known.
+Importing the tomopick package fills in the Scipion environment a user has
+not set (`tomopick.environment`) before pyworkflow is loaded, so nothing about
+SCIPION_* needs to be known.
 """
 import argparse
 import os
 import sys
 import time
-
-# pyworkflow reads the environment at import: set it before anything imports it
-from tomopick import environment
-
-environment.set_defaults()
 
 
 def _parser():
