@@ -405,10 +405,13 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
         cache[fshape] = [scipy.fft.rfftn(k[::-1, ::-1, ::-1].astype(np.float32), fshape,
                                          workers=workers) for k in kernels]
     out = np.empty((len(kernels),) + out_shape, np.float32)
+    valid = tuple(slice(n - 1, n - 1 + s) for s in out_shape)
+    # one product buffer for all kernels, overwritten by the inverse transform:
+    # fresh chunk-sized temporaries per kernel cost as much as the transform
+    product = np.empty_like(spectrum)
     for p, kspec in enumerate(cache[fshape]):
-        full = scipy.fft.irfftn(spectrum * kspec, fshape, workers=workers)
-        out[p] = full[n - 1:n - 1 + out_shape[0], n - 1:n - 1 + out_shape[1],
-                      n - 1:n - 1 + out_shape[2]]
+        np.multiply(spectrum, kspec, out=product)
+        out[p] = scipy.fft.irfftn(product, fshape, workers=workers, overwrite_x=True)[valid]
     return out
 
 

@@ -350,9 +350,15 @@ def test_tomogram_list_tracks_status_and_opens_pickers(qapp, tmp_path):
         assert win.volume.shape == (32, 48, 64)
         for p in [(1, 1, 1), (2, 1, 1)]:
             session.add_point("b", p)
-        assert dialog.row_values("b") == ("b", "incomplete: model 1 has 2/3 points", "1", "2")
+        assert dialog.row_values("b") == ("b", "incomplete: model 1 has 2/4 points", "1", "2")
         session.add_point("b", (1, 2, 1))
-        assert dialog.row_values("b") == ("b", "picked", "1", "3")
+        session.add_point("b", (2, 2, 1))
+        # four points on one z-level do not make a surface (it is meshed between levels)
+        assert dialog.row_values("b") == ("b", "incomplete: model 1 has 1/2 z-levels of 2+ "
+                                          "points", "1", "4")
+        session.add_point("b", (1, 1, 4))
+        session.add_point("b", (2, 2, 4))
+        assert dialog.row_values("b") == ("b", "picked", "1", "6")
         assert dialog.open_picker("b") is win   # raised, not opened twice
         win.viewer.close()                      # the user closes the picker window
         session.add_point("b", (3, 3, 3))       # the closed window stops listening quietly

@@ -16,9 +16,13 @@ import numpy as np
 MODEL_TYPES = ("General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament")
 
 #: Fewest points that let the model workflow fit each model type (sphere: 4
-#: unknowns; general quadric ellipsoid: 9; plane-like surface patch: 3; a
-#: filament axis: 2; a general cloud: 1).
-MIN_POINTS = {"General": 1, "Vesicle": 4, "Ellipsoidal vesicle": 9, "Surface": 3, "Filament": 2}
+#: unknowns; general quadric ellipsoid: 9; a surface: two z-levels of two
+#: points, see `SURFACE_LEVELS`; a filament axis: 2; a general cloud: 1).
+MIN_POINTS = {"General": 1, "Vesicle": 4, "Ellipsoidal vesicle": 9, "Surface": 4, "Filament": 2}
+
+#: A surface is meshed between z-levels (`geometry.surface_from_levels`): it
+#: needs this many levels (points rounded to the same z) of two points or more.
+SURFACE_LEVELS = 2
 
 from tomopick.core.formats.points import INTERIOR, POINT, read_points_csv, write_points_csv
 
@@ -157,7 +161,9 @@ class PickingSession:
         -------
         str
             ``'not picked'``, ``'picked'`` or ``'incomplete: model M has n/k points'``
-            when a model has fewer points than its model type needs.
+            when a model has fewer points than its model type needs (for a
+            Surface, ``'incomplete: model M has l/2 z-levels of 2+ points'``
+            when its points do not span two levels).
         """
         self._check(ts_id)
         models = self.model_ids(ts_id)
@@ -168,6 +174,13 @@ class PickingSession:
             have = len(self._points[ts_id][model])
             if have < need:
                 return f"incomplete: model {model} has {have}/{need} points"
+            if self.model_type == "Surface":
+                z = np.round(np.asarray(self._points[ts_id][model])[:, 2])
+                _, per_level = np.unique(z, return_counts=True)
+                levels = int((per_level >= 2).sum())
+                if levels < SURFACE_LEVELS:
+                    return (f"incomplete: model {model} has {levels}/{SURFACE_LEVELS} "
+                            "z-levels of 2+ points")
         return "picked"
 
     # -- edits -------------------------------------------------------------
