@@ -405,13 +405,18 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
         cache[fshape] = [scipy.fft.rfftn(k[::-1, ::-1, ::-1].astype(np.float32), fshape,
                                          workers=workers) for k in kernels]
     out = np.empty((len(kernels),) + out_shape, np.float32)
-    valid = tuple(slice(n - 1, n - 1 + s) for s in out_shape)
+    valid_z, valid_y, valid_x = (slice(n - 1, n - 1 + s) for s in out_shape)
     # one product buffer for all kernels, overwritten by the inverse transform:
     # fresh chunk-sized temporaries per kernel cost as much as the transform
     product = np.empty_like(spectrum)
     for p, kspec in enumerate(cache[fshape]):
         np.multiply(spectrum, kspec, out=product)
-        out[p] = scipy.fft.irfftn(product, fshape, workers=workers, overwrite_x=True)[valid]
+        # the inverse axis by axis, dropping the invalid (halo, wrapped) planes
+        # after each axis: the y and x passes then transform only what is kept
+        # (~35 % less work than irfftn of the whole padded chunk)
+        t = scipy.fft.ifft(product, axis=0, workers=workers, overwrite_x=True)[valid_z]
+        t = scipy.fft.ifft(t, axis=1, workers=workers, overwrite_x=True)[:, valid_y]
+        out[p] = scipy.fft.irfft(t, fshape[2], axis=2, workers=workers)[..., valid_x]
     return out
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from tomopick.core import picket as pk
@@ -137,6 +138,26 @@ def phantom_slab():
     """Preprocessed central slab of a small phantom (particles, wedge, noise)."""
     ph = simulate_tomogram(shape=(48, 64, 64), n_particles=10, n_vesicles=0, snr=0.5, seed=3)
     return pk.preprocess(ph.tomogram)[12:36]
+
+
+@pytest.mark.parametrize("mode", ["FFT", "Gabor", "intensities"])
+def test_gmm_margin_is_the_mixtures_posterior_log_odds(mode, phantom_slab):
+    u = phantom_slab
+    windows = picket_windows(u, N).reshape(-1, N ** 3)
+    model = pk.fit_model(windows[::4], N, mode, "GMM", seed=0)
+    margin = np.zeros(u.shape, np.float32)
+    pk.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin)
+    # the same voxels through scikit-learn: principal-component scores, then the mixture
+    weighted = pf.window_features(windows, N, mode, model.gabor_filters) * model.feature_scale
+    pca = PCA(random_state=0).fit(weighted[::4].astype(np.float64))
+    scores = pca.transform(weighted.astype(np.float64))[:, :model.info["pca_components"]]
+    proba = np.clip(model.gmm.predict_proba(scores), 1e-300, None)
+    log_odds = np.log(proba[:, 1]) - np.log(proba[:, 0])
+    finite = np.abs(log_odds) < 30          # beyond, the probabilities saturate
+    error = np.abs(margin.ravel() - log_odds)[finite]
+    print(f"{mode}: |margin - log-odds| max {error.max():.2e} over {finite.sum()} voxels")
+    assert error.max() < 1e-2
+    assert ((margin.ravel() > 0) == model.gmm.predict(scores)).mean() > 0.9999
 
 
 @pytest.mark.parametrize("mode", ["FFT", "Gabor", "intensities"])
