@@ -396,6 +396,12 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
     # fold the feature weights into the projection: features are computed unweighted
     projection = (model.projection * model.feature_scale[None]).astype(np.float32)
     cache = {}
+    if model.mode != "FFT":
+        # the kernel spectra of the common chunk shape, on all threads, before
+        # the chunks share them
+        kernels = pf.window_kernels(projection, model.mode, n, model.gabor_filters)
+        shape = pf.transform_shape((min(chunk, hi - lo + 1) + 2 * h,) + padded.shape[1:])
+        cache[shape] = pf.kernel_spectra(kernels, shape, workers=n_threads)
 
     def run(z0):
         z1 = min(hi + 1, z0 + chunk)
@@ -405,8 +411,6 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
             out[z0:z1] = model.margin_from_projection(proj)
 
     starts = list(range(lo, hi + 1, chunk))
-    if model.mode != "FFT" and starts:
-        run(starts.pop(0))          # fills the kernel-spectrum cache once
     with ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(run, starts))
     return out

@@ -372,6 +372,25 @@ def window_kernels(projection, mode, n, gabor_filters=None):
     return kernels.reshape(-1, n, n, n)
 
 
+def transform_shape(shape):
+    """FFT size used by `correlate_kernels` for a padded block of this shape."""
+    return tuple(scipy.fft.next_fast_len(int(s), real=True) for s in shape)
+
+
+def kernel_spectra(kernels, fshape, workers=1):
+    """Spectra of n^3 kernels for correlation by FFT on transforms of shape ``fshape``.
+
+    Correlation is convolution with the flipped kernel (read from offset n-1),
+    so these are the real FFTs of the flipped kernels.
+
+    Returns
+    -------
+    list of complex64 ndarray
+    """
+    return [scipy.fft.rfftn(np.asarray(k)[::-1, ::-1, ::-1].astype(np.float32), fshape,
+                            workers=workers) for k in kernels]
+
+
 def correlate_kernels(padded, kernels, workers=1, cache=None):
     """Valid correlation of a padded volume (or chunk) with several n^3 kernels.
 
@@ -397,13 +416,11 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
     n = kernels.shape[-1]
     shape_in = padded.shape
     out_shape = tuple(s - n + 1 for s in shape_in)
-    fshape = tuple(scipy.fft.next_fast_len(s, real=True) for s in shape_in)
+    fshape = transform_shape(shape_in)
     spectrum = scipy.fft.rfftn(np.asarray(padded, np.float32), fshape, workers=workers)
     cache = {} if cache is None else cache
     if fshape not in cache:
-        # correlation = convolution with the flipped kernel, read from offset n-1
-        cache[fshape] = [scipy.fft.rfftn(k[::-1, ::-1, ::-1].astype(np.float32), fshape,
-                                         workers=workers) for k in kernels]
+        cache[fshape] = kernel_spectra(kernels, fshape, workers)
     out = np.empty((len(kernels),) + out_shape, np.float32)
     valid_z, valid_y, valid_x = (slice(n - 1, n - 1 + s) for s in out_shape)
     # one product buffer for all kernels, overwritten by the inverse transform:
