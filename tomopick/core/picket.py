@@ -405,13 +405,15 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
 
     def run(z0):
         z1 = min(hi + 1, z0 + chunk)
-        with threadpool_limits(1):
-            proj = pf.project_features(padded[z0:z1 + 2 * h], n, model.mode, projection,
-                                       model.gabor_filters, cache)
-            out[z0:z1] = model.margin_from_projection(proj)
+        proj = pf.project_features(padded[z0:z1 + 2 * h], n, model.mode, projection,
+                                   model.gabor_filters, cache)
+        out[z0:z1] = model.margin_from_projection(proj)
 
     starts = list(range(lo, hi + 1, chunk))
-    with ThreadPoolExecutor(n_threads) as pool:
+    # one BLAS thread per chunk thread.  Set once, here: the limit is process-wide,
+    # and entering and leaving it from the worker threads, interleaved, left the
+    # process with one BLAS thread after prediction
+    with threadpool_limits(1), ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(run, starts))
     return out
 

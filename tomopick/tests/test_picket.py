@@ -354,3 +354,23 @@ def test_slab_by_slab_watershed_of_a_large_network_equals_the_whole_box(monkeypa
     # the same regions (up to renumbering)
     pairs = {(a, b) for a, b in zip(whole[mask], slabs[mask])}
     assert len(pairs) == whole.max()
+
+
+def test_prediction_leaves_the_process_thread_limits_as_they_were():
+    from threadpoolctl import threadpool_info
+
+    def limits():
+        return sorted((i["internal_api"], i["filepath"], i["num_threads"])
+                      for i in threadpool_info())
+
+    before = limits()
+    u = np.random.default_rng(0).random((40, 48, 48), np.float32)
+    windows = pf.all_windows(u, N)[::11]
+    for mode in ("FFT", "intensities"):
+        model = pk.fit_model(windows, N, mode, "GMM", seed=0)
+        margin = np.zeros(u.shape, np.float32)
+        # many short chunks on several threads: the threads' turns interleave
+        pk.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin,
+                          chunk=2, n_threads=3)
+    # the limit is process-wide: a leftover 1 would slow every later BLAS call
+    assert limits() == before
