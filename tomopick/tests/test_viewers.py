@@ -546,6 +546,47 @@ class TestScipionViewer(TomoPickProtocolTest):
         assert all(name.startswith(viewers.SUBSET_PREFIX) for name in subsets)
         assert sorted(subsets.values()) == sorted([ids[:2], ids[1:2]])
 
+    def test_subsets_left_by_a_gui_that_closed_first_are_registered_on_the_next_view(self):
+        """A subset saved after the Scipion GUI quit is registered, not deleted, next time."""
+        from tomopick.viewers import viewers
+
+        prot, coords = self._coordinates()
+        ids = sorted(c.getObjId() for c in coords.iterItems())
+        directory = os.path.join(prot._getTmpPath(),
+                                 f"napari_{type(coords).__name__}_{coords.getObjId()}")
+        # the earlier session: one good subset and one with an unknown id, never registered
+        os.makedirs(os.path.join(directory, "subsets"))
+        for n, kept in enumerate([ids[1:], [999]], start=1):
+            with open(os.path.join(directory, "subsets", f"subset_{n:03d}.json"), "w") as f:
+                json.dump({"kept_ids": kept}, f)
+
+        class ClosedAtOnce:     # this session saves nothing
+            def __init__(self, command):
+                pass
+
+            def wait(self):
+                return 0
+
+        before = {name for name, _ in prot.iterOutputAttributes()}
+        original = viewers.subprocess.Popen
+        viewers.subprocess.Popen = ClosedAtOnce
+        try:
+            viewer = viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
+            viewer._visualize(coords)
+            viewer.subsetThread.join(30)
+        finally:
+            viewers.subprocess.Popen = original
+        reloaded = self.proj.getProtocol(prot.getObjId())
+        subsets = [sorted(c.getObjId() for c in out.iterItems())
+                   for name, out in reloaded.iterOutputAttributes() if name not in before]
+        assert subsets == [ids[1:]]
+        # the bad one is set aside with its reason, out of the folder a new view clears
+        rejected = os.path.join(directory, "rejected")
+        assert sorted(os.listdir(rejected)) == ["subset_002.json", "subset_002.txt"]
+        assert "999" in open(os.path.join(rejected, "subset_002.txt")).read()
+        pending = os.path.join(directory, "subsets")
+        assert not (os.path.isdir(pending) and os.listdir(pending))
+
     def test_view_specs_of_meshes_and_segmentations_open_their_views(self):
         from tomo.objects import SetOfMeshes, SetOfTomoMasks, TomoMask
 

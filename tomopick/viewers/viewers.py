@@ -11,6 +11,7 @@ way scipion-em-tomo's own viewers register subsets.
 Nothing here imports Qt: the module is loaded when Scipion discovers viewers.
 """
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from tomo.objects import (AverageSubTomogram, SetOfCoordinates3D, SetOfMeshes,
                           SetOfSubTomograms, SetOfTomograms, SetOfTomoMasks)
 
 SUBSET_PREFIX = "coordinatesSubset"
+logger = logging.getLogger(__name__)
 
 
 def _python():
@@ -209,16 +211,60 @@ def register_coordinates_subset(protocol, coordinates, kept_ids, project=None,
     return name, subset
 
 
-def read_saved_subsets(result_dir):
-    """Kept-id lists of the subsets saved by a viewer process, in saving order."""
+def _saved_subset_files(result_dir):
+    """Paths of the ``subset_NNN.json`` files of a viewer process, in saving order."""
     if not os.path.isdir(result_dir):
         return []
+    return [os.path.join(result_dir, f) for f in sorted(os.listdir(result_dir))
+            if f.startswith("subset_") and f.endswith(".json")]
+
+
+def read_saved_subsets(result_dir):
+    """Kept-id lists of the subsets saved by a viewer process, in saving order."""
     subsets = []
-    for fname in sorted(f for f in os.listdir(result_dir)
-                        if f.startswith("subset_") and f.endswith(".json")):
-        with open(os.path.join(result_dir, fname)) as handle:
+    for path in _saved_subset_files(result_dir):
+        with open(path) as handle:
             subsets.append(json.load(handle)["kept_ids"])
     return subsets
+
+
+_REGISTERING = threading.Lock()
+
+
+def register_saved_subsets(protocol, coordinates, result_dir, project=None):
+    """Register every subset a viewer process saved, each once.
+
+    Each file is removed once its subset is an output, so a later call (a
+    viewer reopened after the Scipion GUI closed before the earlier viewer did)
+    registers only what is still pending.  A subset that cannot be registered
+    (empty, unknown ids) is logged and moved to ``rejected/`` beside
+    ``result_dir`` with a ``.txt`` giving the reason (a new view clears
+    ``result_dir``, not that folder).
+
+    Returns
+    -------
+    list of str
+        The new output names.
+    """
+    names = []
+    with _REGISTERING:      # two viewers of one set must not register a file twice
+        for path in _saved_subset_files(result_dir):
+            with open(path) as handle:
+                kept = json.load(handle)["kept_ids"]
+            try:
+                name, _ = register_coordinates_subset(protocol, coordinates, kept, project)
+            except ValueError as error:
+                rejected = os.path.join(os.path.dirname(os.path.abspath(result_dir)), "rejected")
+                os.makedirs(rejected, exist_ok=True)
+                kept_as = os.path.join(rejected, os.path.basename(path))
+                os.replace(path, kept_as)
+                with open(kept_as[:-len(".json")] + ".txt", "w") as handle:
+                    handle.write(f"{error}\n")
+                logger.warning("subset %s not registered: %s (kept as %s)", path, error, kept_as)
+                continue
+            os.remove(path)
+            names.append(name)
+    return names
 
 
 class TomoPickNapariViewer(pwviewer.Viewer):
@@ -237,18 +283,21 @@ class TomoPickNapariViewer(pwviewer.Viewer):
         protocol = self.protocol
         base = protocol._getTmpPath() if protocol is not None else os.path.abspath("tomopick-view")
         directory = os.path.join(base, f"napari_{type(obj).__name__}_{obj.getObjId()}")
+        result_dir = os.path.join(directory, "subsets")
+        subsets = (isinstance(obj, SetOfCoordinates3D) and not isinstance(obj, SetOfMeshes)
+                   and protocol is not None)
+        project = self.getProject()
+        if subsets:
+            # subsets saved in an earlier session whose Scipion GUI closed before
+            # its viewer did: register them before the new spec clears the folder
+            register_saved_subsets(protocol, obj, result_dir, project)
         spec_path = write_view_spec(obj, directory, protocol)
         process = subprocess.Popen([_python(), "-m", "tomopick.viewers.launch", spec_path])
-        if isinstance(obj, SetOfCoordinates3D) and not isinstance(obj, SetOfMeshes) \
-                and protocol is not None:
+        if subsets:
             # register saved subsets once the viewer closes, without blocking the Tk window
-            result_dir = os.path.join(directory, "subsets")
-            project = self.getProject()
-
             def wait_and_register():
                 process.wait()
-                for kept in read_saved_subsets(result_dir):
-                    register_coordinates_subset(protocol, obj, kept, project)
+                register_saved_subsets(protocol, obj, result_dir, project)
 
             self.subsetThread = threading.Thread(target=wait_and_register, daemon=True)
             self.subsetThread.start()
