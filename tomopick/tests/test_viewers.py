@@ -510,6 +510,20 @@ class TestScipionViewer(TomoPickProtocolTest):
         finally:
             views[0].close()
 
+    def _visualize_in(self, process_class, prot, coords):
+        """Open the Scipion viewer on ``coords`` with ``process_class`` as the napari
+        process; wait for its subset registration."""
+        from tomopick.viewers import viewers
+
+        original = viewers.subprocess.Popen
+        viewers.subprocess.Popen = process_class
+        try:
+            viewer = viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
+            assert viewer._visualize(coords) == []
+            viewer.subsetThread.join(30)
+        finally:
+            viewers.subprocess.Popen = original
+
     def test_the_scipion_viewer_registers_the_subsets_saved_in_its_process(self):
         """_visualize runs the napari process and, when it ends, registers what was saved."""
         from tomopick.viewers import viewers
@@ -531,14 +545,7 @@ class TestScipionViewer(TomoPickProtocolTest):
                 return 0
 
         before = {name for name, _ in prot.iterOutputAttributes()}
-        original = viewers.subprocess.Popen
-        viewers.subprocess.Popen = FakeProcess
-        try:
-            viewer = viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
-            assert viewer._visualize(coords) == []
-            viewer.subsetThread.join(30)
-        finally:
-            viewers.subprocess.Popen = original
+        self._visualize_in(FakeProcess, prot, coords)
         assert launched[0][1:3] == ["-m", "tomopick.viewers.launch"]
         reloaded = self.proj.getProtocol(prot.getObjId())
         subsets = {name: sorted(c.getObjId() for c in out.iterItems())
@@ -548,8 +555,6 @@ class TestScipionViewer(TomoPickProtocolTest):
 
     def test_subsets_left_by_a_gui_that_closed_first_are_registered_on_the_next_view(self):
         """A subset saved after the Scipion GUI quit is registered, not deleted, next time."""
-        from tomopick.viewers import viewers
-
         prot, coords = self._coordinates()
         ids = sorted(c.getObjId() for c in coords.iterItems())
         directory = os.path.join(prot._getTmpPath(),
@@ -568,14 +573,7 @@ class TestScipionViewer(TomoPickProtocolTest):
                 return 0
 
         before = {name for name, _ in prot.iterOutputAttributes()}
-        original = viewers.subprocess.Popen
-        viewers.subprocess.Popen = ClosedAtOnce
-        try:
-            viewer = viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
-            viewer._visualize(coords)
-            viewer.subsetThread.join(30)
-        finally:
-            viewers.subprocess.Popen = original
+        self._visualize_in(ClosedAtOnce, prot, coords)
         reloaded = self.proj.getProtocol(prot.getObjId())
         subsets = [sorted(c.getObjId() for c in out.iterItems())
                    for name, out in reloaded.iterOutputAttributes() if name not in before]
