@@ -395,19 +395,25 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
     chunk = chunk or 12
     # fold the feature weights into the projection: features are computed unweighted
     projection = (model.projection * model.feature_scale[None]).astype(np.float32)
-    cache = {}
-    if model.mode != "FFT":
+    # prediction needs a few linear combinations of the features, never the
+    # features themselves: for intensities and Gabor one correlation kernel per
+    # row of the projection, for FFT magnitudes the blocked matrix product
+    if model.mode == "FFT":
+        def project(block):
+            return pf.project_fft_magnitudes(block, n, projection)
+    else:
+        kernels = pf.window_kernels(projection, model.mode, n, model.gabor_filters)
         # the kernel spectra of the common chunk shape, on all threads, before
         # the chunks share them
-        kernels = pf.window_kernels(projection, model.mode, n, model.gabor_filters)
         shape = pf.transform_shape((min(chunk, hi - lo + 1) + 2 * h,) + padded.shape[1:])
-        cache[shape] = pf.kernel_spectra(kernels, shape, workers=n_threads)
+        cache = {shape: pf.kernel_spectra(kernels, shape, workers=n_threads)}
+
+        def project(block):
+            return pf.correlate_kernels(block, kernels, cache=cache)
 
     def run(z0):
         z1 = min(hi + 1, z0 + chunk)
-        proj = pf.project_features(padded[z0:z1 + 2 * h], n, model.mode, projection,
-                                   model.gabor_filters, cache)
-        out[z0:z1] = model.margin_from_projection(proj)
+        out[z0:z1] = model.margin_from_projection(project(padded[z0:z1 + 2 * h]))
 
     starts = list(range(lo, hi + 1, chunk))
     # one BLAS thread per chunk thread.  Set once, here: the limit is process-wide,

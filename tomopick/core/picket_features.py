@@ -470,24 +470,6 @@ def project_fft_magnitudes(padded, n, projection, block=(8, 8)):
     return out
 
 
-def project_features(padded, n, mode, projection, gabor_filters=None, cache=None):
-    """``projection @ features(x)`` at every voxel of a padded volume or chunk.
-
-    What prediction needs: a few linear combinations of the features, never the
-    features themselves (linear modes: one correlation kernel per row; FFT:
-    blocked magnitudes times the matrix).
-
-    Returns
-    -------
-    (P, nz, ny, nx) float32 ndarray
-    """
-    mode = check_feature_mode(mode)
-    if mode == "FFT":
-        return project_fft_magnitudes(padded, n, projection)
-    kernels = window_kernels(projection, mode, n, gabor_filters)
-    return correlate_kernels(padded, kernels, cache=cache)
-
-
 def feature_volumes(volume, n, mode, gabor_filters=None, workers=1):
     """Every feature at every voxel of a (small) volume, computed as filters.
 
