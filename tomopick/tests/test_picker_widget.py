@@ -9,8 +9,6 @@ are skipped, everything else runs).
 import os
 import tempfile
 
-from tomopick.viewers import headless
-
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # replaced by xcb when Xvfb starts
 # napari keeps window sizes in its settings: a private file keeps the tests' canvas
 # size (and so the pixel geometry they check) independent of earlier sessions
@@ -151,19 +149,6 @@ def test_session_rejects_unknown_tomograms_model_types_and_positions(tmp_path):
 
 
 # ------------------------------------------------------------------ the widget
-@pytest.fixture(scope="module")
-def qapp():
-    from napari.qt import get_qapp
-
-    headless.virtual_display()  # a private Xvfb (when installed) before Qt starts
-    return get_qapp()
-
-
-@pytest.fixture(scope="module")
-def renders(qapp):
-    return qapp.platformName() == "xcb" and headless.canvas_renders()
-
-
 def _volume():
     """A dark volume with one bright blob at (x, y, z) = (40, 20, 16)."""
     volume = np.zeros((32, 48, 64), np.float32)

@@ -9,8 +9,6 @@ import json
 import os
 import tempfile
 
-from tomopick.viewers import headless
-
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # replaced by xcb when Xvfb starts
 # napari keeps window sizes in its settings: a private file keeps the tests' canvas
 # size (and so the pixel geometry they check) independent of earlier sessions
@@ -90,19 +88,6 @@ def test_colours_separate_groups_and_order_scores():
 
 
 # --------------------------------------------------------- napari views
-@pytest.fixture(scope="module")
-def qapp():
-    from napari.qt import get_qapp
-
-    headless.virtual_display()  # a private Xvfb (when installed) before Qt starts
-    return get_qapp()
-
-
-@pytest.fixture(scope="module")
-def renders(qapp):
-    return qapp.platformName() == "xcb" and headless.canvas_renders()
-
-
 @pytest.fixture
 def views():
     opened = []
