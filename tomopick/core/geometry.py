@@ -16,7 +16,7 @@ Conventions
   model (vesicle) a marker inside keeps the normals outward and a marker
   outside flips every one of them (they then point into the vesicle).
 - The in-plane angle is not defined by a surface; rotations are built with
-  `tomopick.core.transforms.rotation_from_z_axis` with ``narot = 0``.
+  `tomopick.core.rotations.rotation_from_z_axis` with ``narot = 0``.
 - Filaments: the particle's z-axis runs along the filament (direction of the
   user's clicks) and its x-axis points radially outward from the axis; it
   turns by ``dphi`` degrees from one point to the next.
@@ -34,7 +34,7 @@ from scipy import interpolate
 from scipy.sparse import coo_matrix, diags
 from scipy.spatial import cKDTree
 
-from tomopick.core.transforms import rotation_from_z_axis
+from tomopick.core.rotations import rotation_from_z_axis
 
 # Names of the model types, in the order of the protocols' modelType choices.
 MODEL_TYPES = ("General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament")

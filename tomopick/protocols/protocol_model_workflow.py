@@ -9,7 +9,7 @@ outward normal (away from the interior marker, or from the fitted centre);
 for filaments the z-axis runs along the filament and the x-axis points away
 from it, turning by ``dphi`` per point. The in-plane angle of surface
 particles is not defined by the surface: narot = 0 (minimal-twist rotation,
-`tomopick.core.transforms.rotation_from_z_axis`).
+`tomopick.core.rotations.rotation_from_z_axis`).
 
 A model that cannot be fitted (too few points, degenerate) goes to
 ``failedMeshes`` with the reason in the log; the others are cropped anyway.
@@ -29,7 +29,7 @@ from tomo.protocols import ProtTomoBase
 from tomopick.convert import append_picks, outside_tomograms, tomograms_by_tsid
 from tomopick.core import geometry
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import homogeneous
+from tomopick.core.rotations import homogeneous
 from tomopick.protocols.protocol_vectorial_picking import (INTERIOR_ATTR, MODEL_TYPE_ATTR,
                                                            new_mesh_point)
 

@@ -4,7 +4,7 @@ import pytest
 from scipy import ndimage
 
 from tomopick.core import alignment as al
-from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous, rotation_from_z_axis
+from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous, rotation_from_z_axis
 
 
 def _smooth_box(n=32, seed=0):

@@ -5,7 +5,7 @@ import pytest
 from tomopick.core import extraction as ex
 from tomopick.core.alignment import apply_alignment
 from tomopick.core.formats.mrc import read_mrc, write_mrc
-from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous
+from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 from scipy.spatial import cKDTree
 
 from tomopick.core import geometry as g
-from tomopick.core.transforms import angle_between, euler_zxz_to_matrix
+from tomopick.core.rotations import angle_between, euler_zxz_to_matrix
 
 NOISE = 1.0  # voxels rms of a click, in the slice plane
 

@@ -18,7 +18,7 @@ Whatever the format, a read gives a `Picks` table in tomopick's conventions:
 positions (x, y, z) in voxels with the bottom-left-corner origin (the centre of
 array element ``[k, j, i]`` is at (i, j, k)), rotations R with ``R @ (0, 0, 1)``
 the particle's z-axis in the tomogram (R maps the particle's reference frame
-onto the tomogram, see `tomopick.core.transforms`), and zero shifts: a shift a
+onto the tomogram, see `tomopick.core.rotations`), and zero shifts: a shift a
 format carries is folded into the position. Writers fold the shifts of
 ``picks.matrices`` into the positions the same way (the particle centre is
 ``position + shift``: aligned(r) = subtomogram(R r + t)).

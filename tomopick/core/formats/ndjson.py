@@ -19,7 +19,7 @@ import json
 import numpy as np
 
 from ..picks import Picks
-from ..transforms import homogeneous
+from ..rotations import homogeneous
 from .coordinates import (centre_positions, line_error, require_file, single_tomogram,
                           tsid_from_filename)
 

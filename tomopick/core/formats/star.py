@@ -33,7 +33,7 @@ import pandas as pd
 import starfile
 
 from ..picks import Picks
-from ..transforms import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
+from ..rotations import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
 from .coordinates import centre_positions, require_file
 
 CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
