@@ -40,10 +40,13 @@ import numpy as np
 
 from tomopick.core.resample import fourier_crop_to
 
-#: Normalisation methods, in the order of the extraction protocol's ``normproc``.
+#: Normalisation methods `normalize_boxes` knows, by name (a form keeps its own choice order).
 NORMALIZATIONS = ("normalize", "edge mean")
-#: Out-of-bounds policies, in the order of the extraction protocol's ``outOfBounds``.
+#: Out-of-bounds policies, by name (a form keeps its own choice order).
 OUT_OF_BOUNDS = ("skip", "pad")
+#: particles extracted at a time by `extract_in_chunks` (bounds memory: 1000
+#: boxes of 64^3 are 1 GB)
+CHUNK = 500
 
 _PAGE = 4096
 
@@ -106,7 +109,7 @@ def box_centers(positions):
 def output_box_size(box_size, down_factor=1.0):
     """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1."""
     if down_factor < 1:
-        raise ValueError(f"downFactor must be >= 1, got {down_factor}")
+        raise ValueError(f"the downsampling factor must be >= 1, got {down_factor}")
     return max(1, int(round(box_size / down_factor)))
 
 
@@ -285,7 +288,8 @@ def _plan(shape, positions, n, out_of_bounds):
 def _check_box_size(box_size):
     n = int(box_size)
     if n != box_size or n < 1:
-        raise ValueError(f"boxSize must be a positive integer number of voxels, got {box_size}")
+        raise ValueError(f"the box size must be a positive integer number of voxels, "
+                         f"got {box_size}")
     return n
 
 
@@ -438,3 +442,55 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     out_matrices[:, :3, 3] = (out_matrices[:, :3, 3] + remainders) / scale
     n_skipped = len(positions) - len(index)
     return Extraction(out, index, out_matrices, padded, n_skipped, scale)
+
+
+def extract_in_chunks(volume, positions, box_size, matrices=None, chunk=CHUNK,
+                      out_of_bounds="skip", pad_value=None, **options):
+    """`extract_subtomograms` over z-ordered chunks of particles: bounded memory.
+
+    The particles are sorted by z (stably) and split into
+    ``ceil(N / chunk)`` chunks of nearly equal size, so each chunk reads one
+    z-range of the tomogram. Under 'pad' the fill value is computed once for
+    the whole tomogram, not per chunk.
+
+    Parameters
+    ----------
+    volume, positions, box_size, matrices, out_of_bounds, pad_value
+        As in `extract_subtomograms`.
+    chunk : int, optional
+        Most particles per chunk (>= 1).
+    **options
+        ``down_factor``, ``invert``, ``normalize``, ``slab_bytes``,
+        ``workers`` of `extract_subtomograms`.
+
+    Yields
+    ------
+    rows : (k,) ndarray of int
+        Rows of ``positions`` in this chunk.
+    result : Extraction
+        The extraction of ``positions[rows]`` (``result.index`` indexes
+        ``rows``); every box equals that of the particle extracted alone.
+
+    Examples
+    --------
+    >>> volume = np.random.default_rng(0).random((16, 16, 16), dtype=np.float32)
+    >>> positions = [[8, 8, z] for z in (12, 4, 8)]
+    >>> for rows, result in extract_in_chunks(volume, positions, 4, chunk=2):
+    ...     print(rows, result.boxes.shape)
+    [1 2] (2, 4, 4, 4)
+    [0] (1, 4, 4, 4)
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    if matrices is not None:
+        matrices = np.asarray(matrices, dtype=float)
+    if out_of_bounds == "pad" and pad_value is None and \
+            count_boxes(volume.shape, positions, box_size, "skip") < len(positions):
+        pad_value = volume_mean(volume)
+    order = np.argsort(positions[:, 2], kind="stable")
+    for rows in np.array_split(order, max(1, int(np.ceil(len(order) / chunk)))):
+        yield rows, extract_subtomograms(volume, positions[rows], box_size,
+                                         matrices=None if matrices is None else matrices[rows],
+                                         out_of_bounds=out_of_bounds, pad_value=pad_value,
+                                         **options)

@@ -71,7 +71,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
                            "vectorial picking; models without one (meshes from other "
                            "sources) are fitted as General.\n"
                            "No: every model is fitted with the model type chosen below.")
-        form.addParam("modelType", params.EnumParam, choices=list(geometry.MODEL_TYPES),
+        form.addParam("modelType", params.EnumParam, choices=MODEL_TYPE_CHOICES,
                       default=0, label="Model type", condition="not useModelTypeAsPicked",
                       help="General: the points as they are, z-axis = normal of the local "
                            "surface they span (none when they span none);\n"
@@ -237,7 +237,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
     def _readModels(self):
         """The models of the input meshes: list of dicts (tsId, modelId, type, points, interior)."""
         meshes = self.inputMeshes.get()
-        formType = geometry.MODEL_TYPES[self.modelType.get()]
+        formType = MODEL_TYPE_CHOICES[self.modelType.get()]
         asPicked = self.useModelTypeAsPicked.get()
         models = {}
         for coord in meshes.iterCoordinates():

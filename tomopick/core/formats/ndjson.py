@@ -20,8 +20,8 @@ import numpy as np
 
 from ..picks import Picks
 from ..rotations import homogeneous
-from .coordinates import (centre_positions, line_error, require_file, single_tomogram,
-                          tsid_from_filename)
+from .shared import (centre_positions, line_error, require_file, single_tomogram,
+                     tsid_from_filename)
 
 
 def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
