@@ -31,7 +31,7 @@ from tomopick.core import geometry
 from tomopick.core.picks import Picks
 from tomopick.core.rotations import homogeneous
 from tomopick.protocols.protocol_vectorial_picking import (INTERIOR_ATTR, MODEL_TYPE_ATTR,
-                                                           new_mesh_point)
+                                                           MODEL_TYPE_CHOICES, new_mesh_point)
 
 OUTPUT_COORDINATES = "coordinates"
 OUTPUT_FAILED = "failedMeshes"
