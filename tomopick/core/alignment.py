@@ -73,6 +73,17 @@ def align_box(box, matrix, interpolation="linear"):
     -------
     (nz, ny, nx) ndarray of float32
         ``aligned(r) = box(R r + t)``, r about the box centre; zero outside.
+
+    Examples
+    --------
+    A shift t = (1, 0, 0) brings the voxel at x + 1 to the centre:
+
+    >>> box = np.zeros((5, 5, 5), np.float32)
+    >>> box[2, 2, 3] = 1.0
+    >>> matrix = np.eye(4)
+    >>> matrix[0, 3] = 1.0
+    >>> float(align_box(box, matrix)[2, 2, 2])
+    1.0
     """
     box = np.asarray(box, dtype=np.float32)
     if box.ndim != 3:
@@ -170,6 +181,15 @@ def apply_alignment(boxes, matrices, interpolation="linear", out=None, workers=N
     Returns
     -------
     (N, nz, ny, nx) ndarray of float32
+
+    Examples
+    --------
+    >>> box = np.zeros((5, 5, 5), np.float32)
+    >>> box[2, 2, 3] = 1.0
+    >>> shift = np.eye(4)
+    >>> shift[0, 3] = 1.0
+    >>> apply_alignment(np.stack([box, box]), np.stack([shift, np.eye(4)]))[:, 2, 2, 2]
+    array([1., 0.], dtype=float32)
     """
     boxes = np.asarray(boxes)
     matrices = np.asarray(matrices, dtype=float)

@@ -68,6 +68,13 @@ def jaccard(membership):
         size of the intersection over the size of the union; NaN when there
         are no particles. For two pickings this is the usual
         ``|A & B| / |A | B|``.
+
+    Examples
+    --------
+    One particle picked by both pickings, two by one of them:
+
+    >>> round(jaccard([[True, True], [True, False], [False, True]]), 4)
+    0.3333
     """
     membership = np.asarray(membership, dtype=bool)
     if membership.ndim != 2:
@@ -79,7 +86,7 @@ def jaccard(membership):
 
 
 def resolve_min_votes(consensus, n_inputs):
-    """Votes a particle needs, from the form's ``consensus`` value.
+    """Votes a particle needs, from a consensus value (-1 meaning all).
 
     Parameters
     ----------
@@ -97,13 +104,18 @@ def resolve_min_votes(consensus, n_inputs):
     ValueError
         For 0, values below -1 or above the number of pickings (tomoviz
         silently turned those into AND).
+
+    Examples
+    --------
+    >>> resolve_min_votes(-1, 3), resolve_min_votes(2, 3)
+    (3, 2)
     """
     consensus = int(consensus)
     if consensus == -1:
         return n_inputs
     if not 1 <= consensus <= n_inputs:
-        raise ValueError(f"consensus must be -1 (all) or between 1 and the number of "
-                         f"pickings ({n_inputs}), got {consensus}")
+        raise ValueError(f"a consensus needs -1 (all pickings) or 1 to {n_inputs} votes, "
+                         f"got {consensus}")
     return consensus
 
 
@@ -195,6 +207,18 @@ def consensus_picks(inputs, radius, min_votes=-1, mode=">="):
     ValueError
         Fewer than two inputs, a non-positive radius, an invalid ``min_votes``
         or ``mode``, or voxel sizes given for only some inputs.
+
+    Examples
+    --------
+    >>> from tomopick.core.picks import Picks
+    >>> a = Picks("T1", [[10, 10, 10], [40, 10, 10]])
+    >>> b = Picks("T1", [[11, 10, 10], [10, 40, 10]])
+    >>> both, info = consensus_picks([a, b], radius=3)
+    >>> both.positions, both.scores
+    (array([[10.5, 10. , 10. ]]), array([2.]))
+    >>> either, info = consensus_picks([a, b], radius=3, min_votes=1)
+    >>> len(either), either.scores
+    (3, array([2., 1., 1.]))
     """
     inputs = list(inputs)
     n_inputs = len(inputs)

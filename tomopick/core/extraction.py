@@ -97,6 +97,12 @@ def box_centers(positions):
         ``floor(p + 0.5)``: the voxel nearest each position (halves round up).
     remainders : (N, 3) ndarray of float
         ``p - centers``, each component in [-0.5, 0.5).
+
+    Examples
+    --------
+    >>> centers, remainders = box_centers([[1.4, 2.5, -0.6]])
+    >>> centers, remainders
+    (array([[ 1,  3, -1]]), array([[ 0.4, -0.5,  0.4]]))
     """
     positions = np.asarray(positions, dtype=float).reshape(-1, 3)
     if not np.all(np.isfinite(positions)):
@@ -107,7 +113,13 @@ def box_centers(positions):
 
 
 def output_box_size(box_size, down_factor=1.0):
-    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1."""
+    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1.
+
+    Examples
+    --------
+    >>> output_box_size(40, 1.5)
+    27
+    """
     if down_factor < 1:
         raise ValueError(f"the downsampling factor must be >= 1, got {down_factor}")
     return max(1, int(round(box_size / down_factor)))
@@ -125,6 +137,11 @@ def volume_mean(volume, chunk_bytes=256 << 20):
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> volume_mean(np.arange(24.0).reshape(2, 3, 4), chunk_bytes=1)
+    11.5
     """
     nz = volume.shape[0]
     step = max(1, chunk_bytes // max(1, volume[0].nbytes))
@@ -177,6 +194,17 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
     Positions whose box is out of bounds under 'skip' are never yielded; the
     caller counts them (see `extract_subtomograms`). Batches come in z order;
     `count_boxes` tells beforehand how many boxes will be yielded in all.
+
+    Examples
+    --------
+    The box at the corner is padded; batches come in z order:
+
+    >>> volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    >>> for index, boxes, padded in iter_boxes(volume, [[5, 5, 5], [0, 0, 0]], 4,
+    ...                                        out_of_bounds="pad", pad_value=-1):
+    ...     print(index, boxes.shape, padded, boxes[0, 0, 0, 0])
+    [1] (1, 4, 4, 4) [ True] -1.0
+    [0] (1, 4, 4, 4) [False] 333.0
     """
     n = _check_box_size(box_size)
     if allocate is None:
@@ -264,7 +292,15 @@ def _will_need(volume, z_lo, z_hi):
 
 
 def count_boxes(shape, positions, box_size, out_of_bounds="skip"):
-    """Number of boxes `iter_boxes` yields for a volume of ``shape`` (nz, ny, nx)."""
+    """Number of boxes `iter_boxes` yields for a volume of ``shape`` (nz, ny, nx).
+
+    Examples
+    --------
+    >>> count_boxes((10, 10, 10), [[5, 5, 5], [0, 0, 0]], 4)
+    1
+    >>> count_boxes((10, 10, 10), [[5, 5, 5], [0, 0, 0]], 4, "pad")
+    2
+    """
     return len(_plan(np.array(shape), positions, _check_box_size(box_size), out_of_bounds)[2])
 
 
@@ -309,6 +345,12 @@ def fourier_crop_boxes(boxes, size):
         ``m // 2`` exactly (the boxes are shifted so the centre is the FFT
         origin before cropping), and a feature at offset ``d`` from the centre
         ends at offset ``d * m / n``.
+
+    Examples
+    --------
+    >>> small = fourier_crop_boxes(np.ones((2, 8, 8, 8), np.float32), 4)
+    >>> small.shape, float(small.mean())
+    ((2, 4, 4, 4), 1.0)
     """
     size = int(size)
     return fourier_crop_to(boxes, (size, size, size), axes=(1, 2, 3))
@@ -329,6 +371,13 @@ def normalize_boxes(boxes, method="normalize"):
     Returns
     -------
     boxes : the same array
+
+    Examples
+    --------
+    >>> boxes = np.random.default_rng(0).random((2, 6, 6, 6), dtype=np.float32)
+    >>> boxes = normalize_boxes(boxes)
+    >>> np.round(boxes.mean(axis=(1, 2, 3)), 5) + 0.0, np.round(boxes.std(axis=(1, 2, 3)), 5)
+    (array([0., 0.], dtype=float32), array([1., 1.], dtype=float32))
     """
     if method not in NORMALIZATIONS:
         raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {method!r}")
@@ -347,7 +396,13 @@ def normalize_boxes(boxes, method="normalize"):
 
 
 def edge_mask(n):
-    """Boolean (n, n, n) mask of the voxels on the six faces of a box."""
+    """Boolean (n, n, n) mask of the voxels on the six faces of a box.
+
+    Examples
+    --------
+    >>> int(edge_mask(3).sum()), int(edge_mask(4).sum())
+    (26, 56)
+    """
     mask = np.ones((n, n, n), bool)
     if n > 2:
         mask[1:-1, 1:-1, 1:-1] = False
@@ -391,6 +446,18 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     Returns
     -------
     Extraction
+
+    Examples
+    --------
+    The box at (1, 1, 1) would reach outside: skipped. The sub-voxel 0.3 of the
+    other goes into its shift:
+
+    >>> volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    >>> result = extract_subtomograms(volume, [[5.3, 5, 5], [1, 1, 1]], 4)
+    >>> result.boxes.shape, result.index, result.n_skipped
+    ((1, 4, 4, 4), array([0]), 1)
+    >>> result.matrices[0, :3, 3], float(result.boxes[0, 2, 2, 2]) == volume[5, 5, 5]
+    (array([0.3, 0. , 0. ]), True)
     """
     n = _check_box_size(box_size)
     positions = np.asarray(positions, dtype=float).reshape(-1, 3)
