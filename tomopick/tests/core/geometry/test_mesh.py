@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tomopick.core import geometry as g
-from tomopick.tests.core.geometry.clicks import (membrane_clicks)
+from tomopick.tests.core.geometry.clicks import membrane_clicks
 
 
 def test_surface_needs_two_levels():
