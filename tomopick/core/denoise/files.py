@@ -7,6 +7,7 @@ from tomopick.core.formats.mrc import read_mrc, read_mrc_geometry, release_pages
 
 from .flows import check_volume, denoise
 
+
 def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
                  progress=None, voxel_size=None, **params):
     """Denoise an MRC tomogram file into a new float32 MRC file, streaming.

@@ -16,6 +16,7 @@ from .kernels import (BFLOW_HALO, SCHARR, auto_k2, bflow_gradient_samples, bflow
                       eed_gradient_samples, eed_halo, eed_step, gaussian_weights)
 from .plan import Plan
 
+#: the methods `denoise` knows, by name (a form keeps its own choice order)
 METHODS = ("EED", "BFlow")
 #: explicit stability bound of both schemes (see `tomopick.core.denoise.kernels`)
 EED_MAX_TIME_STEP = 1.0 / 6.0
