@@ -34,7 +34,7 @@ import starfile
 
 from ..picks import Picks
 from ..transforms import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
-from .coordinates import centre_positions, require_file
+from .common import centre_positions, require_file
 
 CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
            "rlnCenteredCoordinateZAngst"]
