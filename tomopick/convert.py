@@ -93,6 +93,17 @@ def mark_convention(emset):
     setattr(emset, MATRIX_CONVENTION_ATTR, Integer(MATRIX_CONVENTION))
 
 
+def copy_convention(source, target):
+    """Give ``target`` (items copied from ``source`` as they are) the convention of ``source``.
+
+    A copy of a marked set is marked; a copy of a tomopick 0.1.x set stays
+    unmarked (and must then live in a tomopick run folder, as viewer subsets
+    do, to be read the old way).
+    """
+    if not legacy_convention(source):
+        mark_convention(target)
+
+
 def producer_class(emset):
     """Class name of the protocol whose run folder holds a set's file ('' when unknown)."""
     filename = emset.getFileName() if hasattr(emset, "getFileName") else None

@@ -192,8 +192,12 @@ def register_coordinates_subset(protocol, coordinates, kept_ids, project=None,
     if not kept:
         raise ValueError("the subset is empty: keep at least one coordinate")
     name = protocol.getNextOutputName(prefix + "_")
+    from tomopick import convert
+
     subset = type(coordinates).create(protocol._getPath(), prefix=name.lower())
     subset.copyInfo(coordinates)
+    # the subset lies in the producer's run folder: it must keep the producer's convention
+    convert.copy_convention(coordinates, subset)
     found = set()
     for coord in coordinates.iterItems(orderBy="id"):
         if coord.getObjId() in kept:
