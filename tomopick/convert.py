@@ -152,6 +152,22 @@ def set_subtomogram_matrix(subtomo, core_matrix):
     subtomo.setTransform(Transform(scipion_matrices(core_matrix)))
 
 
+def threads_per_step(number_of_threads, n_steps):
+    """Threads a core call may use inside one of ``n_steps`` parallel protocol steps.
+
+    With STEPS_PARALLEL and ``numberOfThreads`` = T, pyworkflow runs up to
+    T - 1 steps at once (one thread schedules); the T threads are shared
+    among the steps that run together.
+
+    Examples
+    --------
+    >>> threads_per_step(8, 1), threads_per_step(8, 3), threads_per_step(8, 20), threads_per_step(1, 4)
+    (8, 2, 1, 1)
+    """
+    threads = max(1, int(number_of_threads or 1))
+    return max(1, threads // max(1, min(int(n_steps), threads - 1)))
+
+
 def tomograms_by_tsid(tomograms):
     """Copies of the tomograms of a set, keyed by tsId, in set order.
 

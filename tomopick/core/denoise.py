@@ -93,20 +93,29 @@ class DenoiseWarning(UserWarning):
 
 
 # --------------------------------------------------------------------- parameters
-def clamp_time_step(time_step, method):
+def clamp_time_step(time_step, method, warn=True):
     """Clamp a time step to the explicit stability bound of a method.
+
+    The one owner of the clamp (the denoise protocol calls it with
+    ``warn=False`` and logs the clamp itself: warnings are not thread-safe).
 
     Parameters
     ----------
     time_step : float
         Requested step (> 0).
     method : {'EED', 'BFlow'}
+    warn : bool, optional
+        Issue a `DenoiseWarning` when the step is clamped.
 
     Returns
     -------
     float
-        ``time_step`` or the bound, whichever is smaller; a `DenoiseWarning`
-        is issued when it was clamped.
+        ``time_step`` or the bound, whichever is smaller.
+
+    Examples
+    --------
+    >>> clamp_time_step(0.5, "EED", warn=False) == EED_MAX_TIME_STEP
+    True
 
     Raises
     ------
@@ -118,8 +127,10 @@ def clamp_time_step(time_step, method):
         raise ValueError(f"{method} time step must be a positive number, got {time_step!r}")
     bound = EED_MAX_TIME_STEP if method == "EED" else BFLOW_MAX_TIME_STEP
     if tau > bound:
-        warnings.warn(f"{method} time step {tau:g} exceeds the explicit stability bound "
-                      f"{bound:.4f}; clamped to {bound:.4f}", DenoiseWarning, stacklevel=3)
+        if warn:
+            warnings.warn(f"{method} time step {tau:g} exceeds the explicit stability bound "
+                          f"{bound:.4f}; clamped to {bound:.4f}", DenoiseWarning,
+                          stacklevel=3)
         return bound
     return tau
 

@@ -110,13 +110,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
         fmt = self._formatOf(path)
         picks = self._readPicks(path, fmt, tsId)
         self._checkPicks(path, picks)
-        data = {"tomo_ids": picks.tomo_ids, "positions": picks.positions,
-                "group_ids": picks.group_ids}
-        if picks.matrices is not None:
-            data["matrices"] = picks.matrices
-        if picks.scores is not None:
-            data["scores"] = picks.scores
-        np.savez(self._picksPath(index), **data)
+        picks.save(self._picksPath(index))
         counts = ", ".join(f"{t}: {int(np.sum(picks.tomo_ids == t))}"
                            for t in np.unique(picks.tomo_ids))
         self.info(f"{os.path.basename(path)} ({fmt}): {len(picks)} coordinates ({counts})")
@@ -233,22 +227,11 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
                     "check the coordinates' sampling rate and format")
 
     def _mergedPicks(self, nFiles, samplingRate):
-        parts = []
-        for index in range(nFiles):
-            with np.load(self._picksPath(index)) as data:
-                parts.append({k: data[k] for k in data.files})
-        n = sum(len(p["positions"]) for p in parts)
-        if n == 0:
+        picks = Picks.concatenate(Picks.load(self._picksPath(i)) for i in range(nFiles))
+        if len(picks) == 0:
             raise ValueError(f"the files matching {self.getPattern()} hold no coordinates")
-        oriented = any("matrices" in p for p in parts)
-        scored = any("scores" in p for p in parts)
-        cat = (lambda key, default: np.concatenate(
-            [p[key] if key in p else default(len(p["positions"])) for p in parts]))
-        return Picks(cat("tomo_ids", lambda k: np.full(k, "")), cat("positions", None),
-                     cat("group_ids", None),
-                     cat("matrices", lambda k: np.tile(np.eye(4), (k, 1, 1))) if oriented
-                     else None,
-                     cat("scores", np.zeros) if scored else None, samplingRate)
+        picks.voxel_size = samplingRate
+        return picks
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

@@ -15,6 +15,7 @@ A model that cannot be fitted (too few points, degenerate) goes to
 ``failedMeshes`` with the reason in the log; the others are cropped anyway.
 """
 import json
+import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
@@ -136,7 +137,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
     def fitModelsStep(self, tsId):
         with open(self._modelsPath()) as handle:
             models = [m for m in json.load(handle) if m["tsId"] == tsId]
-        positions, rotations, groups, failed = [], [], [], []
+        parts, failed = [], []
         for model in models:
             label = f"{tsId} model {model['modelId']} ({model['type']})"
             try:
@@ -148,15 +149,14 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
                 failed.append({"modelId": model["modelId"], "reason": str(err)})
                 self.info(f"{label}: FAILED, {err}")
                 continue
-            positions.append(crop.positions)
-            rotations.append(crop.rotations)
-            groups.append(np.full(len(crop), model["modelId"]))
+            parts.append(Picks(np.full(len(crop), tsId), crop.positions,
+                               np.full(len(crop), model["modelId"]), homogeneous(crop.rotations),
+                               voxel_size=self.inputMeshes.get().getSamplingRate()))
             self.info(f"{label}: {len(crop)} particles" + self._describe(crop))
-        np.savez(self._fitPath(tsId),
-                 positions=np.concatenate(positions) if positions else np.zeros((0, 3)),
-                 rotations=np.concatenate(rotations) if rotations else np.zeros((0, 3, 3)),
-                 groups=np.concatenate(groups) if groups else np.zeros(0, dtype=int),
-                 failed=json.dumps(failed))
+        if parts:
+            Picks.concatenate(parts).save(self._fitPath(tsId))
+        with open(self._failedPath(tsId), "w") as handle:
+            json.dump(failed, handle)
 
     def createOutputStep(self):
         meshes = self.inputMeshes.get()
@@ -165,12 +165,10 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
             models = {(m["tsId"], m["modelId"]): m for m in json.load(handle)}
         parts, failed = [], []
         for tsId in sorted({k[0] for k in models}):
-            fit = np.load(self._fitPath(tsId))
-            failed += [(tsId, f["modelId"], f["reason"]) for f in json.loads(str(fit["failed"]))]
-            if len(fit["positions"]):
-                parts.append(Picks(np.full(len(fit["positions"]), tsId), fit["positions"],
-                                   fit["groups"], homogeneous(fit["rotations"]),
-                                   voxel_size=meshes.getSamplingRate()))
+            with open(self._failedPath(tsId)) as handle:
+                failed += [(tsId, f["modelId"], f["reason"]) for f in json.load(handle)]
+            if os.path.exists(self._fitPath(tsId)):
+                parts.append(Picks.load(self._fitPath(tsId)))
         picks = Picks.concatenate(parts) if parts else None
         if picks is not None:
             outside = outside_tomograms(picks, tomograms)
@@ -208,6 +206,9 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
 
     def _fitPath(self, tsId):
         return self._getExtraPath(f"{tsId}_fit.npz")
+
+    def _failedPath(self, tsId):
+        return self._getExtraPath(f"{tsId}_failed.json")
 
     def _cropArgs(self):
         return dict(spacing=self.cropping.get(), edge=self.meshParameter.get(),

@@ -190,6 +190,7 @@ class TestDirectionalPicking(TomoPickProtocolTest):
         positions = np.array(positions)
         self.assertGreater(len(positions), 100)
         err = angle_between(np.array(normals), vesicle_normals(self.sphere, positions))
+        print("MEASURE normals", np.median(err), err.max(), len(err))
         self.assertLess(np.median(err), 3.0)
         self.assertLess(err.max(), 10.0)   # none points inward
 

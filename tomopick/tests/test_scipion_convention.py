@@ -164,6 +164,7 @@ class TestScipionConvention(TomoPickProtocolTest):
         self.assertLess(min(angle_between(axis, want_axis), angle_between(-axis, want_axis)),
                         axis_tol, label)
         self.assertGreater(correlation(volume, self.reference), 0.98, label)
+        print("MEASURE", label, np.abs(centroid - want_centroid).max(), min(angle_between(axis, want_axis), angle_between(-axis, want_axis)), correlation(volume, self.reference))
 
     # --------------------------------------------------------------- tests
     def test_coordinates_and_subtomograms_carry_scipions_matrix(self):

@@ -95,18 +95,14 @@ def write_view_spec(obj, directory, protocol=None, title=None):
             if ts_id in tomo_size and picks.voxel_size:
                 rows = picks.tomo_ids == ts_id
                 positions[rows] *= picks.voxel_size / tomo_size[ts_id]
-        spec["oriented"] = picks.has_orientations
         # rings as wide as the particle box, in voxels of the (first) tomogram
         box = (obj.getBoxSize() if hasattr(obj, "getBoxSize") else None) or 32
         scale = (picks.voxel_size or 1.0) / (spec["tomograms"][0]["voxel_size"] or 1.0) \
             if spec["tomograms"] else 1.0
         spec["point_size"] = float(max(6.0, box * scale))
         spec["picks"] = os.path.join(directory, "picks.npz")
-        np.savez(spec["picks"], tomo_ids=picks.tomo_ids, positions=positions,
-                 group_ids=picks.group_ids,
-                 scores=picks.scores if picks.scores is not None else np.zeros(len(picks)),
-                 matrices=(picks.matrices if picks.has_orientations
-                           else np.tile(np.eye(4), (len(picks), 1, 1))), ids=ids)
+        picks.positions = positions
+        picks.save(spec["picks"])
     elif isinstance(obj, AverageSubTomogram):
         spec["kind"] = "average"
         spec["average"] = os.path.abspath(obj.getFileName())
@@ -140,6 +136,7 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
         except (TypeError, ValueError, IndexError):
             pass
     from tomopick import convert
+    from tomopick.core.picks import Picks
 
     voxel = spec["tomograms"][0]["voxel_size"] if spec["tomograms"] else None
     rows, types = [], {}
@@ -152,11 +149,8 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
             rows.append((*key, *model["interior"], "interior"))
     points = [r for r in rows if r[5] == "point"]
     spec["picks"] = os.path.join(directory, "picks.npz")
-    np.savez(spec["picks"], tomo_ids=np.array([r[0] for r in points], dtype=str),
-             positions=np.array([r[2:5] for r in points], dtype=float).reshape(-1, 3),
-             group_ids=np.array([r[1] for r in points], dtype=int),
-             scores=np.zeros(len(points)), matrices=np.tile(np.eye(4), (len(points), 1, 1)),
-             ids=np.arange(len(points)))
+    Picks([r[0] for r in points], np.array([r[2:5] for r in points], dtype=float).reshape(-1, 3),
+          [r[1] for r in points], extra={"ids": np.arange(len(points))}).save(spec["picks"])
     spec["model_types"] = {f"{t}:{m}": types.get((t, m), default)
                            for t, m in {(r[0], r[1]) for r in points}}
     spec["interiors"] = {f"{r[0]}:{r[1]}": list(r[2:5]) for r in rows if r[5] == "interior"}
