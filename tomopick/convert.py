@@ -26,6 +26,7 @@ import numpy as np
 from pwem.objects import Transform
 from pyworkflow.object import Float, Integer
 from tomo.constants import BOTTOM_LEFT_CORNER, SCIPION
+from tomo.convert.mdoc import normalizeTSId
 from pyworkflow.object import String
 from tomo.objects import Coordinate3D, MeshPoint, SubTomogram
 
@@ -166,6 +167,32 @@ def threads_per_step(number_of_threads, n_steps):
     """
     threads = max(1, int(number_of_threads or 1))
     return max(1, threads // max(1, min(int(n_steps), threads - 1)))
+
+
+def tsid_of_file(path, ts_ids=None):
+    """The tsId of a file, by the one rule (`tomopick.core.formats.common.tsid_from_filename`
+    and Scipion's ``normalizeTSId``).
+
+    Parameters
+    ----------
+    path : str
+    ts_ids : collection of str, optional
+        Known tsIds: the name (as it is, or normalised) when it is one of them,
+        else the longest known tsId the name contains, else None.
+
+    Returns
+    -------
+    str or None
+    """
+    stem = tsid_from_filename(path)
+    normalized = normalizeTSId(stem) if stem else stem
+    if ts_ids is None:
+        return normalized
+    for candidate in (stem, normalized):
+        if candidate in ts_ids:
+            return candidate
+    contained = [t for t in ts_ids if t and t in os.path.basename(str(path))]
+    return max(contained, key=len) if contained else None
 
 
 def tomograms_by_tsid(tomograms):

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tomopick.core.resample import fourier_crop_to
+from tomopick.core.resample import cropped_size, fourier_crop_to
 
 #: Normalisation methods, in the order of the extraction protocol's ``normproc``.
 NORMALIZATIONS = ("normalize", "edge mean")
@@ -104,10 +104,11 @@ def box_centers(positions):
 
 
 def output_box_size(box_size, down_factor=1.0):
-    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1."""
+    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1
+    (`tomopick.core.resample.cropped_size`)."""
     if down_factor < 1:
         raise ValueError(f"downFactor must be >= 1, got {down_factor}")
-    return max(1, int(round(box_size / down_factor)))
+    return cropped_size(box_size, down_factor)
 
 
 def volume_mean(volume, chunk_bytes=256 << 20):

@@ -4,11 +4,10 @@ import os
 import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
-from tomo.convert.mdoc import normalizeTSId
 from tomo.objects import SetOfCoordinates3D, SetOfMeshes
 from tomo.protocols.protocol_base import ProtTomoImportFiles
 
-from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid
+from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid, tsid_of_file
 from tomopick.core.formats import read_coordinates
 from tomopick.core.formats.coordinates import PER_TOMOGRAM_FORMATS, detect_format
 from tomopick.core.formats.dynamo import table_map_path
@@ -145,20 +144,13 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
             files = self.getMatchingFilesFromRegEx()
             return [(files[t], t) for t in sorted(files)]
         tsIds = self._tsIds()
-        return [(path, self._tsIdInName(path, tsIds)) for path, _ in self.iterFiles()]
+        return [(path, tsid_of_file(path, tsIds)) for path, _ in self.iterFiles()]
 
     def _tsIds(self):
         if self._shapes is not None:
             return sorted(self._shapes)
         return sorted(t.getTsId() for t in self.inputTomograms.get().iterItems())
 
-    @staticmethod
-    def _tsIdInName(path, tsIds):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in tsIds or normalizeTSId(stem) in tsIds:
-            return stem if stem in tsIds else normalizeTSId(stem)
-        contained = [t for t in tsIds if t and t in stem]
-        return max(contained, key=len) if contained else None
 
     def _formatOf(self, path):
         choice = IMPORT_CHOICES[self.importFrom.get()]
@@ -186,7 +178,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
         if fmt in PER_TOMOGRAM_FORMATS:
             if fmt == "yaml" and tsId is None:  # PickET records its tomogram's path
                 picks = read_coordinates(path, fmt, **context)
-                tsId = self._tsIdInName(picks.tomo_ids[0], self._tsIds()) if len(picks) else None
+                tsId = tsid_of_file(picks.tomo_ids[0], self._tsIds()) if len(picks) else None
             if tsId is None:
                 raise ValueError(f"{path}: no tomogram's tsId ({', '.join(self._tsIds())}) "
                                  "in the file name; name the file after its tomogram or use "
