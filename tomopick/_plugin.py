@@ -16,6 +16,8 @@ import pwem  # noqa: E402
 
 class Plugin(pwem.Plugin):
     """tomopick needs no external binaries: every algorithm runs in Python."""
+    # pyworkflow names the plugin, and finds its folder, by the class's module
+    __module__ = "tomopick"
     _url = "https://github.com/tomopick/scipion-em-tomopick"
 
     @classmethod

@@ -91,5 +91,8 @@ def test_core_imports_without_scipion_and_writes_nothing(tmp_path):
 
 def test_plugin_class_is_loaded_when_scipion_asks_for_it():
     plugin = Config.getDomain().getPlugins()["tomopick"]
-    assert plugin.Plugin.__module__ == "tomopick._plugin"
     assert isinstance(plugin._pluginInstance, tomopick.Plugin)
+    assert "tomopick._plugin" in sys.modules
+    # pyworkflow names runs and finds templates through the plugin's name and folder
+    assert plugin._pluginInstance.getName() == "tomopick"
+    assert plugin._pluginInstance.getPath() == os.path.dirname(tomopick.__file__)

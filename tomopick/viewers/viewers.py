@@ -302,19 +302,14 @@ class TomoPickNapariViewer(pwviewer.Viewer):
 
 
 def _tomopick_protocols():
-    """tomopick's protocol classes (none when the protocols package cannot load)."""
+    """tomopick's protocol classes, as pyworkflow discovered them (viewers do not
+    import tomopick.protocols; none when discovery fails)."""
     try:
-        from tomopick import protocols
+        from pyworkflow import Config
+        protocols = Config.getDomain().getProtocols()
     except Exception:  # discovery of the data viewers must survive a broken protocol
         return []
-    from pyworkflow.protocol import Protocol
-
-    # only tomopick's own protocols: the package namespace also holds tomo's
-    # ProtTomoPicking base class and wizards
-    found = [c for _, c in sorted(vars(protocols).items())
-             if isinstance(c, type) and issubclass(c, Protocol)
-             and c.__module__.startswith("tomopick.")]
-    return list(dict.fromkeys(found))
+    return [c for _, c in sorted(protocols.items()) if c.__module__.startswith("tomopick.")]
 
 
 class _ProtocolTargets:
