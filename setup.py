@@ -23,7 +23,8 @@ setup(
     package_data={"tomopick": ["protocols.conf", "workflows/*.json", "workflows/*.json.template"]},
     include_package_data=True,
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    # wheel: test_wheel.py builds the wheel without fetching a build backend
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "wheel"]},
     entry_points={
         "pyworkflow.plugin": ["tomopick = tomopick"],
         "console_scripts": ["tomopick = tomopick.cli:main"],
