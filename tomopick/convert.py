@@ -32,7 +32,7 @@ from tomo.objects import Coordinate3D, MeshPoint, SubTomogram
 
 from tomopick.core.formats import mrc_header_info, read_mrc
 from tomopick.core.formats.common import tsid_from_filename
-from tomopick.core.picks import Picks, outside_volume
+from tomopick.core.picks import Picks
 
 
 #: Set attribute naming the matrix convention of the sets tomopick writes.
@@ -368,12 +368,8 @@ def outside_tomograms(picks, tomograms, tolerance=0.5):
     -------
     (N,) ndarray of bool
     """
-    outside = np.zeros(len(picks), dtype=bool)
-    for ts_id in np.unique(picks.tomo_ids):
-        rows = picks.tomo_ids == ts_id
-        outside[rows] = outside_volume(picks.positions[rows],
-                                       tomogram_shape_xyz(tomograms[ts_id]), tolerance)
-    return outside
+    shapes = {ts_id: tomogram_shape_xyz(tomograms[ts_id]) for ts_id in np.unique(picks.tomo_ids)}
+    return picks.outside(shapes, tolerance)
 
 
 def append_subtomograms(output, coordinates, extracted, tomograms):

@@ -90,6 +90,31 @@ class Picks:
     def has_orientations(self):
         return self.matrices is not None
 
+    def outside(self, shapes_xyz, tolerance=0.5):
+        """Which picks lie outside the volume of their tomogram (`outside_volume`).
+
+        Parameters
+        ----------
+        shapes_xyz : dict of str -> (nx, ny, nz)
+            Tomogram sizes in voxels of the picks, for every tsId of the picks.
+        tolerance : float, optional
+
+        Returns
+        -------
+        (N,) ndarray of bool
+
+        Examples
+        --------
+        >>> Picks(["a", "a", "b"], [[0, 0, 0], [10, 0, 0], [10, 0, 0]]).outside(
+        ...     {"a": (8, 8, 8), "b": (16, 8, 8)}).tolist()
+        [False, True, False]
+        """
+        out = np.zeros(len(self), dtype=bool)
+        for ts_id in np.unique(self.tomo_ids):
+            rows = self.tomo_ids == ts_id
+            out[rows] = outside_volume(self.positions[rows], shapes_xyz[ts_id], tolerance)
+        return out
+
     def subset(self, index):
         """The picks selected by a boolean mask or integer index array."""
         index = np.asarray(index)

@@ -11,7 +11,7 @@ from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid
 from tomopick.core.formats import read_coordinates
 from tomopick.core.formats.coordinates import PER_TOMOGRAM_FORMATS, detect_format
 from tomopick.core.formats.dynamo import table_map_path
-from tomopick.core.picks import Picks, outside_volume
+from tomopick.core.picks import Picks
 
 IMPORT_CHOICES = ["auto", "csv", "star", "tbl", "mod", "ndjson", "yaml"]
 OUTPUT_TYPES = ["coordinates", "meshes"]
@@ -205,18 +205,18 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
             raise ValueError(f"{path}: {count} coordinates refer to tsId "
                              f"{', '.join(map(repr, unknown[:5]))}, not among the input "
                              f"tomograms ({', '.join(sorted(self._shapes))})")
-        for tsId in np.unique(picks.tomo_ids):
+        outside = picks.outside(self._shapes)
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            tsId = picks.tomo_ids[first]
+            nx, ny, nz = self._shapes[tsId]
+            x, y, z = picks.positions[first]
             rows = picks.tomo_ids == tsId
-            size = np.array(self._shapes[tsId], dtype=float)
-            pos = picks.positions[rows]
-            outside = outside_volume(pos, size)
-            if outside.any():
-                x, y, z = pos[np.flatnonzero(outside)[0]]
-                raise ValueError(
-                    f"{path}: {int(outside.sum())} of {int(rows.sum())} coordinates lie "
-                    f"outside tomogram {tsId} ({int(size[0])} x {int(size[1])} x "
-                    f"{int(size[2])} voxels), the first at ({x:.1f}, {y:.1f}, {z:.1f}) voxels; "
-                    "check the coordinates' sampling rate and format")
+            raise ValueError(
+                f"{path}: {int(outside[rows].sum())} of {int(rows.sum())} coordinates lie "
+                f"outside tomogram {tsId} ({nx} x {ny} x {nz} voxels), the first at "
+                f"({x:.1f}, {y:.1f}, {z:.1f}) voxels; check the coordinates' sampling rate "
+                "and format")
 
     def _mergedPicks(self, nFiles, samplingRate):
         picks = Picks.concatenate(Picks.load(self._picksPath(i)) for i in range(nFiles))

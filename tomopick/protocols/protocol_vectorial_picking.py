@@ -15,7 +15,6 @@ Stored with every MeshPoint (extended attributes, written and read by
 """
 import os
 
-import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.utils import Message
 from tomo.objects import SetOfMeshes
@@ -25,7 +24,7 @@ from tomopick.convert import (append_mesh_points, mesh_models, tomogram_shape_xy
                               tomograms_by_tsid)
 from tomopick.core.formats.points import INTERIOR, POINT, read_points_csv, write_points_csv
 from tomopick.core.geometry import MODEL_TYPES
-from tomopick.core.picks import outside_volume
+from tomopick.core.picks import Picks
 
 OUTPUT_NAME = "meshes"
 
@@ -180,15 +179,13 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         if unknown:
             errors.append(f"{source}: tsIds with no tomogram in the input: {', '.join(unknown)} "
                           f"(known: {', '.join(tomograms)})")
-        shapes = {tsId: np.array(tomogram_shape_xyz(t), dtype=float)
-                  for tsId, t in tomograms.items()}
-        outside = []
-        for tsId, modelId, x, y, z, role in rows:
-            if tsId in shapes:
-                size = shapes[tsId]
-                if outside_volume([x, y, z], size)[0]:
-                    outside.append(f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) "
-                                   f"outside {int(size[0])}x{int(size[1])}x{int(size[2])}")
+        known = [r for r in rows if r[0] in tomograms]
+        shapes = {tsId: tomogram_shape_xyz(t) for tsId, t in tomograms.items()}
+        mask = Picks([r[0] for r in known], [r[2:5] for r in known]).outside(shapes) \
+            if known else []
+        outside = [f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) outside "
+                   f"{shapes[tsId][0]}x{shapes[tsId][1]}x{shapes[tsId][2]}"
+                   for (tsId, modelId, x, y, z, role), out in zip(known, mask) if out]
         if outside:
             shown = "; ".join(outside[:10])
             if len(outside) > 10:
