@@ -14,7 +14,7 @@ A particle at a non-integer position ``p`` is cut out *without interpolation*
 (so the box is an exact copy of tomogram voxels, no smoothing): the box centre
 is the voxel ``c = floor(p + 0.5)`` and the remainder ``p - c`` (each
 component in [-0.5, 0.5)) goes into the subtomogram's transform shift.  In the
-Scipion convention ``aligned(r) = subtomogram(R r + t)`` (r about the box
+core convention ``aligned(r) = subtomogram(R r + t)`` (r about the box
 centre) a particle whose centre sits at offset ``d`` from the box centre is
 brought to the centre by ``t = d`` whatever ``R`` is, so the stored shift is
 ``t = t_coordinate + (p - c)`` (scaled to output voxels when downsampling) and
@@ -60,7 +60,7 @@ class Extraction:
         Row of each box in the input positions; boxes come in the order they
         were read (z-blocks of one box height, then y), not in input order.
     matrices : (K, 4, 4) ndarray of float
-        Scipion-convention transforms: rotation of the input matrix (identity
+        Core transforms [[R, t]]: rotation of the input matrix (identity
         when none was given) and shift ``(t_input + p - c) * m / n`` in output
         voxels (see the module notes on sub-voxel accuracy).
     padded : (K,) ndarray of bool
@@ -366,7 +366,7 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     box_size : int
         Box edge in voxels of ``volume``.
     matrices : (N, 4, 4) array, optional
-        Scipion-convention transforms of the coordinates (shifts in voxels of
+        Core transforms [[R, t]] of the coordinates (shifts in voxels of
         ``volume``); identity when None.
     down_factor : float, optional
         >= 1. The box is Fourier-cropped to ``m = round(box_size / down_factor)``
