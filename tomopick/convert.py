@@ -24,16 +24,14 @@ import re
 
 import numpy as np
 from pwem.objects import Transform
-from pyworkflow.object import Float, Integer
+from pyworkflow.object import Float, Integer, String
 from tomo.constants import BOTTOM_LEFT_CORNER, SCIPION
 from tomo.convert.mdoc import normalizeTSId
-from pyworkflow.object import String
 from tomo.objects import Coordinate3D, MeshPoint, SubTomogram
 
 from tomopick.core.formats import mrc_header_info, read_mrc
 from tomopick.core.formats.common import tsid_from_filename
 from tomopick.core.picks import Picks
-
 
 #: Set attribute naming the matrix convention of the sets tomopick writes.
 MATRIX_CONVENTION_ATTR = "_tomopickMatrixConvention"
