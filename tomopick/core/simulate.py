@@ -45,6 +45,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .fourier import wedge_mask  # noqa: F401  (moved to core.fourier; still importable here)
 from .picks import Picks
 from .formats.mrc import write_mrc
 from .transforms import (dynamo_euler_to_matrix, euler_zxz_to_matrix, homogeneous,
@@ -492,40 +493,6 @@ def _smooth_noise(shape, correlation, rng):
 # ---------------------------------------------------------------------------
 # Fourier filters
 # ---------------------------------------------------------------------------
-
-def wedge_mask(shape, tilt_range):
-    """Which rfftn coefficients a single-axis tilt series measures.
-
-    Parameters
-    ----------
-    shape : (nz, ny, nx)
-    tilt_range : (float, float)
-        Minimum and maximum tilt angles, degrees. The tilt axis is y and the
-        beam is z at tilt 0, so frequency (kx, ky, kz) is measured when the
-        angle ``atan(-kz / kx)`` lies inside ``tilt_range``; the missing
-        wedge is the double cone around kz.
-
-    Returns
-    -------
-    (nz, 1, nx // 2 + 1) ndarray of bool
-        Broadcastable over ky (the tilt axis does not matter).
-    """
-    lo, hi = (float(t) for t in tilt_range)
-    if not -90 <= lo < hi <= 90:
-        raise ValueError(f"tilt_range must be (min, max) within [-90, 90], got {tilt_range}")
-    nz, ny, nx = shape
-    kz = sfft.fftfreq(nz)[:, None, None]
-    kx = sfft.rfftfreq(nx)[None, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = np.degrees(np.arctan2(-kz, kx))    # kx >= 0: phi in [-90, 90]
-    measured = (phi >= lo - 1e-9) & (phi <= hi + 1e-9)
-    # (kx = 0, kz < 0) gives +90 and (kx = 0, kz > 0) -90: the same line in
-    # Fourier space (Friedel pair), measured only when one tilt reaches 90.
-    on_axis = (kx == 0) & (kz != 0)
-    measured = np.where(on_axis, (lo <= -90) | (hi >= 90), measured)
-    measured |= (kx == 0) & (kz == 0)
-    return measured
-
 
 def ctf_band_pass(k, defocus=3.0, voltage=300.0, amplitude_contrast=0.07, bfactor=50.0):
     """Phase-flipped CTF magnitude used as the simulator's band-pass.
