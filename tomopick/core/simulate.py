@@ -241,8 +241,13 @@ def _render_template(shape_obj, voxel_size):
 
 
 def _centered_shape(primitives, voxel_size):
-    """A class shape moved so its density centroid is the origin, its template and radius."""
-    shape_obj = _Shape(primitives, edge=0.5 * voxel_size)
+    """A class shape moved so its density centroid is the origin, its template and radius.
+
+    ``primitives`` is a list of primitives or a shape object with the same
+    interface (e.g. `tomopick.core.simulate_maps.MapShape`).
+    """
+    shape_obj = (primitives if hasattr(primitives, "density")
+                 else _Shape(primitives, edge=0.5 * voxel_size))
     # The centroid is measured on the voxel grid itself, and the shift
     # repeated until it is below 1e-3 voxel, so that the rendered template
     # (and every pasted copy) has its centroid where the position says.
@@ -578,6 +583,7 @@ class Phantom:
     voxel_size: float
     ice_bounds: tuple
     params: dict = field(default_factory=dict)
+    classes: dict = None
 
     def sample_mask(self):
         """Boolean [z, y, x] mask of voxels inside the ice slab."""
@@ -609,7 +615,7 @@ class Phantom:
             voxel_size=float(self.voxel_size),
             shape=list(self.tomogram.shape),
             classes={str(k): dict(name=v["name"], kind=v["kind"])
-                     for k, v in PARTICLE_CLASSES.items()},
+                     for k, v in (self.classes or PARTICLE_CLASSES).items()},
             particles=particles,
             vesicles=[dict(center=list(map(float, v["center"])),
                            semi_axes=list(map(float, v["semi_axes"])),
@@ -813,7 +819,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                       tilt_range=(-60, 60), snr=None, ctf=True, thickness_gradient=True,
                       contrast="dark", seed=0, tomo_id="phantom", particle_classes=None,
                       ice_thickness=0.7, ice_density=0.4, background_amplitude=0.1,
-                      defocus=3.0, bfactor=50.0, max_attempts=1000, keep_clean=True):
+                      defocus=3.0, bfactor=50.0, max_attempts=1000, keep_clean=True,
+                      extra_classes=None):
     """Build a synthetic tomogram with ground truth.
 
     Parameters
@@ -864,6 +871,11 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         Rejection-sampling attempts per object before giving up.
     keep_clean : bool
         Keep the clean volume (False drops it after filtering to save memory).
+    extra_classes : dict, optional
+        More free particle classes, id -> ``dict(name=, kind="free", shape=)``
+        with a shape object such as a density map
+        (`tomopick.core.simulate_maps.map_particle_class`); drawn like the
+        analytic ones (and by default along with them).
 
     Returns
     -------
@@ -889,10 +901,13 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                         ("n_filaments", n_filaments), ("n_gold", n_gold)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value}")
-    classes = tuple(FREE_CLASSES if particle_classes is None else particle_classes)
+    table = {**PARTICLE_CLASSES, **(extra_classes or {})}
+    classes = tuple((FREE_CLASSES + tuple(extra_classes or ())) if particle_classes is None
+                    else particle_classes)
     for c in classes:
-        if c not in PARTICLE_CLASSES or PARTICLE_CLASSES[c]["kind"] != "free":
-            raise ValueError(f"particle class {c} is not a free class; use {FREE_CLASSES}")
+        if c not in table or table[c]["kind"] != "free":
+            raise ValueError(f"particle class {c} is not a free class; use "
+                             f"{sorted(k for k, v in table.items() if v['kind'] == 'free')}")
     if tilt_range is not None:
         wedge_mask((2, 2, 2), tilt_range)         # validates the range
     params = dict(shape=shape, voxel_size=voxel_size, n_particles=n_particles,
@@ -902,7 +917,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                   ctf=ctf, thickness_gradient=thickness_gradient, contrast=contrast, seed=seed,
                   ice_thickness=ice_thickness, ice_density=ice_density,
                   background_amplitude=background_amplitude, defocus=defocus, bfactor=bfactor,
-                  particle_classes=[int(c) for c in classes], tomo_id=str(tomo_id))
+                  particle_classes=[int(c) for c in classes], tomo_id=str(tomo_id),
+                  extra_classes={int(k): v["name"] for k, v in (extra_classes or {}).items()})
 
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
@@ -933,8 +949,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     templates = {}
     radii = {}
     for c in set(classes) | {MEMBRANE_CLASS}:
-        shapes[c], templates[c], radii[c] = _centered_shape(PARTICLE_CLASSES[c]["primitives"],
-                                                            voxel_size)
+        shapes[c], templates[c], radii[c] = _centered_shape(
+            table[c].get("shape") or table[c]["primitives"], voxel_size)
 
     positions, rotations, class_ids, kinds, vesicle_idx, offsets = [], [], [], [], [], []
 
@@ -1112,7 +1128,7 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         else:
             raise ValueError(
                 f"could place only {k} of n_particles={n_particles} particles in a {shape} "
-                f"volume (slab too thin or too crowded for class {PARTICLE_CLASSES[c]['name']})")
+                f"volume (slab too thin or too crowded for class {table[c]['name']})")
         occupancy.add(p, core)
         sub = objects[box]
         np.maximum(sub, dens, out=sub)
@@ -1189,7 +1205,7 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     particles = Picks(np.repeat(np.array([tomo_id], dtype=str), n), positions, class_ids,
                       homogeneous(rotations, np.zeros((n, 3))), None, float(voxel_size))
     particle_info = dict(
-        class_name=np.array([PARTICLE_CLASSES[c]["name"] for c in class_ids], dtype=str),
+        class_name=np.array([table[c]["name"] for c in class_ids], dtype=str),
         diameter=np.array([2 * radii[c] for c in class_ids], dtype=float),
         kind=np.array(kinds, dtype=str),
         vesicle=np.array(vesicle_idx, dtype=int),
@@ -1197,7 +1213,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     return Phantom(tomogram=tomogram, clean=clean, particles=particles,
                    particle_info=particle_info, vesicles=vesicles, filaments=filaments,
                    filament_info=filament_info, gold=gold, templates=templates,
-                   voxel_size=float(voxel_size), ice_bounds=(z_bot, z_top), params=params)
+                   voxel_size=float(voxel_size), ice_bounds=(z_bot, z_top), params=params,
+                   classes={k: dict(name=v["name"], kind=v["kind"]) for k, v in table.items()})
 
 
 def _shape_min_z(shape_obj):
