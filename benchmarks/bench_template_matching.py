@@ -92,6 +92,12 @@ def score(result, phantom, diameter_vox, class_id=10):
 
 def naive_seconds_per_rotation(tomogram, voxel, template, mask, lowpass, tilt_range, n=4):
     """Full-sampling FLCF of single rotations, as a search over every fine rotation does."""
+    import scipy.fft
+    with scipy.fft.set_workers(os.cpu_count()):
+        return _naive(tomogram, voxel, template, mask, lowpass, tilt_range, n)
+
+
+def _naive(tomogram, voxel, template, mask, lowpass, tilt_range, n):
     level = _Level(template, mask, voxel, lowpass, None, tilt_range, None)
     t0 = time.perf_counter()
     corr = Correlator(tomogram, bandpass(tomogram.shape, voxel, lowpass), mask)

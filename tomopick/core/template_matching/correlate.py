@@ -18,13 +18,15 @@ statistics are computed once, not per rotation.
 Arrays are [z, y, x]; ``R @ r`` maps a canonical offset (x, y, z) of the
 template to the tomogram (core's convention).
 """
-import os
-
 import numpy as np
 import scipy.fft
 from scipy import ndimage
 
-_THREADS = max(1, os.cpu_count() or 1)
+
+
+def _workers():
+    """FFT threads: those of the caller's ``scipy.fft.set_workers`` context (see `match_template`)."""
+    return scipy.fft.get_workers()
 
 
 def _box_points(n):
@@ -91,9 +93,9 @@ def condition_templates(rotated, mask, box_filter):
     """
     t = rotated
     if box_filter is not None:
-        spec = scipy.fft.rfftn(t, axes=(1, 2, 3), workers=_THREADS)
+        spec = scipy.fft.rfftn(t, axes=(1, 2, 3), workers=_workers())
         spec *= box_filter
-        t = scipy.fft.irfftn(spec, s=t.shape[1:], axes=(1, 2, 3), workers=_THREADS)
+        t = scipy.fft.irfftn(spec, s=t.shape[1:], axes=(1, 2, 3), workers=_workers())
     msum = np.float32(mask.sum())
     mu = np.einsum("kzyx,zyx->k", t, mask) / msum
     var = np.einsum("kzyx,zyx->k", t * t, mask) / msum - mu * mu
@@ -135,13 +137,13 @@ def pruned_rfftn(boxes, shape):
     iz, iy, ix = (_wrap_indices(n, s) for s in shape)
     a = np.zeros((k, n, n, nx), np.float32)
     a[..., ix] = boxes
-    a = scipy.fft.rfft(a, axis=3, workers=_THREADS)
+    a = scipy.fft.rfft(a, axis=3, workers=_workers())
     b = np.zeros((k, n, ny, nx // 2 + 1), np.complex64)
     b[:, :, iy] = a
-    b = scipy.fft.fft(b, axis=2, workers=_THREADS, overwrite_x=True)
+    b = scipy.fft.fft(b, axis=2, workers=_workers(), overwrite_x=True)
     c = np.zeros((k, nz, ny, nx // 2 + 1), np.complex64)
     c[:, iz] = b
-    return scipy.fft.fft(c, axis=1, workers=_THREADS, overwrite_x=True)
+    return scipy.fft.fft(c, axis=1, workers=_workers(), overwrite_x=True)
 
 
 class Correlator:
@@ -168,18 +170,18 @@ class Correlator:
     def __init__(self, volume, volume_filter, mask, keep_real=True):
         volume = np.asarray(volume, dtype=np.float32)
         self.shape = volume.shape
-        spec = scipy.fft.rfftn(volume, workers=_THREADS)
+        spec = scipy.fft.rfftn(volume, workers=_workers())
         if volume_filter is not None:
             spec *= volume_filter
         self.spectrum = spec
-        filtered = scipy.fft.irfftn(spec, s=self.shape, workers=_THREADS).astype(np.float32)
+        filtered = scipy.fft.irfftn(spec, s=self.shape, workers=_workers()).astype(np.float32)
         n = mask.shape[0]
         msum = float(mask.sum())
         mspec = pruned_rfftn(mask[None].astype(np.float32), self.shape)[0]
         # the mask is symmetric: correlating with it is convolving with it
-        mean = scipy.fft.irfftn(spec * mspec, s=self.shape, workers=_THREADS)
-        sq = scipy.fft.irfftn(scipy.fft.rfftn(filtered * filtered, workers=_THREADS) * mspec,
-                              s=self.shape, workers=_THREADS)
+        mean = scipy.fft.irfftn(spec * mspec, s=self.shape, workers=_workers())
+        sq = scipy.fft.irfftn(scipy.fft.rfftn(filtered * filtered, workers=_workers()) * mspec,
+                              s=self.shape, workers=_workers())
         mean /= msum
         sq /= msum
         sq -= mean * mean
@@ -200,7 +202,7 @@ class Correlator:
         for s in spectra:
             np.conjugate(s, out=s)
             s *= self.spectrum
-            cc = scipy.fft.irfftn(s, s=self.shape, workers=_THREADS, overwrite_x=True)
+            cc = scipy.fft.irfftn(s, s=self.shape, workers=_workers(), overwrite_x=True)
             cc = cc.astype(np.float32, copy=False)
             cc *= self.inv_norm
             yield cc

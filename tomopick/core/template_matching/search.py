@@ -32,14 +32,16 @@ A naive search (every rotation at the fine step, full sampling) costs
 ``n_fine / n_coarse x b^3`` times the coarse search; see
 benchmarks/bench_template_matching.py.
 """
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.fft
 
 from ..fourier import bandpass, radial_power_spectrum, randomize_phases, soft_sphere, \
-    soft_wedge, whitening_filter
+    soft_wedge, wedge_mask, whitening_filter
 from ..resample import fourier_crop_to
 from ..rotations import (angular_step_for, local_rotations, rotation_count, symmetry_order,
                          uniform_rotations)
@@ -160,7 +162,7 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
                    angular_sampling=0.0, coarse_step=None, random_phase=False,
                    false_positives=1.0, max_picks=None, search_mask=None, mask_beads=True,
                    bead_sigma=14.0, max_tile_voxels=48_000_000, return_maps=True,
-                   progress=None, seed=0):
+                   progress=None, seed=0, n_threads=None):
     """Find and orient copies of a template in a tomogram.
 
     Parameters
@@ -206,6 +208,8 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
         ``progress(message)`` lines: rotations done, time left.
     seed : int
         Random phases and the background sample.
+    n_threads : int, optional
+        Threads for the FFTs and the refinement; default all cores.
 
     Returns
     -------
@@ -216,7 +220,22 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
     ValueError
         For inconsistent shapes or parameters (named).
     """
+    n_threads = int(n_threads or os.cpu_count() or 1)
+    with scipy.fft.set_workers(n_threads):
+        return _match_template(tomogram, voxel_size, template, mask, diameter, tilt_range,
+                               lowpass, highpass, whiten, symmetry, angular_sampling,
+                               coarse_step, random_phase, false_positives, max_picks,
+                               search_mask, mask_beads, bead_sigma, max_tile_voxels,
+                               return_maps, progress, seed, n_threads)
+
+
+def _match_template(tomogram, voxel_size, template, mask, diameter, tilt_range, lowpass,
+                    highpass, whiten, symmetry, angular_sampling, coarse_step, random_phase,
+                    false_positives, max_picks, search_mask, mask_beads, bead_sigma,
+                    max_tile_voxels, return_maps, progress, seed, n_threads):
     t_start = time.perf_counter()
+    if tilt_range is not None:
+        wedge_mask((2, 2, 2), tilt_range)          # a named error for a bad range
     tomogram_shape = tuple(int(s) for s in np.shape(tomogram))
     if len(tomogram_shape) != 3:
         raise ValueError(f"the tomogram must be 3D, got shape {tomogram_shape}")
@@ -292,13 +311,13 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
     for ti, ((y0, y1), (x0, x1)) in enumerate(tiles):
         ty0, ty1 = max(0, y0 - overlap), min(ny, y1 + overlap)
         tx0, tx1 = max(0, x0 - overlap), min(nx, x1 + overlap)
-        tile = np.asarray(tomogram[:, ty0:ty1, tx0:tx1], dtype=np.float32)
+        tile = np.array(tomogram[:, ty0:ty1, tx0:tx1], dtype=np.float32)   # a writable copy
         user = None if search_mask is None else \
             np.asarray(search_mask[:, ty0:ty1, tx0:tx1], dtype=bool)
         res = _match_tile(tile, voxel_size, template, mask, b, diameter_vox, tilt_range,
                           lowpass, lowpass_c, highpass, whiten, coarse_rotations, coarse_step,
                           fine_step, random_phase, threshold_c, max_picks, user, mask_beads,
-                          bead_sigma, rng, progress, done_rot, total_rot, t_start)
+                          bead_sigma, rng, progress, done_rot, total_rot, t_start, n_threads)
         # keep what lies in this tile's core
         pos = res["positions"] + np.array([tx0, ty0, 0])
         own = ((pos[:, 0] >= x0 - 0.5) & (pos[:, 0] < x1 - 0.5)
@@ -340,7 +359,7 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
 def _match_tile(tile, voxel, template, mask, b, diameter_vox, tilt_range, lowpass, lowpass_c,
                 highpass, whiten, coarse_rotations, coarse_step, fine_step, random_phase,
                 threshold_c, max_picks, user_mask, mask_beads, bead_sigma, rng, progress,
-                done_rot, total_rot, t_start):
+                done_rot, total_rot, t_start, n_threads):
     shape0 = tile.shape
     n_full = template.shape[0]
     # pad to a multiple of b with the median (excluded from the search)
@@ -491,7 +510,7 @@ def _match_tile(tile, voxel, template, mask, b, diameter_vox, tilt_range, lowpas
         position = pos_f + sub[::-1]
         return position, R, float(best_sc[tuple(centre)]), n_rot
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=n_threads) as pool:
         refined = list(pool.map(refine, cand_c))
     refine_seconds = time.perf_counter() - t1
     positions = np.array([r[0] for r in refined], float).reshape(-1, 3)

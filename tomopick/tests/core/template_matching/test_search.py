@@ -108,7 +108,7 @@ def test_wedge_weighting_raises_the_true_peak_over_background():
 
     def peak_over_background(tilt_range):
         level = _Level(t, m, voxel, 45.0, None, tilt_range, None)
-        corr = Correlator(vol, bandpass(shape, voxel, 45.0), m)
+        corr = Correlator(vol, bandpass(shape, voxel, 45.0), m)      # one FFT thread
         cc = next(corr.scores(level.conditioned(R[None])))
         far = np.ones(shape, bool)
         far[24 - 8:24 + 9, 30 - 8:30 + 9, 32 - 8:32 + 9] = False
