@@ -88,8 +88,8 @@ def condition_templates(rotated, mask, box_filter):
     -------
     (K, n, n, n) ndarray of float32
         ``m (t - mu) / s`` with mu, s the mean and standard deviation of the
-        filtered template under the weights m; sum t' = 0, sum t'^2 / s... =
-        ``sum(m)`` for a binary mask.
+        filtered template under the weights m, so that a volume equal to
+        ``a t + b`` under the mask scores exactly 1 (see the module docstring).
     """
     t = rotated
     if box_filter is not None:

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
+from scipy import ndimage
 
 from ..fourier import bandpass, radial_power_spectrum, randomize_phases, soft_sphere, \
     soft_wedge, wedge_mask, whitening_filter
@@ -378,17 +379,12 @@ def _match_tile(tile, voxel, template, mask, b, diameter_vox, tilt_range, lowpas
                                    smoothing=max(1.0, 25.0 / voxel))
         tile[beads] = med
         if beads.any():
-            from scipy import ndimage
             # no particle centre within a quarter diameter of a bead
             beads = ndimage.binary_dilation(beads, iterations=max(1, int(diameter_vox / 4)))
     user = np.zeros(padded_shape, bool)
     user[:shape0[0], :shape0[1], :shape0[2]] = True if user_mask is None else user_mask
     allowed = _allowed_region(padded_shape, max(1, n_full // 4), user, beads)
-    whiten_profile = radial_power_spectrum(tile[::b, ::b, ::b] if b > 1 else tile) \
-        if whiten else None
-    if whiten_profile is not None and b > 1:
-        # the profile of the subsampled tile is in its own cycles/voxel: rescale to full
-        whiten_profile = (whiten_profile[0] / b, whiten_profile[1])
+    whiten_profile = radial_power_spectrum(tile) if whiten else None
 
     # ---- coarse search on the binned tile -----------------------------------------
     t0 = time.perf_counter()
@@ -397,6 +393,7 @@ def _match_tile(tile, voxel, template, mask, b, diameter_vox, tilt_range, lowpas
     m_c = n_full // b
     tmpl_c = fourier_crop_to(template, (m_c,) * 3) if b > 1 else template
     mask_c = soft_sphere((m_c,) * 3, diameter_vox / 2 / b, edge=2.0) if b > 1 else mask
+    # a frequency of f cycles per voxel is b f cycles per binned voxel
     prof_c = None if whiten_profile is None else (whiten_profile[0] * b, whiten_profile[1])
     level_c = _Level(tmpl_c, mask_c, voxel * b, lowpass_c, highpass, tilt_range, prof_c)
     corr_c = Correlator(data_c, _volume_filter(shape_c, voxel * b, lowpass_c, highpass, prof_c),
@@ -453,8 +450,9 @@ def _match_tile(tile, voxel, template, mask, b, diameter_vox, tilt_range, lowpas
     level_f = _Level(template, mask, voxel, lowpass, highpass, tilt_range, whiten_profile)
     corr_f = Correlator(tile, _volume_filter(padded_shape, voxel, lowpass, highpass,
                                              whiten_profile), mask)
-    probe = uniform_rotations(coarse_step)[rng.choice(len(uniform_rotations(coarse_step)), 3,
-                                                      replace=False)]
+    # the background's spread at full sampling, from three rotations drawn at random
+    every = uniform_rotations(coarse_step)
+    probe = every[rng.choice(len(every), 3, replace=False)]
     sq, cnt = 0.0, 0
     for cc in corr_f.scores(level_f.conditioned(probe)):
         vals = cc[allowed]

@@ -170,3 +170,26 @@ def test_tiles_give_the_same_picks_as_one_tile():
     assert len(one.positions) == len(tiled.positions) == 3
     i, j, d = match_picks(tiled.positions, one.positions, 0.5)
     assert len(i) == 3
+
+
+def test_whitening_and_random_phase_correction_keep_the_true_pick():
+    voxel, diameter = 20.0, 260.0
+    t, m, _ = prepare_template(particle_template(1, voxel), voxel, voxel, diameter)
+    R = random_rotations(1, np.random.default_rng(12))[0]
+    rng = np.random.default_rng(13)
+    vol = np.zeros((40, 56, 56), np.float32)
+    _paste(vol, t, R, (28, 27, 20))
+    vol += 0.8 * vol.std() * rng.standard_normal(vol.shape).astype(np.float32)
+    plain = match_template(vol, voxel, t, m, diameter, lowpass=45.0, coarse_step=30.0,
+                           mask_beads=False, return_maps=True)
+    both = match_template(vol, voxel, t, m, diameter, lowpass=45.0, coarse_step=30.0,
+                          whiten=True, random_phase=True, mask_beads=False, return_maps=True)
+    for res in (plain, both):
+        assert len(res.positions) == 1
+        assert np.abs(res.positions[0] - (28, 27, 20)).max() < 1.0
+        assert angular_distance(res.rotations[0], R) < res.stats["fine_step"]
+    # the best score over rotations has a positive background (the maximum of
+    # many draws); random-phase correction subtracts it: the map is centred
+    searched = plain.angle_map >= 0
+    assert np.median(plain.score_map[searched]) > 1.0
+    assert abs(np.median(both.score_map[searched])) < 0.5
