@@ -20,7 +20,7 @@ from tomo.objects import SetOfCoordinates3D, SetOfTomograms, Tomogram
 from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
-from tomopick.core.formats import mrc_header_info, read_mrc, write_mrc
+from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
 from tomopick.core.formats.mrc import MrcError
 from tomopick.core.picks import Picks
 from tomopick.core.rotations import homogeneous, symmetry_matrices
@@ -198,6 +198,9 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         searchMask = self._searchMask(tsId, volume.shape)
         self.info(f"{tsId}: {volume.shape[::-1]} voxels, tilt range "
                   f"{'none' if tilt is None else tilt}")
+        # the maps go straight to memory-mapped files: a big tomogram's never sit in memory
+        scoreMrc = create_mrc(self._scorePath(tsId), volume.shape, samplingRate)
+        angleMrc = create_mrc(self._anglePath(tsId), volume.shape, samplingRate)
         try:
             result = match_template(
                 volume, samplingRate, data["template"], data["mask"],
@@ -210,12 +213,15 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                 search_mask=searchMask, mask_beads=self.maskBeads.get(),
                 bead_sigma=self.beadSigma.get(), max_tile_voxels=self.maxTileVoxels.get(),
                 progress=lambda line: self.info(f"{tsId}: {line}"),
-                n_threads=self._threadsPerStep())
+                n_threads=self._threadsPerStep(), score_out=scoreMrc.data,
+                angle_out=angleMrc.data)
         except (ValueError, MrcError) as err:
             raise ValueError(f"Tomogram {tsId}: {err}") from err
+        finally:
+            for mrc in (scoreMrc, angleMrc):
+                mrc.update_header_stats()
+                mrc.close()
         st = result.stats
-        write_mrc(self._scorePath(tsId), result.score_map, samplingRate)
-        write_mrc(self._anglePath(tsId), result.angle_map.astype(np.float32), samplingRate)
         np.save(self._rotationsPath(tsId), result.coarse_rotations)
         np.savez(self._picksPath(tsId), positions=result.positions,
                  rotations=result.rotations, scores=result.scores, cc=result.cc)
