@@ -161,10 +161,10 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                            "standard deviations.")
         form.addParam("maxPicks", params.IntParam, default=0, validators=[params.GE(0)],
                       label="Maximum picks per tomogram", help="Best-scoring kept; 0 = no limit.")
-        form.addParam("maxTileVoxels", params.IntParam, default=48_000_000,
+        form.addParam("maxTileVoxels", params.IntParam, default=32_000_000,
                       expertLevel=params.LEVEL_ADVANCED, label="Largest tile (voxels)",
                       help="Tomograms larger than this are searched in overlapping tiles "
-                           "(about 24 bytes of memory per tile voxel).")
+                           "(about 50 bytes of memory per tile voxel: 1.6 GB by default).")
         form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------

@@ -431,8 +431,10 @@ def angular_distance(R1, R2, symmetry="c1"):
     Examples
     --------
     >>> a = axis_angle_to_matrix([0, 0, np.radians(100)])
-    >>> round(float(angular_distance(np.eye(3), a)), 6), round(float(angular_distance(np.eye(3), a, "c4")), 6)
-    (100.0, 10.0)
+    >>> round(float(angular_distance(np.eye(3), a)), 6)
+    100.0
+    >>> round(float(angular_distance(np.eye(3), a, "c4")), 6)
+    10.0
     """
     A = np.asarray(R1, dtype=float)[..., :3, :3]
     B = np.asarray(R2, dtype=float)[..., :3, :3]
@@ -465,7 +467,7 @@ def canonical_rotations(rotations, symmetry):
 
 
 def asymmetric_unit(rotations, symmetry):
-    """Keep one rotation of each symmetry class: those closest to the identity among their equivalents.
+    """One rotation of each symmetry class: the one closest to the identity.
 
     Parameters
     ----------
