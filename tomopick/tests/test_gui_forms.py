@@ -34,6 +34,11 @@ SPEC_PARAMS = {
                                "outOfBounds"],
     "ProtTomoPickApplyAlignment": ["inputSubtomograms", "interpolation"],
     "ProtTomoPickConsensus": ["inputCoordinates", "consensusRadius", "consensus", "mode"],
+    "ProtTomoPickTemplateMatching": ["inputTomograms", "reference", "referenceFile", "mask",
+                                     "invertContrast", "particleDiameter", "symmetry",
+                                     "angularSampling", "lowpass", "highpass", "tiltRange",
+                                     "randomPhaseCorrection", "falsePositives", "maxPicks",
+                                     "tomogramMask", "boxSize"],
 }
 
 
