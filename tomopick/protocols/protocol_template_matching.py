@@ -19,7 +19,7 @@ from pwem.protocols import EMProtocol
 from tomo.objects import SetOfCoordinates3D, SetOfTomograms, Tomogram
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
+from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
 from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
 from tomopick.core.formats.mrc import MrcError
 from tomopick.core.picks import Picks
@@ -223,8 +223,10 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                 mrc.close()
         st = result.stats
         np.save(self._rotationsPath(tsId), result.coarse_rotations)
-        np.savez(self._picksPath(tsId), positions=result.positions,
-                 rotations=result.rotations, scores=result.scores, cc=result.cc)
+        n = len(result.positions)
+        Picks(np.full(n, tsId), result.positions, np.zeros(n, int),
+              homogeneous(np.reshape(result.rotations, (n, 3, 3))), result.scores, samplingRate,
+              {"cc": np.asarray(result.cc)}).save(self._picksPath(tsId))
         with open(self._statsPath(tsId), "w") as fh:
             json.dump({k: v for k, v in st.items()}, fh, default=float, indent=1)
         self.info(f"{tsId}: {len(result.positions)} picks above {result.threshold:.2f} sigma "
@@ -239,14 +241,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         tomoSet = self.inputTomograms.get()
         tomograms = tomograms_by_tsid(tomoSet)
         samplingRate = tomoSet.getSamplingRate()
-        parts = []
-        for tsId in tomograms:
-            data = np.load(self._picksPath(tsId))
-            n = len(data["positions"])
-            parts.append(Picks(np.full(n, tsId), data["positions"], np.zeros(n, int),
-                               homogeneous(data["rotations"].reshape(n, 3, 3)),
-                               data["scores"], samplingRate))
-        picks = Picks.concatenate(parts)
+        picks = Picks.concatenate(Picks.load(self._picksPath(tsId)) for tsId in tomograms)
         coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
         coords.setSamplingRate(samplingRate)
         coords.setBoxSize(self.boxSize.get())
@@ -330,9 +325,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         return self._getExtraPath(f"{tsId}_stats.json")
 
     def _threadsPerStep(self):
-        threads = max(1, self.numberOfThreads.get() or 1)
-        nTomos = max(1, self.inputTomograms.get().getSize())
-        return max(1, threads // min(threads, nTomos))
+        return threads_per_step(self.numberOfThreads.get(), self.inputTomograms.get().getSize())
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):
