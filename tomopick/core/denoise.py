@@ -834,11 +834,9 @@ def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
 
 def _write_like(out_path, data, header, voxel):
     """Write float32 `data` slab by slab with the geometry of an input header."""
-    import mrcfile
-    out_path = os.fspath(out_path)
-    tmp = out_path + ".part"
-    mrc = mrcfile.new_mmap(tmp, shape=data.shape, mrc_mode=2, overwrite=True)
-    try:
+    from tomopick.core.formats.mrc import create_mrc
+    # written as <out_path>.part, renamed only when complete
+    with create_mrc(out_path, data.shape, float(voxel.x)) as mrc:
         mrc.voxel_size = voxel
         mrc.header.origin = header.origin
         for field in ("nxstart", "nystart", "nzstart"):
@@ -855,6 +853,3 @@ def _write_like(out_path, data, header, voxel):
         mean = total / n
         mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
         mrc.header.rms = math.sqrt(max(total2 / n - mean * mean, 0.0))
-    finally:
-        mrc.close()
-    os.replace(tmp, out_path)

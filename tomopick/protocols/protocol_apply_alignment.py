@@ -11,7 +11,7 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
 from tomopick.core.alignment import INTERPOLATIONS, apply_alignment
-from tomopick.core.formats import read_mrc, write_mrc
+from tomopick.core.formats import read_mrc, save_npy, write_mrc
 
 ALL = "all"
 # subtomograms aligned at a time (bounds memory)
@@ -86,7 +86,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
                 files.append((objId, path))
             part = aligned.sum(axis=0, dtype=np.float64)
             total = part if total is None else total + part
-        np.save(self._sumPath(group), total)
+        save_npy(self._sumPath(group), total)
         with open(self._filesPath(group), "w") as fh:
             json.dump(files, fh)
         self.info(f"{group}: {len(items)} subtomograms aligned ({interpolation})")

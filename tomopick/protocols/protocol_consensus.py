@@ -11,6 +11,7 @@ from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, picks_from_coordinates, tomograms_by_tsid
 from tomopick.core.consensus import MODES, consensus_picks
+from tomopick.core.formats import save_npz
 from tomopick.core.picks import Picks
 
 OUTPUT_NAME = "consensusCoordinates"
@@ -86,7 +87,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         stats = info.per_tomogram.get(tsId, {"input_counts": np.zeros(len(inputs), int),
                                              "particles": 0, "consensus": 0,
                                              "jaccard": float("nan")})
-        np.savez(self._resultPath(tsId), positions=picks.positions, group_ids=picks.group_ids,
+        save_npz(self._resultPath(tsId), positions=picks.positions, group_ids=picks.group_ids,
                  matrices=(picks.matrices if picks.matrices is not None
                            else np.zeros((0, 4, 4))),
                  votes=picks.extra["votes"],

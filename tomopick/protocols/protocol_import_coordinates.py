@@ -9,7 +9,7 @@ from tomo.objects import SetOfCoordinates3D, SetOfMeshes
 from tomo.protocols.protocol_base import ProtTomoImportFiles
 
 from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid
-from tomopick.core.formats import read_coordinates
+from tomopick.core.formats import read_coordinates, save_npz
 from tomopick.core.formats.coordinates import PER_TOMOGRAM_FORMATS, detect_format
 from tomopick.core.formats.dynamo import table_map_path
 from tomopick.core.picks import Picks, outside_volume
@@ -116,7 +116,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
             data["matrices"] = picks.matrices
         if picks.scores is not None:
             data["scores"] = picks.scores
-        np.savez(self._picksPath(index), **data)
+        save_npz(self._picksPath(index), **data)
         counts = ", ".join(f"{t}: {int(np.sum(picks.tomo_ids == t))}"
                            for t in np.unique(picks.tomo_ids))
         self.info(f"{os.path.basename(path)} ({fmt}): {len(picks)} coordinates ({counts})")

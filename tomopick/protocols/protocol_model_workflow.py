@@ -28,6 +28,7 @@ from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, outside_tomograms, tomograms_by_tsid
 from tomopick.core import geometry
+from tomopick.core.formats import save_npz
 from tomopick.core.picks import Picks
 from tomopick.core.transforms import homogeneous
 from tomopick.protocols.protocol_vectorial_picking import (INTERIOR_ATTR, MODEL_TYPE_ATTR,
@@ -154,7 +155,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
             rotations.append(crop.rotations)
             groups.append(np.full(len(crop), model["modelId"]))
             self.info(f"{label}: {len(crop)} particles" + self._describe(crop))
-        np.savez(self._fitPath(tsId),
+        save_npz(self._fitPath(tsId),
                  positions=np.concatenate(positions) if positions else np.zeros((0, 3)),
                  rotations=np.concatenate(rotations) if rotations else np.zeros((0, 3, 3)),
                  groups=np.concatenate(groups) if groups else np.zeros(0, dtype=int),

@@ -19,7 +19,7 @@ from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
-from tomopick.core.formats import mrc_header_info, write_mrc
+from tomopick.core.formats import mrc_header_info, save_npz, write_mrc
 from tomopick.core.picket_features import FEATURE_MODES
 from tomopick.core.picket_localize import LOCALIZATIONS
 from tomopick.core.picks import Picks
@@ -158,7 +158,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         labels = objects["labels"]
         dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
         write_mrc(self._maskPath(tsId), labels.astype(dtype), samplingRate)
-        np.savez(self._picksPath(tsId), positions=picks.positions, scores=picks.scores)
+        save_npz(self._picksPath(tsId), positions=picks.positions, scores=picks.scores)
         choice = seg.info.get("cluster_choice", {})
         self.info(f"{tsId}: {len(picks)} particles; fit z {seg.fit_range}, pick z "
                   f"{seg.pick_range}; particle cluster {seg.particle_cluster}"

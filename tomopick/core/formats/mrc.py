@@ -2,10 +2,14 @@
 
 Arrays are indexed [z, y, x]; voxel sizes are in Å/voxel.
 """
+import contextlib
 import os
 
 import mrcfile
+import mrcfile.mrcmemmap
 import numpy as np
+
+from .atomic import PART_SUFFIX, atomic_path
 
 
 class MrcError(ValueError):
@@ -109,13 +113,12 @@ def write_mrc(path, data, voxel_size, origin=None):
     data = np.asarray(data)
     if data.dtype not in (np.int8, np.int16, np.uint8, np.uint16, np.float32):
         data = data.astype(np.float32)
-    tmp = path + ".part"
-    with mrcfile.new(tmp, overwrite=True) as mrc:
-        mrc.set_data(data)
-        mrc.voxel_size = float(voxel_size)
-        if origin is not None:
-            mrc.header.origin = tuple(float(v) for v in origin)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(data)
+            mrc.voxel_size = float(voxel_size)
+            if origin is not None:
+                mrc.header.origin = tuple(float(v) for v in origin)
 
 
 def create_mrc(path, shape, voxel_size, dtype=np.float32):
@@ -131,14 +134,45 @@ def create_mrc(path, shape, voxel_size, dtype=np.float32):
 
     Returns
     -------
-    mrcfile.mmapfile.MmapFile
+    mrcfile.mrcmemmap.MrcMemmap
         Write slabs into ``mrc.data[z0:z1]``; call ``mrc.update_header_stats()``
-        and ``close()`` at the end.
+        and ``close()`` at the end. The data go to ``<path>.part``, which
+        ``close()`` (or a ``with`` block that ends without an exception) renames
+        to `path`: a writer that dies midway never leaves a truncated `path`.
     """
-    mrc = mrcfile.new_mmap(os.fspath(path), shape=tuple(shape), mrc_mode=_mode(dtype),
-                           overwrite=True)
+    path = os.fspath(path)
+    mrc = _AtomicMrcMemmap(path + PART_SUFFIX, mode="w+", overwrite=True)
+    # what mrcfile.new_mmap does, on the subclass
+    mrc._open_memmap(np.dtype(dtype), tuple(shape))
+    mrc.update_header_from_data()
     mrc.voxel_size = float(voxel_size)
+    mrc._final = path
     return mrc
+
+
+class _AtomicMrcMemmap(mrcfile.mrcmemmap.MrcMemmap):
+    """A memory-mapped MRC file written as ``.part``, renamed when closed normally."""
+
+    _final = None
+
+    def close(self):
+        final, self._final = self._final, None
+        super().close()
+        if final is not None:
+            os.replace(self._iostream.name, final)
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is None:
+            self.close()
+            return
+        self._final = None  # a failed writer publishes nothing
+        super().close()
+        with contextlib.suppress(OSError):
+            os.remove(self._iostream.name)
+
+    def __del__(self):
+        self._final = None  # garbage collected without close(): never published
+        super().__del__()
 
 
 def _mode(dtype):
