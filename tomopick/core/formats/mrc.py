@@ -104,6 +104,11 @@ def write_mrc(path, data, voxel_size, origin=None):
     origin : (3,) float, optional
         Header origin (x, y, z) in Å.
 
+    Raises
+    ------
+    OSError
+        Naming `path`, when it cannot be written (e.g. no space left).
+
     Notes
     -----
     The file appears under its final name only once complete, so a failure
@@ -113,12 +118,15 @@ def write_mrc(path, data, voxel_size, origin=None):
     data = np.asarray(data)
     if data.dtype not in (np.int8, np.int16, np.uint8, np.uint16, np.float32):
         data = data.astype(np.float32)
-    with atomic_path(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(data)
-            mrc.voxel_size = float(voxel_size)
-            if origin is not None:
-                mrc.header.origin = tuple(float(v) for v in origin)
+    try:
+        with atomic_path(path) as tmp:
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(data)
+                mrc.voxel_size = float(voxel_size)
+                if origin is not None:
+                    mrc.header.origin = tuple(float(v) for v in origin)
+    except OSError as err:  # e.g. a full disk: say which file
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from err
 
 
 def create_mrc(path, shape, voxel_size, dtype=np.float32):
@@ -142,8 +150,16 @@ def create_mrc(path, shape, voxel_size, dtype=np.float32):
     """
     path = os.fspath(path)
     mrc = _AtomicMrcMemmap(path + PART_SUFFIX, mode="w+", overwrite=True)
-    # what mrcfile.new_mmap does, on the subclass
-    mrc._open_memmap(np.dtype(dtype), tuple(shape))
+    try:
+        # what mrcfile.new_mmap does, on the subclass
+        mrc._open_memmap(np.dtype(dtype), tuple(shape))
+        # reserve the blocks now: a full disk is an OSError here, not a SIGBUS that
+        # kills the process when a slab is later stored into the sparse mapping
+        fileno = mrc._iostream.fileno()
+        os.posix_fallocate(fileno, 0, os.fstat(fileno).st_size)
+    except OSError as err:
+        mrc.__exit__(type(err), err, None)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from err
     mrc.update_header_from_data()
     mrc.voxel_size = float(voxel_size)
     mrc._final = path
