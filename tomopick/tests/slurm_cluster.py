@@ -145,10 +145,10 @@ class SlurmCluster:
         rows = (line.split("|") for line in out.splitlines() if line.strip())
         return {row[0]: row[1] for row in rows}
 
-    def log(self, name):
-        """Text of a daemon's log (for failure messages)."""
+    def log(self, name, suffix=".log"):
+        """End of a daemon's log (``.out``: its console output), for failure messages."""
         try:
-            with open(os.path.join(self.dir, f"{name}.log")) as handle:
+            with open(os.path.join(self.dir, name + suffix)) as handle:
                 return handle.read()[-4000:]
         except OSError:
             return ""
@@ -179,7 +179,7 @@ class SlurmCluster:
         deadline = time.time() + 20
         while not os.path.exists(self.munge_socket):
             if self._pids["munged"].poll() is not None or time.time() > deadline:
-                raise SlurmUnavailable("munged did not start: " + self._output("munged"))
+                raise SlurmUnavailable("munged did not start: " + self.log("munged", ".out"))
             time.sleep(0.1)
 
     def _node_line(self):
@@ -189,21 +189,20 @@ class SlurmCluster:
         line = next((l for l in out.splitlines() if l.startswith("NodeName=")), None)
         if line is None:
             raise SlurmUnavailable(f"slurmd -C gave no node description: {out!r}")
-        fields = [f for f in line.split()[1:]]
-        return "NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost " + " ".join(fields)
+        return ("NodeName=localhost NodeAddr=127.0.0.1 NodeHostname=localhost "
+                + " ".join(line.split()[1:]))
 
     def _write_conf(self):
         ctld_port, d_port = _free_ports(2)
         d = self.dir
         for sub in ("state", "spool"):
             os.makedirs(os.path.join(d, sub), exist_ok=True)
-        user = "root"
         conf = f"""\
 ClusterName=tomopick
 SlurmctldHost=localhost(127.0.0.1)
 SlurmctldPort={ctld_port}
 SlurmdPort={d_port}
-SlurmUser={user}
+SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
@@ -240,13 +239,6 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
         with open(self.conf, "w") as handle:
             handle.write(conf)
 
-    def _output(self, name):
-        try:
-            with open(os.path.join(self.dir, f"{name}.out")) as handle:
-                return handle.read()[-2000:]
-        except OSError:
-            return ""
-
     def _wait_idle(self, timeout):
         deadline = time.time() + timeout
         state = ""
@@ -254,7 +246,7 @@ PartitionName={self.partition} Nodes=localhost Default=YES MaxTime=INFINITE Stat
             for name, process in self._pids.items():
                 if process.poll() is not None:
                     raise SlurmUnavailable(f"{name} exited ({process.returncode}): "
-                                           + (self._output(name) or self.log(name)))
+                                           + (self.log(name, ".out") or self.log(name)))
             result = subprocess.run([_find("sinfo"), "-h", "-N", "-o", "%T"], env=self.env(),
                                     capture_output=True, text=True, timeout=30)
             state = result.stdout.strip()

@@ -101,9 +101,7 @@ class TestSlurmQueue(TomoPickProtocolTest):
             os.chdir(self.outputPath)
 
     def _runThroughSlurm(self, project):
-        def new(cls, **kwargs):
-            prot = project.newProtocol(cls, **kwargs)
-            return prot
+        new = project.newProtocol
 
         def denoiser(source, output="Tomograms", **kwargs):
             prot = new(ProtTomoPickDenoise, **kwargs)
