@@ -95,9 +95,18 @@ class SlurmCluster:
         """Cancel what is left, stop the daemons, delete the state folder."""
         if self.dir is None:
             return
-        if "slurmctld" in self._pids:
+        if "slurmctld" in self._pids and self._pids["slurmctld"].poll() is None:
+            # jobs outlive slurmd (slurmstepd runs them): cancel them and wait until gone
             subprocess.run([_find("scancel"), "--full", "--partition", self.partition],
                            env=self.env(), capture_output=True, timeout=30)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                try:
+                    if not self.squeue():
+                        break
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    break
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             process = self._pids.pop(name, None)
             if process is None:

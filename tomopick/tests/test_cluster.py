@@ -13,6 +13,7 @@ import time
 import unittest
 
 import numpy as np
+import pyworkflow as pw
 from pyworkflow.project import Manager
 
 from tomopick.core.formats import read_mrc, write_mrc
@@ -93,12 +94,23 @@ class TestSlurmQueue(TomoPickProtocolTest):
         hosts = os.path.join(self.dataDir, "hosts.conf")
         with open(hosts, "w") as handle:
             handle.write(readme_hosts_conf())
-        project = Manager().createProject("TestSlurmQueueProject", hostsConf=hosts)
-        os.chdir(project.getPath())
+        # Not createProject(hostsConf=...): pyworkflow copies that file over the one
+        # SCIPION_HOSTS names (an absolute path: the user's hosts.conf, shared with every
+        # other project and test run). This process, the protocol processes and the jobs
+        # (sbatch exports the environment) read this file instead, for this test only.
+        saved = os.environ.get("SCIPION_HOSTS"), pw.Config.SCIPION_HOSTS
+        os.environ["SCIPION_HOSTS"] = pw.Config.SCIPION_HOSTS = hosts
         try:
+            project = Manager().createProject("TestSlurmQueueProject")
+            os.chdir(project.getPath())
             self._runThroughSlurm(project)
         finally:
             os.chdir(self.outputPath)
+            pw.Config.SCIPION_HOSTS = saved[1]
+            if saved[0] is None:
+                os.environ.pop("SCIPION_HOSTS", None)
+            else:
+                os.environ["SCIPION_HOSTS"] = saved[0]
 
     def _runThroughSlurm(self, project):
         new = project.newProtocol
@@ -129,10 +141,10 @@ class TestSlurmQueue(TomoPickProtocolTest):
             project.launchProtocol(local[name], wait=True)
             self.assertTrue(local[name].isFinished(), local[name].getErrorMessage())
 
-        # three jobs at once: two that finish, one (thousands of iterations) cancelled
+        # three jobs at once: two that finish, one (minutes of iterations) cancelled
         jobs = {"eed": queued(denoiser(imports, **eed)),
                 "bflow": queued(denoiser(imports, **bflow)),
-                "doomed": queued(denoiser(big, method=1, nIterBflow=100000, numberOfThreads=1))}
+                "doomed": queued(denoiser(big, method=1, nIterBflow=3000, numberOfThreads=1))}
         for prot in jobs.values():
             project.launchProtocol(prot)
         ids = {name: str(prot.getJobIds()[0]) for name, prot in jobs.items()}
@@ -142,6 +154,7 @@ class TestSlurmQueue(TomoPickProtocolTest):
         self.assertIn("#SBATCH --partition=cpu", script)
         self.assertIn("#SBATCH --cpus-per-task=2", script)
         self.assertIn("pw_protocol_run.py", script)
+        self.assertIn("#SBATCH -o ", script)  # the README's template, not another hosts.conf
 
         # squeue lists the jobs, and the doomed one runs at the same time as another one
         seen, deadline = {}, time.time() + 60
