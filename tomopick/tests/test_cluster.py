@@ -175,7 +175,7 @@ class TestSlurmQueue(TomoPickProtocolTest):
         doomed = jobs["doomed"]
         self.assertTrue(doomed.isFailed(), doomed.getStatus())
         self.assertIn(f"JOB ID {ids['doomed']}", doomed.getErrorMessage())
-        self.assertEqual([name for name, _ in doomed.iterOutputAttributes()], [],
+        self.assertEqual(self.registeredOutputs(doomed), [],
                          "a cancelled run registered output")
         # a protocol reports itself finished a moment before its job ends
         deadline = time.time() + 30

@@ -76,7 +76,7 @@ class TestFailuresUnderLoad(TomoPickProtocolTest):
                 self.proj._updateProtocol(prot)
             self.assertTrue(prot.isFailed(), prot.getStatus())
             self.assertIn(f"Tomogram {TSIDS[-1]}: cannot read MRC file", prot.getErrorMessage())
-            self.assertEqual([n for n, _ in prot.iterOutputAttributes()], [])
+            self.assertEqual(self.registeredOutputs(prot), [])
             for tsId in TSIDS[:-1]:  # finished before: complete and readable
                 np.testing.assert_array_equal(
                     read_mrc(prot._getExtraPath(f"{tsId}.mrc")),
@@ -108,7 +108,7 @@ class TestFailuresUnderLoad(TomoPickProtocolTest):
             message = prot.getErrorMessage()
             self.assertIn("No space left on device", message)
             self.assertRegex(message, r"cannot write .*/extra/TS_[12]\.mrc")
-            self.assertEqual([n for n, _ in prot.iterOutputAttributes()], [])
+            self.assertEqual(self.registeredOutputs(prot), [])
             left = sorted(os.listdir(extra))
             self.assertEqual(left, ["TS_0.mrc"])  # nothing partial next to it
             np.testing.assert_array_equal(

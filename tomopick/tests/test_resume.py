@@ -87,7 +87,7 @@ class TestKillAndResume(TomoPickProtocolTest):
         self.proj._updateProtocol(prot)
         self.assertTrue(prot.isFailed(), prot.getStatus())
         self.assertIn("not found running", prot.getErrorMessage())
-        self.assertEqual([n for n, _ in prot.iterOutputAttributes()], [],
+        self.assertEqual(self.registeredOutputs(prot), [],
                          "the killed run registered an output")
 
         # what the killed run left: the finished tomogram(s), complete; at most a .part
