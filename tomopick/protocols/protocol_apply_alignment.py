@@ -10,6 +10,7 @@ from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
 from tomopick.convert import mark_convention, set_subtomogram_matrix, subtomogram_groups
 from tomopick.core.alignment import align_in_batches
+from tomopick.core.atomic import save_npy
 from tomopick.core.formats import read_mrc, write_mrc
 
 # the form's choices, in the order saved workflows store (by index); names are core's
@@ -78,7 +79,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
                 files.append((objId, path))
             part = aligned.sum(axis=0, dtype=np.float64)
             total = part if total is None else total + part
-        np.save(self._sumPath(group), total)
+        save_npy(self._sumPath(group), total)
         with open(self._filesPath(group), "w") as fh:
             json.dump(files, fh)
         self.info(f"{tsId}: {len(items)} subtomograms aligned ({interpolation})")
