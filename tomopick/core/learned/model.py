@@ -305,8 +305,12 @@ class LearnedPicker:
         Raises
         ------
         ValueError
-            If the examples hold no particle voxel or no other voxel.
+            If fewer than two positive picks were given, or the examples hold
+            no particle voxel or no other voxel.
         """
+        if self.n_examples["positives"] < 2:
+            raise ValueError("learned picking needs at least 2 positive examples, got "
+                             f"{self.n_examples['positives']}")
         labels = self.training.labels
         if not np.any(labels == 1) or not np.any(labels == 0):
             raise ValueError("training needs particle voxels and non-particle voxels; got "
