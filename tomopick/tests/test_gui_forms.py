@@ -34,6 +34,10 @@ SPEC_PARAMS = {
                                "outOfBounds"],
     "ProtTomoPickApplyAlignment": ["inputSubtomograms", "interpolation"],
     "ProtTomoPickConsensus": ["inputCoordinates", "consensusRadius", "consensus", "mode"],
+    "ProtTomoPickManualPicking": ["inputTomograms", "boxSize", "inputCoordinates", "pointsFile"],
+    "ProtTomoPickLearnedPicking": ["inputTomograms", "positives", "negatives", "previousRun",
+                                   "particleDiameter", "boxSize", "threshold", "maxPicks",
+                                   "seed"],
 }
 
 

@@ -18,6 +18,8 @@ SPEC_PROTOCOLS = {
     "ProtTomoPickExtraction": "subtomogram extraction",
     "ProtTomoPickApplyAlignment": "apply alignment subtomo",
     "ProtTomoPickConsensus": "picking consensus",
+    "ProtTomoPickManualPicking": "manual picking",
+    "ProtTomoPickLearnedPicking": "learned picking",
 }
 
 

@@ -134,7 +134,7 @@ def subvoxel_offsets(volume, zyx):
     >>> z = np.arange(9.0)
     >>> v = np.exp(-((z[:, None, None] - 4.3) ** 2 + (z[None, :, None] - 4) ** 2
     ...              + (z[None, None, :] - 3.8) ** 2) / 8)
-    >>> subvoxel_offsets(v, np.array([[4, 4, 4]])).round(1).tolist()
+    >>> (subvoxel_offsets(v, np.array([[4, 4, 4]])).round(1) + 0.0).tolist()
     [[0.3, 0.0, -0.2]]
     """
     zyx = np.asarray(zyx, int).reshape(-1, 3)

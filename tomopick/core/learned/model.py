@@ -105,7 +105,7 @@ def _voxels_near(centres_xyz, radius, shape):
     return np.unique(voxels[inside], axis=0)
 
 
-def training_voxels(shape, positives, negatives, diameter, rng):
+def training_voxels(shape, positives, negatives, diameter, rng, background=True):
     """Working-grid voxels to train on, with their group.
 
     Parameters
@@ -117,6 +117,10 @@ def training_voxels(shape, positives, negatives, diameter, rng):
     diameter : float
         Particle diameter, working voxels.
     rng : numpy.random.Generator
+    background : bool
+        Draw background voxels (False when the positives are corrections,
+        not every particle of the tomogram: unpicked particles would be
+        drawn as background).
 
     Returns
     -------
@@ -136,16 +140,16 @@ def training_voxels(shape, positives, negatives, diameter, rng):
         if both:
             keep = lambda v: np.array([tuple(x) not in both for x in v], bool)  # noqa: E731
             pos, neg = pos[keep(pos)], neg[keep(neg)]
-    n_background = BACKGROUND_PER_POSITIVE * max(len(pos), 1)
+    n_background = BACKGROUND_PER_POSITIVE * max(len(pos), 1) if background else 0
     candidates = np.column_stack([rng.integers(0, n, 3 * n_background) for n in shape])
-    if len(positives):
+    if len(positives) and len(candidates):
         distance, _ = cKDTree(np.asarray(positives, float)).query(candidates[:, ::-1])
         candidates = candidates[distance > BACKGROUND_EXCLUSION * diameter]
-    background = candidates[:n_background]
-    zyx = np.concatenate([pos, neg, shell, background]).astype(int)
+    drawn = candidates[:n_background]
+    zyx = np.concatenate([pos, neg, shell, drawn]).astype(int)
     groups = np.concatenate([np.full(len(pos), POSITIVE), np.full(len(neg), NEGATIVE),
                              np.full(len(shell), SHELL),
-                             np.full(len(background), BACKGROUND)]).astype(np.int8)
+                             np.full(len(drawn), BACKGROUND)]).astype(np.int8)
     return zyx, groups
 
 
@@ -254,7 +258,8 @@ class LearnedPicker:
         """Particle diameter in working voxels."""
         return self.diameter / self.working_voxel_size
 
-    def add_examples(self, volume, voxel_size, positives, negatives=(), n_threads=2):
+    def add_examples(self, volume, voxel_size, positives, negatives=(), background=True,
+                     n_threads=2):
         """Add the training voxels of one tomogram.
 
         Parameters
@@ -265,6 +270,11 @@ class LearnedPicker:
             Å per voxel of ``volume``.
         positives, negatives : (P, 3), (Q, 3) arrays
             Picks (x, y, z) in voxels of ``volume``, bottom-left origin.
+        background : bool
+            Also draw background voxels away from the positives: True when
+            the positives are all the particles of interest that were picked
+            in this tomogram; False for a round of corrections (missed
+            particles only), where the others are not known.
 
         Returns
         -------
@@ -290,7 +300,8 @@ class LearnedPicker:
         # a seed per call keeps the background draw reproducible tomogram by tomogram
         rng = np.random.default_rng([self.seed, len(self.training)])
         zyx, groups = training_voxels(work.shape, grid.to_working(positives),
-                                      grid.to_working(negatives), self.working_diameter, rng)
+                                      grid.to_working(negatives), self.working_diameter, rng,
+                                      background)
         added = TrainingSet(features_at(work, zyx, self.scales, n_threads),
                             (groups == POSITIVE).astype(np.int8), groups)
         self.training = self.training.extended(added)
