@@ -83,8 +83,9 @@ def test_closed_form_eigenvalues_match_numpy():
     a = a + a.transpose(0, 2, 1)
     a[:5] = np.eye(3) * 2.0                             # a triple eigenvalue
     entries = [a[:, i, j] for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))]
+    # the closed form loses about sqrt(machine epsilon) at a triple eigenvalue
     np.testing.assert_allclose(symmetric_eigenvalues(*entries).T, np.linalg.eigvalsh(a),
-                               atol=1e-9)
+                               atol=1e-6)
 
 
 def test_slabs_with_halo_equal_the_whole_volume_stack():

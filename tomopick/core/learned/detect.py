@@ -66,12 +66,22 @@ class Detection:
 
 
 def score_map(picker, work, n_threads=2, memory_mb=512):
-    """Particle probability at every voxel of a working volume (unsmoothed), float32."""
-    out = np.empty(work.shape, np.float32)
-    # the slabs' threads compute features; the classifier uses OpenMP's threads
-    for z0, z1, features in iter_features(work, picker.scales, n_threads, memory_mb):
+    """Particle probability at every voxel of a working volume (unsmoothed), float32.
+
+    Each slab's thread computes its features and classifies them; the
+    classifier itself runs single-threaded (OpenMP threads on top of these
+    would only contend for the same cores, and on a busy machine their
+    spin-waiting costs 10x).
+    """
+    def classify(features):
         flat = features.reshape(features.shape[0], -1).T
-        out[z0:z1] = picker.predict_proba(flat).reshape(features.shape[1:])
+        return picker.predict_proba(flat).reshape(features.shape[1:])
+
+    out = np.empty(work.shape, np.float32)
+    with threadpool_limits(1):
+        for z0, z1, scores in iter_features(work, picker.scales, n_threads, memory_mb,
+                                            transform=classify):
+            out[z0:z1] = scores
     return out
 
 
@@ -197,8 +207,7 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
     """
     work, grid = working_volume(volume, voxel_size, picker.working_voxel_size)
     d = picker.working_diameter
-    with threadpool_limits(max(1, n_threads)):
-        raw = score_map(picker, work, n_threads, memory_mb)
+    raw = score_map(picker, work, n_threads, memory_mb)
     smoothed = ndi.gaussian_filter(raw, max(0.5, SMOOTHING * d), mode="nearest")
     del raw
     if min_distance is None:

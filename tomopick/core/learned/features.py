@@ -242,20 +242,32 @@ def slab_bounds(nz, ny, nx, n_features, memory_mb=512):
     return [(z, min(nz, z + depth)) for z in range(0, nz, depth)]
 
 
-def iter_features(work, scales, n_threads=2, memory_mb=512):
-    """Yield ``(z0, z1, features)`` for consecutive slabs of the working volume.
+def iter_features(work, scales, n_threads=2, memory_mb=512, transform=None):
+    """Yield ``(z0, z1, result)`` for consecutive slabs of the working volume.
 
-    Slabs are computed by ``n_threads`` threads (scipy's filters release the
-    GIL) and yielded in z order; at most ``n_threads`` slabs exist at a time.
+    Slabs are computed by ``n_threads`` threads (scipy's filters and
+    scikit-learn's tree prediction release the GIL) and yielded in z order; at
+    most ``n_threads`` slabs exist at a time.
+
+    Parameters
+    ----------
+    transform : callable, optional
+        Applied to each slab's (F, nz, ny, nx) stack inside its thread (e.g.
+        the classifier's prediction); the result is yielded instead of the
+        stack.
     """
     n_features = len(FEATURES_PER_SCALE) * len(scales)
     bounds = slab_bounds(*work.shape, n_features, memory_mb=memory_mb // max(1, n_threads))
+    transform = transform or (lambda features: features)
+
+    def run(zz):
+        return transform(slab_features(work, zz[0], zz[1], scales))
+
     with ThreadPoolExecutor(max(1, n_threads)) as pool:
         for start in range(0, len(bounds), max(1, n_threads)):
             batch = bounds[start:start + max(1, n_threads)]
-            results = pool.map(lambda zz: slab_features(work, zz[0], zz[1], scales), batch)
-            for (z0, z1), features in zip(batch, results):
-                yield z0, z1, features
+            for (z0, z1), result in zip(batch, pool.map(run, batch)):
+                yield z0, z1, result
 
 
 def features_at(work, zyx, scales, n_threads=2, memory_mb=512):

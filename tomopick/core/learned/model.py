@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.spatial import cKDTree
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from threadpoolctl import threadpool_limits
 
 from .features import (SCALE_FRACTIONS, WORKING_DIAMETER, feature_names, features_at,
                        working_volume)
@@ -328,7 +329,11 @@ class LearnedPicker:
                              f"{int(np.sum(labels == 1))} and {int(np.sum(labels == 0))}")
         start = time.perf_counter()
         estimator = make_classifier(self.classifier, self.seed, n_threads)
-        estimator.fit(self.training.features, labels, sample_weight=self.training.weights())
+        # tens of thousands of examples: one OpenMP thread fits in about a second, and
+        # more threads on a busy machine spin-wait for each other (measured 20x slower)
+        with threadpool_limits(1):
+            estimator.fit(self.training.features, labels,
+                          sample_weight=self.training.weights())
         self.estimator = estimator
         self.fit_seconds = time.perf_counter() - start
         return self
