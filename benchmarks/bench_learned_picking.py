@@ -147,15 +147,16 @@ def part_speed(directory, threads):
         tr = spawn(directory, "train", classifier, diameter * VOXEL, threads)
         pr = spawn(directory, "predict", classifier, diameter * VOXEL, threads)
         score = f1(np.load(os.path.join(directory, f"picks_{classifier}.npy")), test, diameter)
-        rows.append(dict(classifier=classifier, **tr, **pr, f1=score["f1"],
+        rows.append(dict(classifier=classifier, train=tr, predict=pr, f1=score["f1"],
                          precision=score["precision"], recall=score["recall"]))
         print(f"{classifier:10s}  {tr['train_s']:15.1f}  {tr['fit_s']:7.2f}  "
               f"{pr['predict_s']:23.1f}  {tr['peak_rss_gb']:.2f} / {pr['peak_rss_gb']:.2f}"
               f"{'':14s}  {score['f1']:.3f} (P {score['precision']:.2f} R "
               f"{score['recall']:.2f})", flush=True)
     hgb, rf = rows
-    print(f"random forest / gradient boosting: train x{rf['train_s'] / hgb['train_s']:.2f}, "
-          f"predict x{rf['predict_s'] / hgb['predict_s']:.2f}")
+    print(f"random forest / gradient boosting: train "
+          f"x{rf['train']['train_s'] / hgb['train']['train_s']:.2f}, predict "
+          f"x{rf['predict']['predict_s'] / hgb['predict']['predict_s']:.2f}")
     return rows
 
 

@@ -243,9 +243,9 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
                 continue
             outside = outside_tomograms(picks, tomograms) if len(picks) else []
             for i in np.nonzero(outside)[0][:5]:
+                where = ", ".join(f"{v:.1f}" for v in picks.positions[i])
                 errors.append(f"{label} example {picks.extra['ids'][i]} of {name} in "
-                              f"{picks.tomo_ids[i]} at ({', '.join(f'{v:.1f}' for v in picks.positions[i])}) "
-                              "lies outside its tomogram")
+                              f"{picks.tomo_ids[i]} at ({where}) lies outside its tomogram")
             if label == "positive" and len(picks) < 2 and self.previousRun.get() is None:
                 errors.append(f"positive examples {name}: learned picking needs at least 2 "
                               f"positives, got {len(picks)}")

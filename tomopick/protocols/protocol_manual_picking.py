@@ -2,7 +2,7 @@
 
 Two modes share one path: with a points file the protocol runs headless; with
 none it opens the interactive picker in its particle mode
-(tomopick.viewers.picker.pick_particles_interactively), which writes the same
+(tomopick.viewers.picker.pick_interactively with model type PARTICLES), which writes the same
 CSV (``extra/picks.csv``) after every pick, read afterwards exactly as a
 given points file. Positives become ``coordinates``; negatives (things that
 must not be picked: gold, ice, membrane, aggregates), when any, become
@@ -110,10 +110,10 @@ class ProtTomoPickManualPicking(ProtTomoPicking):
     def pickInteractivelyStep(self):
         if not os.path.exists(self._picksPath()):
             self.collectPicksStep()
-        from tomopick.viewers.picker import pick_particles_interactively
+        from tomopick.viewers.picker import PARTICLES, pick_interactively
         tomograms = [(tsId, os.path.abspath(tomo.getFileName()), tomo.getSamplingRate())
                      for tsId, tomo in tomograms_by_tsid(self.inputTomograms.get()).items()]
-        pick_particles_interactively(tomograms, self._picksPath(), self.boxSize.get())
+        pick_interactively(tomograms, self._picksPath(), PARTICLES, self.boxSize.get())
         self.createOutputStep()
 
     def createOutputStep(self):

@@ -530,7 +530,8 @@ def test_particle_dialog_lists_counts_and_the_blocking_call_returns_the_picks(qa
         dialog.accept()
 
     QTimer.singleShot(300, user)
-    session = picker.pick_particles_interactively([("a", path, 10.0)], tmp_path / "p.csv", 24)
+    session = picker.pick_interactively([("a", path, 10.0)], tmp_path / "p.csv",
+                                        picker.PARTICLES, 24)
     assert seen == [("a", "picked", "1", "1", "1")]
     assert _csv_picks(tmp_path / "p.csv") == [("a", 1, (40.0, 20.0, 16.0), "positive"),
                                               ("a", 1, (10.0, 40.0, 16.0), "negative")]

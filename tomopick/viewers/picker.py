@@ -12,8 +12,8 @@ The points CSV it writes is ProtTomoPickVectorialPicking's ``pointsFile``
 pick is positive or negative (something that must not be picked), models are
 particle *sets* (group ids), and the file is a CSV coordinate table with a
 label column (`tomopick.core.formats.csv_table`), ProtTomoPickManualPicking's
-``pointsFile``. `pick_particles_interactively` opens the same napari picker in
-its particle mode.
+``pointsFile``. `pick_interactively` opens the same napari picker in
+its particle mode (``model_type=PARTICLES``).
 """
 import os
 
@@ -222,9 +222,13 @@ class PickingSession:
         (int, int)
             The model id and the point's index in it.
         """
+        return self._add(self._points, ts_id, position, model)
+
+    def _add(self, store, ts_id, position, model):
+        """Append a position to ``store[ts_id][model]``; (model, index)."""
         self._check(ts_id)
         model = self.current_model(ts_id) if model is None else int(model)
-        points = self._points.setdefault(ts_id, {}).setdefault(model, [])
+        points = store.setdefault(ts_id, {}).setdefault(model, [])
         points.append(self._xyz(position))
         self._current.setdefault(ts_id, model)
         self._changed(ts_id)
@@ -452,13 +456,7 @@ class ParticleSession(PickingSession):
         (int, int)
             The set id and the negative's index in it.
         """
-        self._check(ts_id)
-        model = self.current_model(ts_id) if model is None else int(model)
-        negatives = self._negatives.setdefault(ts_id, {}).setdefault(model, [])
-        negatives.append(self._xyz(position))
-        self._current.setdefault(ts_id, model)
-        self._changed(ts_id)
-        return model, len(negatives) - 1
+        return self._add(self._negatives, ts_id, position, model)
 
     def delete_nearest(self, ts_id, position, max_distance=None):
         """Remove the pick (positive or negative, any set) nearest to ``position``.
@@ -518,13 +516,16 @@ def pick_interactively(tomograms, points_csv, model_type="General", box_size=32)
     points_csv : str
         Points file, read when it exists and rewritten on every change.
     model_type : str
-        One of `MODEL_TYPES`.
+        One of `MODEL_TYPES`, or `PARTICLES` for the particle mode (manual
+        picking: click adds a positive, Ctrl+click a negative, Shift+click
+        removes, 'n' starts a new set; the file is a `ParticleSession`'s CSV).
     box_size : int
-        Box size in voxels; sets the size of the drawn markers.
+        Box size in voxels; sets the size of the drawn markers (in particle
+        mode, the diameter of the circle drawn at every pick).
 
     Returns
     -------
-    PickingSession
+    PickingSession or ParticleSession
         The session as the user left it (already saved).
 
     Raises
@@ -540,47 +541,9 @@ def pick_interactively(tomograms, points_csv, model_type="General", box_size=32)
     for ts_id, path, _ in tomograms:
         if not os.path.exists(path):
             raise ValueError(f"tomogram {ts_id}: file not found: {path}")
-    session = PickingSession(points_csv, [t[0] for t in tomograms], model_type)
-    _check_display()
-    from ._qt_picker import run_picker_dialog  # Qt only from here on
-
-    run_picker_dialog(session, tomograms, box_size)
-    return session
-
-
-def pick_particles_interactively(tomograms, picks_csv, box_size=32):
-    """Open the picker in its particle mode and block until the user closes it.
-
-    Click adds a positive, Ctrl+click a negative, Shift+click removes the
-    nearest pick; 'n' starts a new set. Picks are written to ``picks_csv``
-    (`ParticleSession`) after every change.
-
-    Parameters
-    ----------
-    tomograms : sequence of (str, str, float)
-        (tsId, MRC path, voxel size Å).
-    picks_csv : str
-    box_size : int
-        Box size in voxels: the diameter of the circle drawn at every pick.
-
-    Returns
-    -------
-    ParticleSession
-
-    Raises
-    ------
-    ValueError
-        If no tomogram is given or a tomogram file is missing.
-    RuntimeError
-        If no display is available for Qt.
-    """
-    tomograms = [(str(t), os.fspath(p), float(v)) for t, p, v in tomograms]
-    if not tomograms:
-        raise ValueError("pick_particles_interactively needs at least one tomogram")
-    for ts_id, path, _ in tomograms:
-        if not os.path.exists(path):
-            raise ValueError(f"tomogram {ts_id}: file not found: {path}")
-    session = ParticleSession(picks_csv, [t[0] for t in tomograms])
+    ts_ids = [t[0] for t in tomograms]
+    session = (ParticleSession(points_csv, ts_ids) if model_type == PARTICLES
+               else PickingSession(points_csv, ts_ids, model_type))
     _check_display()
     from ._qt_picker import run_picker_dialog  # Qt only from here on
 
