@@ -7,13 +7,13 @@ particle classes, gold beads, vesicles with membrane proteins, missing wedge
 
 1. Classifiers (``--part speed``): gradient-boosted trees
    (HistGradientBoosting, the default) against a random forest (100 trees),
-   each trained on 10 + 10 examples of a 64 x 128 x 128 phantom and applied to
-   a 128 x 256 x 256 one (another seed). Every measurement runs in a fresh
+   each trained on 10 + 10 examples of a 128 x 256 x 256 phantom and applied
+   to another one (same conditions, another seed). Every measurement runs in a fresh
    process and reports wall time and peak resident memory (ru_maxrss, Python
    and libraries included) with ``--threads`` threads (default 2).
 2. Examples (``--part examples``): one-to-one F1 on the 128 x 256 x 256
    phantom against the number of examples per side (5, 10, 20, 50), trained
-   on a 64 x 256 x 256 phantom.
+   on a third 128 x 256 x 256 phantom.
 3. Crowded (``--part crowded``): a 96 x 160 x 160 phantom of touching
    ribosomes (plus a vesicle and beads), ice thickness gradient and a strong
    structured ("cellular") background; learned picking trained on 10 + 10
@@ -132,7 +132,7 @@ def spawn(directory, task, classifier, diameter, threads):
 
 # ------------------------------------------------------------------- parts
 def part_speed(directory, threads):
-    train = phantom(1, (64, 128, 128), 48)
+    train = phantom(12, (128, 256, 256), 180, n_vesicles=2)
     test = phantom(11, (128, 256, 256), 180, n_vesicles=2)
     diameter = diameter_of(train)
     save(directory, "train", train)
@@ -161,7 +161,7 @@ def part_speed(directory, threads):
 
 
 def part_examples(threads):
-    train = phantom(21, (64, 256, 256), 220)
+    train = phantom(21, (128, 256, 256), 220, n_vesicles=2)
     test = phantom(11, (128, 256, 256), 180, n_vesicles=2)
     diameter = diameter_of(train)
     rows = []

@@ -36,7 +36,7 @@ MODEL_FILE = "model.npz"
 class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
     """Learn to pick from examples, then pick every tomogram.
 
-    A classifier (gradient-boosted trees) learns, voxel by voxel, what the
+    A classifier (a random forest) learns, voxel by voxel, what the
     positives look like against the negatives and the background, from a
     rotation-invariant multi-scale filter stack scaled to the particle
     diameter. Every tomogram gets a dense score map; its peaks, thinned by
@@ -289,7 +289,7 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
     def _methods(self):
         if self.coordinates is None:
             return []
-        return ["Particles were picked by a gradient-boosted voxel classifier trained on "
+        return ["Particles were picked by a random-forest voxel classifier trained on "
                 "example picks, on a rotation-invariant multi-scale filter stack (Gaussian, "
                 "difference of Gaussians, gradient, Laplacian, Hessian and structure-tensor "
                 "eigenvalues) scaled to the particle diameter."]
