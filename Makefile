@@ -19,7 +19,7 @@ demo: install
 	$(BIN)/tomopick demo
 
 test: install
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q tomopick/tests
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q tomopick/tests tomopick/core
 
 clean:
 	rm -rf $(VENV) build *.egg-info

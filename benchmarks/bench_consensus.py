@@ -50,7 +50,7 @@ from tomopick.core.consensus import consensus_picks  # noqa: E402  (sets Scipion
 from tomopick.core.evaluate import evaluate_picks  # noqa: E402
 from tomopick.core.picks import Picks  # noqa: E402
 from tomopick.core.simulate import random_rotations  # noqa: E402
-from tomopick.core.transforms import homogeneous  # noqa: E402
+from tomopick.core.rotations import homogeneous  # noqa: E402
 import tomoviz_reference  # noqa: E402
 
 SHAPE = (300, 928, 928)          # nz, ny, nx

@@ -36,7 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from tomopick.core import alignment, extraction  # noqa: E402
 from tomopick.core.formats.mrc import create_mrc, read_mrc  # noqa: E402
 from tomopick.core.simulate import random_rotations  # noqa: E402
-from tomopick.core.transforms import homogeneous  # noqa: E402
+from tomopick.core.rotations import homogeneous  # noqa: E402
 
 
 def write_tomogram(path, shape, seed=0):

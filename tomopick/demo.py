@@ -15,7 +15,7 @@ from tomopick.core import simulate
 from tomopick.core.alignment import average_aligned
 from tomopick.core.evaluate import evaluate_picks
 from tomopick.core.extraction import extract_subtomograms
-from tomopick.core.transforms import angle_between, homogeneous, rotation_from_z_axis
+from tomopick.core.rotations import angle_between, homogeneous, rotation_from_z_axis
 
 DEMO_SHAPE = (64, 192, 192)
 TOMO_ID = "tomo_1"

@@ -32,8 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy import ndimage
 
-#: Interpolations, in the order of the apply-alignment protocol's ``interpolation``.
+#: Interpolations `align_box` knows, by name (a form keeps its own choice order).
 INTERPOLATIONS = ("linear", "cubic")
+
+#: subtomograms aligned at a time by `align_in_batches` (bounds memory)
+BATCH = 64
 
 _ORDER = {"linear": 1, "cubic": 3}
 # z-slices of the output computed at a time: keeps the temporaries in cache
@@ -70,6 +73,17 @@ def align_box(box, matrix, interpolation="linear"):
     -------
     (nz, ny, nx) ndarray of float32
         ``aligned(r) = box(R r + t)``, r about the box centre; zero outside.
+
+    Examples
+    --------
+    A shift t = (1, 0, 0) brings the voxel at x + 1 to the centre:
+
+    >>> box = np.zeros((5, 5, 5), np.float32)
+    >>> box[2, 2, 3] = 1.0
+    >>> matrix = np.eye(4)
+    >>> matrix[0, 3] = 1.0
+    >>> float(align_box(box, matrix)[2, 2, 2])
+    1.0
     """
     box = np.asarray(box, dtype=np.float32)
     if box.ndim != 3:
@@ -167,6 +181,15 @@ def apply_alignment(boxes, matrices, interpolation="linear", out=None, workers=N
     Returns
     -------
     (N, nz, ny, nx) ndarray of float32
+
+    Examples
+    --------
+    >>> box = np.zeros((5, 5, 5), np.float32)
+    >>> box[2, 2, 3] = 1.0
+    >>> shift = np.eye(4)
+    >>> shift[0, 3] = 1.0
+    >>> apply_alignment(np.stack([box, box]), np.stack([shift, np.eye(4)]))[:, 2, 2, 2]
+    array([1., 0.], dtype=float32)
     """
     boxes = np.asarray(boxes)
     matrices = np.asarray(matrices, dtype=float)
@@ -192,7 +215,46 @@ def apply_alignment(boxes, matrices, interpolation="linear", out=None, workers=N
     return out
 
 
-def average_aligned(boxes, matrices, interpolation="linear", workers=None, batch=64):
+def align_in_batches(boxes, matrices, interpolation="linear", workers=None, batch=BATCH):
+    """`apply_alignment` on consecutive batches of boxes: bounded memory for large sets.
+
+    Parameters
+    ----------
+    boxes : (N, nz, ny, nx) array-like
+        May be a lazy sequence of arrays (e.g. memory maps, or an object
+        reading files on slicing), read ``batch`` at a time.
+    matrices : (N, 4, 4) array
+        As in `apply_alignment`.
+    interpolation : {'linear', 'cubic'}
+    workers : int, optional
+    batch : int, optional
+        Boxes aligned at a time (>= 1).
+
+    Yields
+    ------
+    start : int
+        Index of the batch's first box.
+    aligned : (k, nz, ny, nx) ndarray of float32
+        Boxes ``start .. start + k - 1`` aligned, exactly as `align_box`
+        aligns each one.
+
+    Examples
+    --------
+    >>> boxes = np.random.default_rng(0).random((5, 4, 4, 4), dtype=np.float32)
+    >>> shifts = np.tile(np.eye(4), (5, 1, 1))
+    >>> [(start, len(aligned)) for start, aligned in align_in_batches(boxes, shifts, batch=2)]
+    [(0, 2), (2, 2), (4, 1)]
+    """
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    matrices = np.asarray(matrices, dtype=float)
+    for start in range(0, len(boxes), batch):
+        chunk = np.stack([np.asarray(b, np.float32) for b in boxes[start:start + batch]])
+        yield start, apply_alignment(chunk, matrices[start:start + batch], interpolation,
+                                     workers=workers)
+
+
+def average_aligned(boxes, matrices, interpolation="linear", workers=None, batch=BATCH):
     """Mean of the aligned boxes, without keeping them all in memory.
 
     Parameters
@@ -203,23 +265,34 @@ def average_aligned(boxes, matrices, interpolation="linear", workers=None, batch
     interpolation : {'linear', 'cubic'}
     workers : int, optional
     batch : int, optional
+        See `align_in_batches`.
 
     Returns
     -------
     (nz, ny, nx) ndarray of float32
+        Sum in float64, then divided by N.
 
     Raises
     ------
     ValueError
         If no box is given.
+
+    Examples
+    --------
+    A box shifted by +1 and by -1 voxel along x averages to the mean of its
+    two neighbours:
+
+    >>> box = np.zeros((5, 5, 5), np.float32)
+    >>> box[2, 2, 1], box[2, 2, 3] = 2.0, 4.0
+    >>> shifts = np.tile(np.eye(4), (2, 1, 1))
+    >>> shifts[:, 0, 3] = (1, -1)
+    >>> float(average_aligned([box, box], shifts)[2, 2, 2])
+    3.0
     """
     if len(boxes) == 0:
         raise ValueError("cannot average an empty set of subtomograms")
     total = None
-    for start in range(0, len(boxes), batch):
-        chunk = np.stack([np.asarray(b, np.float32) for b in boxes[start:start + batch]])
-        aligned = apply_alignment(chunk, matrices[start:start + batch], interpolation,
-                                  workers=workers)
+    for _, aligned in align_in_batches(boxes, matrices, interpolation, workers, batch):
         part = aligned.sum(axis=0, dtype=np.float64)
         total = part if total is None else total + part
     return (total / len(boxes)).astype(np.float32)

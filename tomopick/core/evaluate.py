@@ -120,6 +120,11 @@ def match_picks(pred_xyz, true_xyz, radius, rule="one_to_one"):
     ------
     ValueError
         For a non-positive radius, an unknown rule or positions not (N, 3).
+
+    Examples
+    --------
+    >>> match_picks([[0, 0, 0], [10, 0, 0]], [[1, 0, 0], [30, 0, 0]], radius=2)
+    (array([0]), array([0]), array([1.]))
     """
     if not radius > 0:
         raise ValueError(f"matching radius must be positive, got {radius}")
@@ -214,6 +219,14 @@ def evaluate_picks(predicted, truth, radius, per_class=True):
     ------
     ValueError
         On a non-positive radius or inputs that are not `Picks`.
+
+    Examples
+    --------
+    >>> from tomopick.core.picks import Picks
+    >>> predicted = Picks("T1", [[0, 0, 0], [10, 0, 0]])
+    >>> truth = Picks("T1", [[1, 0, 0], [30, 0, 0]])
+    >>> evaluate_picks(predicted, truth, radius=2)["one_to_one"]
+    {'precision': 0.5, 'recall': 0.5, 'f1': 0.5, 'tp': 1, 'fp': 1, 'fn': 1}
     """
     if not isinstance(predicted, Picks) or not isinstance(truth, Picks):
         raise ValueError("evaluate_picks needs two Picks tables (predicted, truth)")
@@ -305,7 +318,15 @@ def _fmt(x):
 
 
 def format_evaluation(result):
-    """A readable multi-line report of `evaluate_picks`'s result."""
+    """A readable multi-line report of `evaluate_picks`'s result.
+
+    Examples
+    --------
+    >>> from tomopick.core.picks import Picks
+    >>> result = evaluate_picks(Picks("T1", [[0, 0, 0]]), Picks("T1", [[1, 0, 0]]), radius=2)
+    >>> print(format_evaluation(result).splitlines()[0])
+    Evaluation: 1 predicted vs 1 true particles, radius 2 voxels
+    """
     lines = [f"Evaluation: {result['n_pred']} predicted vs {result['n_true']} true particles, "
              f"radius {result['radius']:g} voxels"
              + (f" ({result['voxel_size']:g} A/voxel)" if result.get("voxel_size") else "")]

@@ -40,10 +40,13 @@ import numpy as np
 
 from tomopick.core.resample import fourier_crop_to
 
-#: Normalisation methods, in the order of the extraction protocol's ``normproc``.
+#: Normalisation methods `normalize_boxes` knows, by name (a form keeps its own choice order).
 NORMALIZATIONS = ("normalize", "edge mean")
-#: Out-of-bounds policies, in the order of the extraction protocol's ``outOfBounds``.
+#: Out-of-bounds policies, by name (a form keeps its own choice order).
 OUT_OF_BOUNDS = ("skip", "pad")
+#: particles extracted at a time by `extract_in_chunks` (bounds memory: 1000
+#: boxes of 64^3 are 1 GB)
+CHUNK = 500
 
 _PAGE = 4096
 
@@ -94,6 +97,12 @@ def box_centers(positions):
         ``floor(p + 0.5)``: the voxel nearest each position (halves round up).
     remainders : (N, 3) ndarray of float
         ``p - centers``, each component in [-0.5, 0.5).
+
+    Examples
+    --------
+    >>> centers, remainders = box_centers([[1.4, 2.5, -0.6]])
+    >>> centers, remainders
+    (array([[ 1,  3, -1]]), array([[ 0.4, -0.5,  0.4]]))
     """
     positions = np.asarray(positions, dtype=float).reshape(-1, 3)
     if not np.all(np.isfinite(positions)):
@@ -104,9 +113,15 @@ def box_centers(positions):
 
 
 def output_box_size(box_size, down_factor=1.0):
-    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1."""
+    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1.
+
+    Examples
+    --------
+    >>> output_box_size(40, 1.5)
+    27
+    """
     if down_factor < 1:
-        raise ValueError(f"downFactor must be >= 1, got {down_factor}")
+        raise ValueError(f"the downsampling factor must be >= 1, got {down_factor}")
     return max(1, int(round(box_size / down_factor)))
 
 
@@ -122,6 +137,11 @@ def volume_mean(volume, chunk_bytes=256 << 20):
     Returns
     -------
     float
+
+    Examples
+    --------
+    >>> volume_mean(np.arange(24.0).reshape(2, 3, 4), chunk_bytes=1)
+    11.5
     """
     nz = volume.shape[0]
     step = max(1, chunk_bytes // max(1, volume[0].nbytes))
@@ -174,6 +194,17 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
     Positions whose box is out of bounds under 'skip' are never yielded; the
     caller counts them (see `extract_subtomograms`). Batches come in z order;
     `count_boxes` tells beforehand how many boxes will be yielded in all.
+
+    Examples
+    --------
+    The box at the corner is padded; batches come in z order:
+
+    >>> volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    >>> for index, boxes, padded in iter_boxes(volume, [[5, 5, 5], [0, 0, 0]], 4,
+    ...                                        out_of_bounds="pad", pad_value=-1):
+    ...     print(index, boxes.shape, padded, boxes[0, 0, 0, 0])
+    [1] (1, 4, 4, 4) [ True] -1.0
+    [0] (1, 4, 4, 4) [False] 333.0
     """
     n = _check_box_size(box_size)
     if allocate is None:
@@ -261,7 +292,15 @@ def _will_need(volume, z_lo, z_hi):
 
 
 def count_boxes(shape, positions, box_size, out_of_bounds="skip"):
-    """Number of boxes `iter_boxes` yields for a volume of ``shape`` (nz, ny, nx)."""
+    """Number of boxes `iter_boxes` yields for a volume of ``shape`` (nz, ny, nx).
+
+    Examples
+    --------
+    >>> count_boxes((10, 10, 10), [[5, 5, 5], [0, 0, 0]], 4)
+    1
+    >>> count_boxes((10, 10, 10), [[5, 5, 5], [0, 0, 0]], 4, "pad")
+    2
+    """
     return len(_plan(np.array(shape), positions, _check_box_size(box_size), out_of_bounds)[2])
 
 
@@ -285,7 +324,8 @@ def _plan(shape, positions, n, out_of_bounds):
 def _check_box_size(box_size):
     n = int(box_size)
     if n != box_size or n < 1:
-        raise ValueError(f"boxSize must be a positive integer number of voxels, got {box_size}")
+        raise ValueError(f"the box size must be a positive integer number of voxels, "
+                         f"got {box_size}")
     return n
 
 
@@ -305,6 +345,12 @@ def fourier_crop_boxes(boxes, size):
         ``m // 2`` exactly (the boxes are shifted so the centre is the FFT
         origin before cropping), and a feature at offset ``d`` from the centre
         ends at offset ``d * m / n``.
+
+    Examples
+    --------
+    >>> small = fourier_crop_boxes(np.ones((2, 8, 8, 8), np.float32), 4)
+    >>> small.shape, float(small.mean())
+    ((2, 4, 4, 4), 1.0)
     """
     size = int(size)
     return fourier_crop_to(boxes, (size, size, size), axes=(1, 2, 3))
@@ -325,6 +371,13 @@ def normalize_boxes(boxes, method="normalize"):
     Returns
     -------
     boxes : the same array
+
+    Examples
+    --------
+    >>> boxes = np.random.default_rng(0).random((2, 6, 6, 6), dtype=np.float32)
+    >>> boxes = normalize_boxes(boxes)
+    >>> np.round(boxes.mean(axis=(1, 2, 3)), 5) + 0.0, np.round(boxes.std(axis=(1, 2, 3)), 5)
+    (array([0., 0.], dtype=float32), array([1., 1.], dtype=float32))
     """
     if method not in NORMALIZATIONS:
         raise ValueError(f"normalisation must be one of {NORMALIZATIONS}, got {method!r}")
@@ -343,7 +396,13 @@ def normalize_boxes(boxes, method="normalize"):
 
 
 def edge_mask(n):
-    """Boolean (n, n, n) mask of the voxels on the six faces of a box."""
+    """Boolean (n, n, n) mask of the voxels on the six faces of a box.
+
+    Examples
+    --------
+    >>> int(edge_mask(3).sum()), int(edge_mask(4).sum())
+    (26, 56)
+    """
     mask = np.ones((n, n, n), bool)
     if n > 2:
         mask[1:-1, 1:-1, 1:-1] = False
@@ -387,6 +446,18 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     Returns
     -------
     Extraction
+
+    Examples
+    --------
+    The box at (1, 1, 1) would reach outside: skipped. The sub-voxel 0.3 of the
+    other goes into its shift:
+
+    >>> volume = np.arange(1000, dtype=np.float32).reshape(10, 10, 10)
+    >>> result = extract_subtomograms(volume, [[5.3, 5, 5], [1, 1, 1]], 4)
+    >>> result.boxes.shape, result.index, result.n_skipped
+    ((1, 4, 4, 4), array([0]), 1)
+    >>> result.matrices[0, :3, 3], float(result.boxes[0, 2, 2, 2]) == volume[5, 5, 5]
+    (array([0.3, 0. , 0. ]), True)
     """
     n = _check_box_size(box_size)
     positions = np.asarray(positions, dtype=float).reshape(-1, 3)
@@ -438,3 +509,55 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     out_matrices[:, :3, 3] = (out_matrices[:, :3, 3] + remainders) / scale
     n_skipped = len(positions) - len(index)
     return Extraction(out, index, out_matrices, padded, n_skipped, scale)
+
+
+def extract_in_chunks(volume, positions, box_size, matrices=None, chunk=CHUNK,
+                      out_of_bounds="skip", pad_value=None, **options):
+    """`extract_subtomograms` over z-ordered chunks of particles: bounded memory.
+
+    The particles are sorted by z (stably) and split into
+    ``ceil(N / chunk)`` chunks of nearly equal size, so each chunk reads one
+    z-range of the tomogram. Under 'pad' the fill value is computed once for
+    the whole tomogram, not per chunk.
+
+    Parameters
+    ----------
+    volume, positions, box_size, matrices, out_of_bounds, pad_value
+        As in `extract_subtomograms`.
+    chunk : int, optional
+        Most particles per chunk (>= 1).
+    **options
+        ``down_factor``, ``invert``, ``normalize``, ``slab_bytes``,
+        ``workers`` of `extract_subtomograms`.
+
+    Yields
+    ------
+    rows : (k,) ndarray of int
+        Rows of ``positions`` in this chunk.
+    result : Extraction
+        The extraction of ``positions[rows]`` (``result.index`` indexes
+        ``rows``); every box equals that of the particle extracted alone.
+
+    Examples
+    --------
+    >>> volume = np.random.default_rng(0).random((16, 16, 16), dtype=np.float32)
+    >>> positions = [[8, 8, z] for z in (12, 4, 8)]
+    >>> for rows, result in extract_in_chunks(volume, positions, 4, chunk=2):
+    ...     print(rows, result.boxes.shape)
+    [1 2] (2, 4, 4, 4)
+    [0] (1, 4, 4, 4)
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    if matrices is not None:
+        matrices = np.asarray(matrices, dtype=float)
+    if out_of_bounds == "pad" and pad_value is None and \
+            count_boxes(volume.shape, positions, box_size, "skip") < len(positions):
+        pad_value = volume_mean(volume)
+    order = np.argsort(positions[:, 2], kind="stable")
+    for rows in np.array_split(order, max(1, int(np.ceil(len(order) / chunk)))):
+        yield rows, extract_subtomograms(volume, positions[rows], box_size,
+                                         matrices=None if matrices is None else matrices[rows],
+                                         out_of_bounds=out_of_bounds, pad_value=pad_value,
+                                         **options)

@@ -45,7 +45,7 @@ class Picks:
     group_ids : (N,) ndarray of int
         Model / vesicle / class id (0 when unknown).
     matrices : (N, 4, 4) ndarray of float or None
-        Scipion-convention transforms (see `tomopick.core.transforms`); None
+        Scipion-convention transforms (see `tomopick.core.rotations`); None
         when the picks carry no orientation.
     scores : (N,) ndarray of float or None
     voxel_size : float or None

@@ -47,7 +47,7 @@ from scipy.spatial import cKDTree
 
 from .picks import Picks
 from .formats.mrc import write_mrc
-from .transforms import (dynamo_euler_to_matrix, euler_zxz_to_matrix, homogeneous,
+from .rotations import (dynamo_euler_to_matrix, euler_zxz_to_matrix, homogeneous,
                          matrix_to_dynamo_euler, rotation_from_z_axis)
 
 #: Distance between the two dense (head-group) leaflets of a lipid bilayer, Å.

@@ -10,12 +10,12 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
-from tomopick.core.alignment import INTERPOLATIONS, apply_alignment
+from tomopick.core.alignment import align_in_batches
 from tomopick.core.formats import read_mrc, write_mrc
 
 ALL = "all"
-# subtomograms aligned at a time (bounds memory)
-BATCH = 64
+# the form's choices, in the order saved workflows store (by index); names are core's
+INTERPOLATION_CHOICES = ["linear", "cubic"]
 
 
 class ProtTomoPickApplyAlignment(EMProtocol):
@@ -46,7 +46,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
                       label="Subtomograms",
                       help="Subtomograms with transforms (e.g. from subtomogram extraction of "
                            "oriented coordinates, or from an alignment/refinement).")
-        form.addParam("interpolation", params.EnumParam, choices=list(INTERPOLATIONS),
+        form.addParam("interpolation", params.EnumParam, choices=INTERPOLATION_CHOICES,
                       default=0, display=params.EnumParam.DISPLAY_HLIST,
                       label="Interpolation",
                       help="linear: trilinear (fast, slightly smoothing).\n"
@@ -66,21 +66,13 @@ class ProtTomoPickApplyAlignment(EMProtocol):
     # --------------------------- STEPS functions -----------------------------
     def alignStep(self, group, samplingRate):
         items = self._groups()[group]
-        interpolation = INTERPOLATIONS[self.interpolation.get()]
+        interpolation = INTERPOLATION_CHOICES[self.interpolation.get()]
         total, files = None, []
-        for start in range(0, len(items), BATCH):
-            batch = items[start:start + BATCH]
-            volumes = [self._readSubtomogram(index, path) for _, index, path, _ in batch]
-            shape = volumes[0].shape if total is None else total.shape
-            for volume, (_, _, path, _) in zip(volumes, batch):
-                if volume.shape != shape:
-                    raise ValueError(f"{path} has shape (z, y, x) {volume.shape}, the other "
-                                     f"subtomograms {shape}: they cannot be averaged")
-            boxes = np.stack(volumes)
-            matrices = np.array([matrix for _, _, _, matrix in batch])
-            aligned = apply_alignment(boxes, matrices, interpolation,
-                                      workers=self.numberOfThreads.get())
-            for (objId, _, _, _), volume in zip(batch, aligned):
+        matrices = np.array([matrix for _, _, _, matrix in items])
+        for start, aligned in align_in_batches(_SubtomogramFiles(items, self._readSubtomogram),
+                                               matrices, interpolation,
+                                               workers=self.numberOfThreads.get()):
+            for (objId, _, _, _), volume in zip(items[start:start + len(aligned)], aligned):
                 path = self._getExtraPath(f"aligned_{objId:06d}.mrc")
                 write_mrc(path, volume, samplingRate)
                 files.append((objId, path))
@@ -182,7 +174,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         if self.outputAverage is None:
             return ["Output not ready yet."]
         return [f"{self.outputSubtomograms.getSize()} subtomograms aligned "
-                f"({INTERPOLATIONS[self.interpolation.get()]} interpolation) and averaged",
+                f"({INTERPOLATION_CHOICES[self.interpolation.get()]} interpolation) and averaged",
                 f"Average: {self.outputAverage.getFileName()} at "
                 f"{self.outputAverage.getSamplingRate():.3f} Å/voxel"]
 
@@ -190,5 +182,30 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         if self.outputAverage is None:
             return []
         return [f"The alignment of {self.outputSubtomograms.getSize()} subtomograms was "
-                f"applied with {INTERPOLATIONS[self.interpolation.get()]} interpolation and "
+                f"applied with {INTERPOLATION_CHOICES[self.interpolation.get()]} interpolation and "
                 "the aligned subtomograms were averaged."]
+
+
+class _SubtomogramFiles:
+    """The subtomograms of one group, read from their files when sliced (a batch at a time).
+
+    Every one must have the shape of the first: the error names the file.
+    """
+
+    def __init__(self, items, read):
+        self._items, self._read, self._shape = items, read, None
+
+    def __len__(self):
+        return len(self._items)
+
+    def __getitem__(self, rows):
+        volumes = []
+        for _, index, path, _ in self._items[rows]:
+            volume = self._read(index, path)
+            if self._shape is None:
+                self._shape = volume.shape
+            if volume.shape != self._shape:
+                raise ValueError(f"{path} has shape (z, y, x) {volume.shape}, the other "
+                                 f"subtomograms {self._shape}: they cannot be averaged")
+            volumes.append(volume)
+        return volumes

@@ -10,11 +10,13 @@ from tomo.objects import SetOfCoordinates3D
 from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, picks_from_coordinates, tomograms_by_tsid
-from tomopick.core.consensus import MODES, consensus_picks
+from tomopick.core.consensus import consensus_picks
 from tomopick.core.picks import Picks
 
 OUTPUT_NAME = "consensusCoordinates"
-MODE_AT_LEAST, MODE_EXACTLY = 0, 1       # EnumParam indices (SPEC order: '>=', '=')
+# the form's choices, in the order saved workflows store (by index); names are core's
+MODE_CHOICES = [">=", "="]
+MODE_AT_LEAST, MODE_EXACTLY = 0, 1       # indices of MODE_CHOICES
 
 
 class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
@@ -65,7 +67,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
                            "(see the mode).\n"
                            "With -1, a tomogram where some set has no coordinates gives no "
                            "consensus coordinates (as in tomoviz); the summary lists it.")
-        form.addParam("mode", params.EnumParam, choices=list(MODES), default=MODE_AT_LEAST,
+        form.addParam("mode", params.EnumParam, choices=MODE_CHOICES, default=MODE_AT_LEAST,
                       display=params.EnumParam.DISPLAY_HLIST,
                       label="Consensus mode",
                       help="'>=': keep particles picked by at least 'Consensus' sets.\n"
@@ -82,7 +84,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
     def consensusStep(self, tsId):
         inputs = [picks.for_tomogram(tsId) for picks in self._inputPicks()]
         picks, info = consensus_picks(inputs, self.consensusRadius.get(), self.consensus.get(),
-                                      MODES[self.mode.get()])
+                                      MODE_CHOICES[self.mode.get()])
         stats = info.per_tomogram.get(tsId, {"input_counts": np.zeros(len(inputs), int),
                                              "particles": 0, "consensus": 0,
                                              "jaccard": float("nan")})
@@ -207,7 +209,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
                 lines.append(f"Input #{i}: {obj.getSize()} coordinates at "
                              f"{obj.getSamplingRate():.2f} Å/voxel")
         k = self.consensus.get()
-        rule = "all inputs (AND)" if k == -1 else f"{MODES[self.mode.get()]} {k}"
+        rule = "all inputs (AND)" if k == -1 else f"{MODE_CHOICES[self.mode.get()]} {k}"
         lines.append(f"Radius {self.consensusRadius.get():g} voxels, consensus: {rule}")
         if self.consensusCoordinates is None or not os.path.exists(self._summaryPath()):
             lines.append("Output not ready yet.")
@@ -231,7 +233,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         if self.consensusCoordinates is None:
             return []
         k = self.consensus.get()
-        rule = "all" if k == -1 else f"{MODES[self.mode.get()]} {k}"
+        rule = "all" if k == -1 else f"{MODE_CHOICES[self.mode.get()]} {k}"
         return [f"A consensus of {len(self.inputCoordinates)} sets of coordinates (radius "
                 f"{self.consensusRadius.get():g} voxels, {rule} of the inputs) kept "
                 f"{self.consensusCoordinates.getSize()} particles."]

@@ -10,7 +10,9 @@ from tomopick.core import denoise
 from tomopick.core.formats import MrcError, mrc_header_info
 
 OUTPUT_NAME = "tomograms"
-EED, BFLOW = 0, 1          # indices of the `method` choices (saved workflows store them)
+# the form's choices, in the order saved workflows store (by index); names are core's
+METHOD_CHOICES = ["EED", "BFlow"]
+EED, BFLOW = 0, 1          # indices of the `method` choices
 
 
 class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
@@ -37,7 +39,7 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         form.addParam("inputSetTomograms", params.PointerParam, pointerClass="SetOfTomograms",
                       important=True, label="Tomograms",
                       help="The tomograms to denoise. Each one is filtered independently.")
-        form.addParam("method", params.EnumParam, choices=["EED", "BFlow"], default=EED,
+        form.addParam("method", params.EnumParam, choices=METHOD_CHOICES, default=EED,
                       display=params.EnumParam.DISPLAY_HLIST, label="Method",
                       help="*EED*: edge-enhancing diffusion. The diffusion follows the "
                            "structures: full smoothing along edges (membranes, filaments), "
@@ -100,7 +102,7 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
 
     # --------------------------- STEPS functions -----------------------------
     def denoiseStep(self, tsId, inputPath, samplingRate, threads):
-        methodName = denoise.METHODS[self.method.get()]
+        methodName = METHOD_CHOICES[self.method.get()]
 
         def progress(iteration, total, info):
             extra = ", ".join(f"{k} = {v:.4g}" for k, v in info.items())

@@ -12,15 +12,15 @@ from pyworkflow.wizard import Wizard
 from tomo.objects import SetOfSubTomograms, SubTomogram
 
 from tomopick.convert import picks_from_coordinates, tomograms_by_tsid
-from tomopick.core.extraction import (NORMALIZATIONS, OUT_OF_BOUNDS, count_boxes,
-                                      extract_subtomograms, output_box_size, volume_mean)
+from tomopick.core.extraction import extract_in_chunks, output_box_size
 from tomopick.core.formats import read_mrc, write_mrc
 
 TOMO_SOURCES = ["same as picking", "other"]
+# the form's choices, in the order saved workflows store (by index); names are core's
+NORMALIZATION_CHOICES = ["normalize", "edge mean"]
+OUT_OF_BOUNDS_CHOICES = ["skip", "pad"]
 SOURCE_SAME, SOURCE_OTHER = 0, 1
 OUTPUT_NAME = "subtomograms"
-# particles extracted at a time (bounds memory: 1000 boxes of 64^3 are 1 GB)
-CHUNK = 500
 
 
 class ProtTomoPickExtraction(EMProtocol):
@@ -88,12 +88,12 @@ class ProtTomoPickExtraction(EMProtocol):
                       label="Normalize?",
                       help="Give every subtomogram zero mean and unit standard deviation "
                            "(see the method below).")
-        form.addParam("normproc", params.EnumParam, choices=list(NORMALIZATIONS), default=0,
+        form.addParam("normproc", params.EnumParam, choices=NORMALIZATION_CHOICES, default=0,
                       condition="doNormalize", label="Normalization",
                       help="normalize: mean and standard deviation of the whole box.\n"
                            "edge mean: of the voxels on the box faces, so the background "
                            "and not the particle sets the scale.")
-        form.addParam("outOfBounds", params.EnumParam, choices=list(OUT_OF_BOUNDS), default=0,
+        form.addParam("outOfBounds", params.EnumParam, choices=OUT_OF_BOUNDS_CHOICES, default=0,
                       label="Particles near the edge",
                       help="What to do with a particle whose box reaches outside its "
                            "tomogram.\nskip: leave it out (the summary counts them).\n"
@@ -122,23 +122,17 @@ class ProtTomoPickExtraction(EMProtocol):
             raise ValueError(f"no tomogram with tsId {tsId!r} in the source tomograms")
         picks = self._picks().for_tomogram(tsId).rescaled(samplingRate)
         volume = read_mrc(tomoFile, mmap=True)
-        normalize = NORMALIZATIONS[self.normproc.get()] if self.doNormalize.get() else None
-        outOfBounds = OUT_OF_BOUNDS[self.outOfBounds.get()]
-        padValue = None
-        if outOfBounds == "pad" and count_boxes(volume.shape, picks.positions, boxSize,
-                                                "skip") < len(picks):
-            padValue = volume_mean(volume)  # once per tomogram, not per chunk
+        normalize = NORMALIZATION_CHOICES[self.normproc.get()] if self.doNormalize.get() else None
+        outOfBounds = OUT_OF_BOUNDS_CHOICES[self.outOfBounds.get()]
         outputRate, boxOut = None, None
         ids, files, matrices, padded, skipped = [], [], [], [], 0
         # z-ordered chunks: bounded memory, and each chunk reads one z-range of the tomogram
-        order = np.argsort(picks.positions[:, 2], kind="stable")
-        for chunk in np.array_split(order, max(1, int(np.ceil(len(order) / CHUNK)))):
-            result = extract_subtomograms(volume, picks.positions[chunk], boxSize,
-                                          matrices=picks.matrices[chunk],
-                                          down_factor=self.downFactor.get(),
-                                          invert=self.doInvert.get(), normalize=normalize,
-                                          out_of_bounds=outOfBounds, pad_value=padValue,
-                                          workers=self.numberOfThreads.get())
+        for chunk, result in extract_in_chunks(volume, picks.positions, boxSize,
+                                               matrices=picks.matrices,
+                                               down_factor=self.downFactor.get(),
+                                               invert=self.doInvert.get(), normalize=normalize,
+                                               out_of_bounds=outOfBounds,
+                                               workers=self.numberOfThreads.get()):
             outputRate = samplingRate * result.scale
             boxOut = result.boxes.shape[-1]
             chunkIds = picks.extra["ids"][chunk][result.index]
@@ -292,7 +286,7 @@ class ProtTomoPickExtraction(EMProtocol):
         if self.doInvert.get():
             options.append("contrast inverted")
         if self.doNormalize.get():
-            options.append(f"normalized ({NORMALIZATIONS[self.normproc.get()]})")
+            options.append(f"normalized ({NORMALIZATION_CHOICES[self.normproc.get()]})")
         if options:
             lines.append("Preprocessing: " + ", ".join(options))
         return lines

@@ -9,7 +9,7 @@ outward normal (away from the interior marker, or from the fitted centre);
 for filaments the z-axis runs along the filament and the x-axis points away
 from it, turning by ``dphi`` per point. The in-plane angle of surface
 particles is not defined by the surface: narot = 0 (minimal-twist rotation,
-`tomopick.core.transforms.rotation_from_z_axis`).
+`tomopick.core.rotations.rotation_from_z_axis`).
 
 A model that cannot be fitted (too few points, degenerate) goes to
 ``failedMeshes`` with the reason in the log; the others are cropped anyway.
@@ -29,9 +29,9 @@ from tomo.protocols import ProtTomoBase
 from tomopick.convert import append_picks, outside_tomograms, tomograms_by_tsid
 from tomopick.core import geometry
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import homogeneous
+from tomopick.core.rotations import homogeneous
 from tomopick.protocols.protocol_vectorial_picking import (INTERIOR_ATTR, MODEL_TYPE_ATTR,
-                                                           new_mesh_point)
+                                                           MODEL_TYPE_CHOICES, new_mesh_point)
 
 OUTPUT_COORDINATES = "coordinates"
 OUTPUT_FAILED = "failedMeshes"
@@ -71,7 +71,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
                            "vectorial picking; models without one (meshes from other "
                            "sources) are fitted as General.\n"
                            "No: every model is fitted with the model type chosen below.")
-        form.addParam("modelType", params.EnumParam, choices=list(geometry.MODEL_TYPES),
+        form.addParam("modelType", params.EnumParam, choices=MODEL_TYPE_CHOICES,
                       default=0, label="Model type", condition="not useModelTypeAsPicked",
                       help="General: the points as they are, z-axis = normal of the local "
                            "surface they span (none when they span none);\n"
@@ -237,7 +237,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
     def _readModels(self):
         """The models of the input meshes: list of dicts (tsId, modelId, type, points, interior)."""
         meshes = self.inputMeshes.get()
-        formType = geometry.MODEL_TYPES[self.modelType.get()]
+        formType = MODEL_TYPE_CHOICES[self.modelType.get()]
         asPicked = self.useModelTypeAsPicked.get()
         models = {}
         for coord in meshes.iterCoordinates():

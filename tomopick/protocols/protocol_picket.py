@@ -20,13 +20,14 @@ from tomo.protocols import ProtTomoBase
 from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
 from tomopick.core.formats import mrc_header_info, write_mrc
-from tomopick.core.picket_features import FEATURE_MODES
-from tomopick.core.picket_localize import LOCALIZATIONS
 from tomopick.core.picks import Picks
 
 OUTPUT_COORDINATES = "coordinates"
 OUTPUT_SEGMENTATIONS = "segmentations"
-CLUSTERERS = picket.CLUSTERERS            # ("KMeans", "GMM")
+# the form's choices, in the order saved workflows store (by index); names are core's
+FEATURE_MODES = ["FFT", "Gabor", "intensities"]
+CLUSTERERS = ["KMeans", "GMM"]
+LOCALIZATIONS = ["connected components", "watershed"]
 
 
 class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
@@ -70,7 +71,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                       help="Box size stored with the output coordinates (for extraction).")
 
         form.addSection(label="Segmentation")
-        form.addParam("featureExtraction", params.EnumParam, choices=list(FEATURE_MODES),
+        form.addParam("featureExtraction", params.EnumParam, choices=FEATURE_MODES,
                       default=1, label="Features",
                       help="Description of each voxel's neighbourhood (after a Gaussian blur "
                            "of 2 voxels and min-max normalisation):\n"
@@ -79,7 +80,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "Gabor: responses to PickET's bank of 1000 3D Gabor filters, "
                            "keeping the 64 that vary most;\n"
                            "intensities: the neighbourhood's voxel values.")
-        form.addParam("clustering", params.EnumParam, choices=list(CLUSTERERS), default=1,
+        form.addParam("clustering", params.EnumParam, choices=CLUSTERERS, default=1,
                       label="Clustering",
                       help="Two-class clusterer fitted on sampled neighbourhoods and applied "
                            "to every voxel.\nKMeans: nearest of two centres (exactly "
@@ -119,7 +120,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "initialisation: equal seeds give equal picks.")
 
         form.addSection(label="Localisation")
-        form.addParam("localization", params.EnumParam, choices=list(LOCALIZATIONS),
+        form.addParam("localization", params.EnumParam, choices=LOCALIZATIONS,
                       default=1, label="Localisation",
                       help="connected components: each connected particle region is one "
                            "particle.\nwatershed: regions are split at the valleys of their "

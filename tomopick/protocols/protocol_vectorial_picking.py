@@ -31,6 +31,9 @@ from tomopick.core.picks import outside_volume
 OUTPUT_NAME = "meshes"
 MODEL_TYPE_ATTR = "_tpModelType"
 INTERIOR_ATTR = "_tpInterior"
+# the form's modelType choices, in the order saved workflows store (by index); the
+# names are those of tomopick.core.geometry.MODEL_TYPES
+MODEL_TYPE_CHOICES = ["General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament"]
 
 
 # ------------------------------------------------------------ meshes
@@ -122,7 +125,7 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
                       label="Box size (voxels)",
                       help="Box size stored with the meshes; the model workflow uses it as "
                            "the default box of the cropped particles.")
-        form.addParam("modelType", params.EnumParam, choices=list(MODEL_TYPES), default=0,
+        form.addParam("modelType", params.EnumParam, choices=MODEL_TYPE_CHOICES, default=0,
                       label="Model type",
                       help="Geometry the model workflow fits to each model:\n"
                            "General: the points as they are, oriented by the local surface "
@@ -219,7 +222,7 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         return self._getExtraPath("points.csv")
 
     def _modelTypeName(self):
-        return MODEL_TYPES[self.modelType.get()]
+        return MODEL_TYPE_CHOICES[self.modelType.get()]
 
     def _previousRows(self):
         meshes = self.inputMeshes.get()

@@ -6,11 +6,9 @@ import pytest
 
 from scipy.spatial import cKDTree
 
-from tomopick.core.consensus import (_candidate_pairs, average_rotations, consensus_picks,
-                                     jaccard, resolve_min_votes)
+from tomopick.core.consensus import _candidate_pairs, consensus_picks, jaccard, resolve_min_votes
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import (angle_between, euler_zxz_to_matrix, homogeneous,
-                                      matrix_to_euler_zxz)
+from tomopick.core.rotations import angle_between, euler_zxz_to_matrix, homogeneous
 
 
 def _rot_axis(axis, degrees):
@@ -241,71 +239,6 @@ def test_voxel_size_on_some_inputs_only_is_an_error():
 
 
 # ---------------------------------------------------------------- attributes
-def test_rotation_average_of_symmetric_perturbations_is_the_centre():
-    R0 = euler_zxz_to_matrix(30, 70, -110)
-    Rs = [R0 @ _rot_axis(ax, s * 8) for ax in ([1, 0, 0], [0, 1, 0]) for s in (1, -1)]
-    mean = average_rotations(Rs)
-    assert _rotation_angle(mean, R0) < 0.1
-    np.testing.assert_allclose(mean.T @ mean, np.eye(3), atol=1e-14)
-    assert np.linalg.det(mean) == pytest.approx(1.0, abs=1e-14)
-
-
-def test_rotation_average_about_one_axis_is_the_circular_mean_angle():
-    # For rotations about one axis the chordal mean is the rotation by
-    # atan2(sum sin, sum cos): a known answer independent of the method.
-    axis = np.array([1., 2, 2]) / 3
-    angles = np.array([10., 25., 70.])
-    w = np.array([1., 2., 0.5])
-    expected = np.degrees(np.arctan2((w * np.sin(np.radians(angles))).sum(),
-                                     (w * np.cos(np.radians(angles))).sum()))
-    mean = average_rotations([_rot_axis(axis, t) for t in angles], weights=w)
-    assert _rotation_angle(mean, _rot_axis(axis, expected)) < 0.1
-    assert _rotation_angle(mean, _rot_axis(axis, expected)) < 1e-6
-
-
-def test_rotation_average_is_the_chordal_l2_minimiser():
-    rng = np.random.default_rng(5)
-    R0 = euler_zxz_to_matrix(*rng.uniform(0, 360, 3))
-    Rs = np.array([R0 @ euler_zxz_to_matrix(*rng.normal(0, 10, 3)) for _ in range(7)])
-    mean = average_rotations(Rs)
-
-    def cost(R):
-        return ((Rs - R) ** 2).sum()
-    for _ in range(50):      # no nearby rotation does better
-        assert cost(mean) <= cost(mean @ _rot_axis(rng.normal(size=3), 0.5))
-    # a 4x4 input gives the same rotation; the Euler angles are far from tomoviz's
-    # two-decimal rounding
-    assert np.allclose(average_rotations(homogeneous(Rs)), mean, atol=1e-15)
-    assert np.abs(np.array(matrix_to_euler_zxz(mean))).max() < 360
-
-
-def test_rotation_average_equals_the_svd_projection_even_for_spread_rotations():
-    # Widely spread sets (sums with det <= 0 or near-singular) must give the
-    # Kabsch/SVD answer too: the Newton iteration hands them over to the SVD.
-    rng = np.random.default_rng(9)
-    for spread in (5, 60, 180):
-        for _ in range(20):
-            R0 = euler_zxz_to_matrix(*rng.uniform(0, 360, 3))
-            Rs = np.array([R0 @ _rot_axis(rng.normal(size=3), rng.uniform(0, spread))
-                           for _ in range(rng.integers(2, 6))])
-            U, _, Vt = np.linalg.svd(Rs.sum(axis=0))
-            if np.linalg.det(U @ Vt) < 0:
-                U[:, 2] *= -1
-            mean = average_rotations(Rs)
-            np.testing.assert_allclose(mean, U @ Vt, atol=1e-9)
-            np.testing.assert_allclose(mean.T @ mean, np.eye(3), atol=1e-14)
-            assert np.linalg.det(mean) == pytest.approx(1.0, abs=1e-14)
-
-
-def test_rotation_average_rejects_bad_input():
-    with pytest.raises(ValueError, match="empty"):
-        average_rotations(np.zeros((0, 3, 3)))
-    with pytest.raises(ValueError, match="shape"):
-        average_rotations(np.zeros((2, 2, 2)))
-    with pytest.raises(ValueError, match="weights"):
-        average_rotations([np.eye(3)], weights=[0.0])
-
-
 def test_particle_orientation_is_the_members_mean_and_shifts_are_kept():
     R0 = euler_zxz_to_matrix(45, 60, 10)
     a = Picks("T", [[0., 0, 0]], matrices=homogeneous(R0 @ _rot_axis([1, 0, 0], 6), [1., 0, 0]))

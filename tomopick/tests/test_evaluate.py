@@ -5,7 +5,7 @@ from scipy.optimize import linear_sum_assignment
 
 from tomopick.core.evaluate import evaluate_picks, format_evaluation, match_picks
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous
+from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous
 
 
 def _picks(xyz, tomo="t1", groups=None, rotations=None, voxel_size=10.0):

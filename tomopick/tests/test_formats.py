@@ -15,7 +15,7 @@ from scipy.spatial.transform import Rotation
 from tomopick.core.formats import read_coordinates, write_coordinates
 from tomopick.core.formats.coordinates import FORMATS, detect_format
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import homogeneous
+from tomopick.core.rotations import homogeneous
 
 POS_TOL = 0.01   # voxels
 ANGLE_TOL = 0.01  # degrees

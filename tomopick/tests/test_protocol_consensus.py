@@ -7,7 +7,7 @@ from tomo.constants import BOTTOM_LEFT_CORNER
 from tomopick.convert import picks_from_coordinates
 from tomopick.core.formats import write_coordinates
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous
+from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous
 from tomopick.protocols import ProtTomoPickConsensus, ProtTomoPickImportCoordinates
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 

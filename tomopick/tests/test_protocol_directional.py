@@ -11,7 +11,7 @@ import pytest
 
 from tomopick.convert import picks_from_coordinates
 from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
-from tomopick.core.transforms import angle_between
+from tomopick.core.rotations import angle_between
 from tomopick.protocols import ProtTomoPickModelWorkflow, ProtTomoPickVectorialPicking
 from tomopick.protocols.protocol_vectorial_picking import INTERIOR_ATTR, MODEL_TYPE_ATTR
 from tomopick.tests.protocol_base import TomoPickProtocolTest

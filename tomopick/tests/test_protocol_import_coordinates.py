@@ -15,7 +15,7 @@ from tomo.objects import SetOfMeshes
 from tomopick.convert import picks_from_coordinates
 from tomopick.core.formats import write_coordinates, write_mrc
 from tomopick.core.picks import Picks
-from tomopick.core.transforms import homogeneous
+from tomopick.core.rotations import homogeneous
 from tomopick.protocols import ProtTomoPickImportCoordinates
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 

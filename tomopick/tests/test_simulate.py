@@ -10,7 +10,7 @@ from scipy import ndimage
 from tomopick.core import simulate
 from tomopick.core.simulate import (load_truth, simulate_tomogram, vesicle_normals,
                                     vesicle_surface_points, wedge_mask)
-from tomopick.core.transforms import angle_between
+from tomopick.core.rotations import angle_between
 
 SHAPE = (64, 96, 96)
 

@@ -131,12 +131,14 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
     from tomopick.core.geometry import MODEL_TYPES
 
     default = "Vesicle"
-    model_type = getattr(protocol, "modelType", None) if protocol is not None else None
-    if model_type is not None:
+    if protocol is not None and getattr(protocol, "modelType", None) is not None:
+        # by the name the producing protocol's own form gives its choice
         try:
-            default = MODEL_TYPES[int(model_type.get())]
-        except (TypeError, ValueError, IndexError):
-            pass
+            name = protocol.getEnumText("modelType")
+        except (AttributeError, TypeError, ValueError, IndexError, KeyError):
+            name = None
+        if name in MODEL_TYPES:
+            default = name
     voxel = spec["tomograms"][0]["voxel_size"] if spec["tomograms"] else None
     try:
         from tomopick.protocols.protocol_vectorial_picking import mesh_rows

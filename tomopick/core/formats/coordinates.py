@@ -18,7 +18,7 @@ Whatever the format, a read gives a `Picks` table in tomopick's conventions:
 positions (x, y, z) in voxels with the bottom-left-corner origin (the centre of
 array element ``[k, j, i]`` is at (i, j, k)), rotations R with ``R @ (0, 0, 1)``
 the particle's z-axis in the tomogram (R maps the particle's reference frame
-onto the tomogram, see `tomopick.core.transforms`), and zero shifts: a shift a
+onto the tomogram, see `tomopick.core.rotations`), and zero shifts: a shift a
 format carries is folded into the position. Writers fold the shifts of
 ``picks.matrices`` into the positions the same way (the particle centre is
 ``position + shift``: aligned(r) = subtomogram(R r + t)).
@@ -40,7 +40,8 @@ writer ignores the ones it has no use for:
 """
 import os
 
-import numpy as np
+from . import csv_table, dynamo, imod, ndjson, picket_yaml, star
+from .shared import require_file
 
 FORMATS = ("csv", "star", "tbl", "mod", "ndjson", "yaml")
 PER_TOMOGRAM_FORMATS = ("mod", "ndjson", "yaml")
@@ -48,60 +49,7 @@ EXTENSIONS = {".csv": "csv", ".star": "star", ".tbl": "tbl", ".mod": "mod",
               ".ndjson": "ndjson", ".jsonl": "ndjson", ".yaml": "yaml", ".yml": "yaml"}
 
 
-def require_file(path):
-    """Raise FileNotFoundError naming ``path`` unless it is a readable file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"coordinate file not found: {path}")
-
-
-def line_error(path, line_number, message):
-    """A ValueError that names the file and the (1-based) line."""
-    return ValueError(f"{path}, line {line_number}: {message}")
-
-
-def centre_positions(picks):
-    """Particle centres of a table: positions plus the shifts of its matrices.
-
-    Parameters
-    ----------
-    picks : Picks
-
-    Returns
-    -------
-    (N, 3) ndarray
-        Voxels, bottom-left origin.
-    """
-    if picks.matrices is None:
-        return picks.positions.copy()
-    return picks.positions + picks.matrices[:, :3, 3]
-
-
-def single_tomogram(picks, path, tomo_id=None):
-    """The one tsId of a table written to a per-tomogram format.
-
-    Raises
-    ------
-    ValueError
-        If the table holds several tomograms (write one file per tsId, e.g.
-        with ``picks.for_tomogram(tsId)``).
-    """
-    ids = np.unique(picks.tomo_ids)
-    if len(ids) > 1:
-        raise ValueError(f"{path}: this format holds one tomogram, the picks have "
-                         f"{len(ids)} ({', '.join(ids[:5])}...); write one file per tsId")
-    if len(ids) == 1:
-        return str(ids[0])
-    return tomo_id
-
-
-def tsid_from_filename(path):
-    """The file name without directory and extension (a tsId guess)."""
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def _modules():
-    # Imported here: the format modules use the helpers above.
-    from . import csv_table, dynamo, imod, ndjson, picket_yaml, star
     return {"csv": (csv_table.read_csv, csv_table.write_csv),
             "star": (star.read_star, star.write_star),
             "tbl": (dynamo.read_tbl, dynamo.write_tbl),

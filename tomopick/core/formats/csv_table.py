@@ -6,20 +6,21 @@ One particle per row under a header naming the columns::
 
 Positions are voxels, bottom-left-corner origin (the centre of array element
 ``[k, j, i]`` is at (i, j, k)). The three angles, in degrees, are Dynamo's
-(``tomopick.core.transforms.dynamo_euler_to_matrix``): the rotation's
+(``tomopick.core.rotations.dynamo_euler_to_matrix``): the rotation's
 ``R @ (0, 0, 1)`` is the particle's z-axis.
 ``label`` is ``positive`` (the default when empty) or ``negative``: manual
 picking's examples of what must not be picked (read into
 ``picks.extra['labels']``). Columns may come in any order; blank lines and
-lines starting with '#' are skipped. The file records no voxel size: the caller gives it.
+lines starting with '#' are skipped. The file records no voxel size: the
+caller gives it.
 """
 import csv
 
 import numpy as np
 
 from ..picks import Picks
-from ..transforms import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .coordinates import centre_positions, line_error, require_file
+from ..rotations import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
+from .shared import centre_positions, line_error, require_file
 
 REQUIRED = ("tomoId", "x", "y", "z")
 ANGLES = ("tdrot", "tilt", "narot")

@@ -36,8 +36,8 @@ import os
 import numpy as np
 
 from ..picks import Picks
-from ..transforms import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .coordinates import centre_positions, line_error, require_file
+from ..rotations import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
+from .shared import centre_positions, line_error, require_file
 
 N_COLUMNS = 35
 MIN_COLUMNS = 26
@@ -46,7 +46,7 @@ TAG, SHIFTS, ANGLES, CC, FTYPE, TILTS, TOMO, REG, CLASS, XYZ = \
     0, slice(3, 6), slice(6, 9), 9, 12, slice(13, 17), 19, 20, 21, slice(23, 26)
 
 
-# Dynamo's convention is tomopick's shared one (tomopick.core.transforms)
+# Dynamo's convention is tomopick's shared one (tomopick.core.rotations)
 dynamo_rotation = dynamo_euler_to_matrix
 dynamo_angles = matrix_to_dynamo_euler
 

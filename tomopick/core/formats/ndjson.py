@@ -19,9 +19,9 @@ import json
 import numpy as np
 
 from ..picks import Picks
-from ..transforms import homogeneous
-from .coordinates import (centre_positions, line_error, require_file, single_tomogram,
-                          tsid_from_filename)
+from ..rotations import homogeneous
+from .shared import (centre_positions, line_error, require_file, single_tomogram,
+                     tsid_from_filename)
 
 
 def read_ndjson(path, voxel_size=None, tomo_id=None, **_):

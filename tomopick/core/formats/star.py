@@ -33,8 +33,8 @@ import pandas as pd
 import starfile
 
 from ..picks import Picks
-from ..transforms import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
-from .coordinates import centre_positions, require_file
+from ..rotations import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
+from .shared import centre_positions, require_file
 
 CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
            "rlnCenteredCoordinateZAngst"]

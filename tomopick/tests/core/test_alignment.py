@@ -4,7 +4,7 @@ import pytest
 from scipy import ndimage
 
 from tomopick.core import alignment as al
-from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous, rotation_from_z_axis
+from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous, rotation_from_z_axis
 
 
 def _smooth_box(n=32, seed=0):
@@ -238,3 +238,34 @@ def test_phantom_membrane_proteins_align_membrane_horizontal_protein_on_plus_z()
     above = axis[int(np.ceil(mid_plane + 3.5)):].sum()
     below = axis[:int(np.floor(mid_plane - 3.5))].sum()
     assert above > 2.0 and above > 20 * below
+
+
+# ------------------------------------------------------------ batch boundaries
+@pytest.mark.parametrize("n_boxes", [al.BATCH - 1, al.BATCH, al.BATCH + 1])
+@pytest.mark.parametrize("interpolation", ["linear", "cubic"])
+def test_batches_at_the_boundary_align_each_box_exactly_as_alone(n_boxes, interpolation):
+    rng = np.random.default_rng(n_boxes)
+    boxes = rng.standard_normal((n_boxes, 8, 8, 8)).astype(np.float32)
+    matrices = homogeneous(euler_zxz_to_matrix(*rng.uniform(0, 360, (3, n_boxes))),
+                           rng.normal(0, 1.5, (n_boxes, 3)))
+    # a lazy sequence, as the protocol passes: only one batch is ever read at a time
+    read = []
+
+    class Lazy:
+        def __len__(self):
+            return n_boxes
+
+        def __getitem__(self, rows):
+            read.append(len(boxes[rows]))
+            return list(boxes[rows])
+
+    batches = list(al.align_in_batches(Lazy(), matrices, interpolation, workers=2))
+    assert read == [len(a) for _, a in batches] and max(read) <= al.BATCH
+    assert len(batches) == (1 if n_boxes <= al.BATCH else 2)
+    assert [start for start, _ in batches] == list(range(0, n_boxes, al.BATCH))
+    aligned = np.concatenate([a for _, a in batches])
+    alone = np.array([al.align_box(b, m, interpolation) for b, m in zip(boxes, matrices)])
+    np.testing.assert_array_equal(aligned, alone)
+    average = al.average_aligned(Lazy(), matrices, interpolation, workers=2)
+    np.testing.assert_allclose(average, alone.astype(np.float64).mean(axis=0), rtol=0,
+                               atol=1e-6)

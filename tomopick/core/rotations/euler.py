@@ -1,11 +1,10 @@
-"""Rotations and 4x4 transforms in the Scipion / Dynamo / EMAN convention.
+"""Euler angles <-> rotation matrices, and rotations that point an axis.
 
-A particle's orientation is a proper rotation ``R`` (3x3) or a homogeneous
-matrix ``M`` (4x4) whose upper-left block is ``R`` and whose last column holds
-the shift (x, y, z) in voxels. ``R @ (0, 0, 1)`` is the particle's z-axis in
+A particle's orientation is a proper rotation ``R`` (3x3) (see
+`tomopick.core.rotations`): ``R @ (0, 0, 1)`` is the particle's z-axis in
 the tomogram; for membrane and vesicle models it is the outward normal.
 
-Two Euler-angle helpers live here:
+Two Euler-angle conventions live here:
 
 - `euler_zxz_to_matrix` / `matrix_to_euler_zxz`: the plain intrinsic ZXZ
   composition ``Rz(a) @ Rx(b) @ Rz(c)`` (a building block for other
@@ -48,6 +47,16 @@ def euler_zxz_to_matrix(tdrot, tilt, narot):
     -------
     R : (3, 3) or (N, 3, 3) ndarray
         ``Rz(tdrot) @ Rx(tilt) @ Rz(narot)``.
+
+    Examples
+    --------
+    A quarter turn about z takes x to y:
+
+    >>> R = euler_zxz_to_matrix(90, 0, 0)
+    >>> np.round(R @ [1, 0, 0], 6) + 0.0
+    array([0., 1., 0.])
+    >>> euler_zxz_to_matrix([0, 90], [0, 0], [0, 0]).shape
+    (2, 3, 3)
     """
     a, b, c = (np.radians(np.asarray(v, dtype=float)) for v in (tdrot, tilt, narot))
     return _rot_z(a) @ _rot_x(b) @ _rot_z(c)
@@ -66,6 +75,11 @@ def matrix_to_euler_zxz(rotation):
     tdrot, tilt, narot : float or (N,) ndarray
         Degrees; ``tilt`` in [0, 180]. At ``tilt`` 0 or 180 the split between
         ``tdrot`` and ``narot`` is not unique and ``narot`` is set to 0.
+
+    Examples
+    --------
+    >>> np.round(matrix_to_euler_zxz(euler_zxz_to_matrix(30, 40, 50)), 6)
+    array([30., 40., 50.])
     """
     R = np.asarray(rotation, dtype=float)[..., :3, :3]
     tilt = np.arccos(np.clip(R[..., 2, 2], -1.0, 1.0))
@@ -97,6 +111,15 @@ def dynamo_euler_to_matrix(tdrot, tilt, narot):
     R : (3, 3) or (N, 3, 3) ndarray
         ``(Rz(narot) @ Rx(tilt) @ Rz(tdrot)).T``: ``R @ (0, 0, 1)`` is the
         particle's z-axis in the tomogram.
+
+    Examples
+    --------
+    ``tilt`` is the polar angle of the particle's z-axis, ``90 - tdrot`` its
+    azimuth:
+
+    >>> R = dynamo_euler_to_matrix(0, 90, 0)
+    >>> np.round(R @ [0, 0, 1], 6) + 0.0
+    array([0., 1., 0.])
     """
     return np.swapaxes(euler_zxz_to_matrix(narot, tilt, tdrot), -1, -2)
 
@@ -113,6 +136,11 @@ def matrix_to_dynamo_euler(rotation):
     -------
     tdrot, tilt, narot : float or (N,) ndarray
         Degrees; ``tilt`` in [0, 180].
+
+    Examples
+    --------
+    >>> np.round(matrix_to_dynamo_euler(dynamo_euler_to_matrix(10, 20, 30)), 6)
+    array([10., 20., 30.])
     """
     R = np.asarray(rotation, dtype=float)[..., :3, :3]
     narot, tilt, tdrot = matrix_to_euler_zxz(np.swapaxes(R, -1, -2))
@@ -135,6 +163,21 @@ def rotation_from_z_axis(z_axes, in_plane=0.0):
     -------
     R : (3, 3) or (N, 3, 3) ndarray
         Proper rotations with ``R @ (0, 0, 1)`` equal to the normalised axis.
+
+    Raises
+    ------
+    ValueError
+        If an axis has zero length.
+
+    Examples
+    --------
+    >>> R = rotation_from_z_axis([2, 0, 0])
+    >>> np.round(R @ [0, 0, 1], 6) + 0.0
+    array([1., 0., 0.])
+    >>> float(np.linalg.det(R))
+    1.0
+    >>> rotation_from_z_axis([[0, 0, 1], [0, 1, 0]]).shape
+    (2, 3, 3)
     """
     v = np.asarray(z_axes, dtype=float)
     single = v.ndim == 1
@@ -148,46 +191,3 @@ def rotation_from_z_axis(z_axes, in_plane=0.0):
     tdrot = np.degrees(np.arctan2(v[:, 0], -v[:, 1]))
     R = euler_zxz_to_matrix(tdrot, tilt, np.broadcast_to(in_plane, tdrot.shape))
     return R[0] if single else R
-
-
-def homogeneous(rotation=None, shift=None):
-    """4x4 transforms from rotations and shifts.
-
-    Parameters
-    ----------
-    rotation : (3, 3) or (N, 3, 3) array, optional
-        Identity when omitted.
-    shift : (3,) or (N, 3) array, optional
-        (x, y, z) in voxels; zero when omitted.
-
-    Returns
-    -------
-    M : (4, 4) or (N, 4, 4) ndarray
-    """
-    if rotation is None:
-        rotation = np.eye(3) if shift is None or np.ndim(shift) == 1 else \
-            np.broadcast_to(np.eye(3), (len(shift), 3, 3))
-    rotation = np.asarray(rotation, dtype=float)
-    M = np.zeros(rotation.shape[:-2] + (4, 4))
-    M[..., :3, :3] = rotation
-    M[..., 3, 3] = 1.0
-    if shift is not None:
-        M[..., :3, 3] = shift
-    return M
-
-
-def angle_between(u, v):
-    """Angle in degrees between vectors, row by row.
-
-    Parameters
-    ----------
-    u, v : (3,) or (N, 3) array of float
-
-    Returns
-    -------
-    float or (N,) ndarray
-    """
-    u = np.asarray(u, dtype=float)
-    v = np.asarray(v, dtype=float)
-    cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1))
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))

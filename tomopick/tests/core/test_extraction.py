@@ -5,7 +5,7 @@ import pytest
 from tomopick.core import extraction as ex
 from tomopick.core.alignment import apply_alignment
 from tomopick.core.formats.mrc import read_mrc, write_mrc
-from tomopick.core.transforms import euler_zxz_to_matrix, homogeneous
+from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +129,9 @@ def test_a_box_entirely_outside_is_an_error_naming_the_position(volume):
 
 
 def test_bad_parameters_are_rejected_with_their_value(volume):
-    with pytest.raises(ValueError, match="boxSize"):
+    with pytest.raises(ValueError, match="box size"):
         ex.extract_subtomograms(volume, [[20, 20, 20]], 0)
-    with pytest.raises(ValueError, match="downFactor"):
+    with pytest.raises(ValueError, match="downsampling factor"):
         ex.extract_subtomograms(volume, [[20, 20, 20]], 10, down_factor=0.5)
     with pytest.raises(ValueError, match="not finite"):
         ex.extract_subtomograms(volume, [[np.nan, 20, 20]], 10)
@@ -193,3 +193,44 @@ def test_a_few_boxes_read_only_their_own_voxels(volume):
     assert recording.voxels_read == 3 * 8 ** 3  # never a slab, never the whole tomogram
     for box, row in zip(result.boxes, result.index):
         np.testing.assert_array_equal(box, _slice(volume, positions[row], 8))
+
+
+# ------------------------------------------------------------ chunk boundaries
+@pytest.mark.parametrize("n_particles", [ex.CHUNK - 1, ex.CHUNK, ex.CHUNK + 1])
+def test_chunks_at_the_boundary_give_each_particle_exactly_its_own_extraction(n_particles):
+    # around CHUNK particles: one chunk, then two; boxes near the edges are padded
+    # with the tomogram mean, downsampled and normalised in each chunk, and every
+    # one must equal the particle extracted on its own, bit for bit
+    rng = np.random.default_rng(n_particles)
+    volume = rng.standard_normal((24, 30, 36)).astype(np.float32)
+    positions = rng.uniform([-1, -1, -1], [37, 31, 25], (n_particles, 3))
+    matrices = homogeneous(euler_zxz_to_matrix(*rng.uniform(0, 180, (3, n_particles))),
+                           rng.normal(0, 1, (n_particles, 3)))
+    options = dict(down_factor=1.5, invert=True, normalize="edge mean", out_of_bounds="pad",
+                   workers=2)
+    chunks = list(ex.extract_in_chunks(volume, positions, 6, matrices=matrices, **options))
+    assert len(chunks) == (1 if n_particles <= ex.CHUNK else 2)
+    assert max(len(rows) for rows, _ in chunks) <= ex.CHUNK
+    rows = np.concatenate([rows for rows, _ in chunks])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(n_particles))
+    assert np.all(np.diff(positions[rows, 2]) >= 0)            # z order
+    pad_value = ex.volume_mean(volume)
+    for chunk_rows, result in chunks:
+        assert sorted(result.index) == list(range(len(chunk_rows)))   # 'pad' skips nothing
+        for row, box, matrix, padded in zip(chunk_rows[result.index], result.boxes,
+                                            result.matrices, result.padded):
+            alone = ex.extract_subtomograms(volume, positions[[row]], 6,
+                                            matrices=matrices[[row]], pad_value=pad_value,
+                                            **options)
+            np.testing.assert_array_equal(box, alone.boxes[0])
+            np.testing.assert_array_equal(matrix, alone.matrices[0])
+            assert padded == alone.padded[0]
+
+
+def test_chunks_under_skip_leave_out_exactly_the_boxes_outside():
+    rng = np.random.default_rng(3)
+    volume = rng.standard_normal((20, 20, 20)).astype(np.float32)
+    positions = rng.uniform(-2, 22, (ex.CHUNK + 1, 3))
+    kept = sum(len(result.index) for _, result in
+               ex.extract_in_chunks(volume, positions, 4, workers=1))
+    assert kept == ex.count_boxes(volume.shape, positions, 4, "skip") < ex.CHUNK + 1

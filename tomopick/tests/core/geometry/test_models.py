@@ -1,68 +1,17 @@
-"""Accuracy of the geometric models of directional picking (tomopick.core.geometry).
+"""Accuracy of the five models of directional picking (tomopick.core.geometry.models).
 
-Ground truth is analytic (spheres, ellipsoids, helices). Noise model of a
-user click: the user clicks on a z-slice, so z is exact and the in-slice
-position is off by 1 voxel rms (Gaussian, sigma = 1/sqrt(2) voxel on x and
-on y) -- what a careful user achieves on a 10 A/voxel tomogram.
+Ground truth is analytic (spheres, ellipsoids, helices); the click noise is
+described in `clicks`.
 """
 import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
 from tomopick.core import geometry as g
-from tomopick.core.transforms import angle_between, euler_zxz_to_matrix
-
-NOISE = 1.0  # voxels rms of a click, in the slice plane
-
-
-def random_directions(n, rng, max_abs_z=0.85):
-    """Click directions on a vesicle; the missing wedge hides the poles."""
-    out = []
-    while len(out) < n:
-        v = rng.normal(size=3)
-        v /= np.linalg.norm(v)
-        if abs(v[2]) <= max_abs_z:
-            out.append(v)
-    return np.array(out)
-
-
-def click_noise(n, rng):
-    """(n, 3) click errors: 1 voxel rms in x-y, none in z (the slice)."""
-    return np.column_stack([rng.normal(0, NOISE / np.sqrt(2), (n, 2)), np.zeros(n)])
-
-
-def nn_median(points):
-    d, _ = cKDTree(points).query(points, k=2)
-    return float(np.median(d[:, 1]))
-
-
-# Truth: an ellipsoid (30, 22, 16) voxels, arbitrarily rotated.
-ELL_CENTER = np.array([48.0, 50.0, 32.0])
-ELL_SEMI = np.array([30.0, 22.0, 16.0])
-ELL_ROT = euler_zxz_to_matrix(30.0, 50.0, 20.0)
-
-
-def true_ellipsoid_distance(points):
-    """Distance (voxels) of points to the true ellipsoid and its normal at the nearest point."""
-    v, f = g.icosphere(6)
-    surface = ELL_CENTER + (v * ELL_SEMI) @ ELL_ROT.T
-    normals = g.ellipsoid_normals(surface, ELL_CENTER, ELL_SEMI, ELL_ROT)
-    _, idx = cKDTree(surface).query(points)
-    # point-to-tangent-plane distance removes the sampling error of the dense mesh
-    dist = np.abs(np.einsum("ni,ni->n", points - surface[idx], normals[idx]))
-    return dist, normals[idx]
-
-
-# ----------------------------------------------------------------- vesicle
-
-@pytest.mark.parametrize("n_points,seed", [(15, 0), (25, 1), (40, 2)])
-def test_vesicle_fit_recovers_centre_within_one_voxel_and_radius_within_2_percent(n_points, seed):
-    rng = np.random.default_rng(seed)
-    center, radius = np.array([40.0, 45.0, 30.0]), 24.0
-    clicks = center + radius * random_directions(n_points, rng) + click_noise(n_points, rng)
-    c, r = g.fit_sphere(clicks)
-    assert np.linalg.norm(c - center) < 1.0
-    assert abs(r - radius) / radius < 0.02
+from tomopick.core.rotations import angle_between
+from tomopick.tests.core.geometry.clicks import (ELL_CENTER, MEM_CENTER, MEM_RADIUS, click_noise,
+                                                 ellipsoid_clicks, membrane_clicks,
+                                                 random_directions, true_ellipsoid_distance)
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -83,32 +32,6 @@ def test_vesicle_cropping_points_lie_on_true_sphere_with_outward_normals(seed):
     assert np.allclose(crop.rotations @ np.array([0, 0, 1.0]), crop.normals)
 
 
-def test_sphere_fit_rejects_coplanar_points():
-    pts = np.column_stack([np.cos(np.arange(8)), np.sin(np.arange(8)), np.zeros(8)]) * 10
-    with pytest.raises(ValueError, match="coplanar"):
-        g.fit_sphere(pts)
-    with pytest.raises(ValueError, match="at least 4"):
-        g.fit_sphere(pts[:3])
-
-
-# --------------------------------------------------------------- ellipsoid
-
-def ellipsoid_clicks(n, seed):
-    rng = np.random.default_rng(seed)
-    u = random_directions(n, rng, max_abs_z=0.9)
-    return ELL_CENTER + (u * ELL_SEMI) @ ELL_ROT.T + click_noise(n, rng)
-
-
-def test_ellipsoid_fit_recovers_axes_and_centre():
-    c, semi, rot = g.fit_ellipsoid(ellipsoid_clicks(40, 5))
-    assert np.linalg.norm(c - ELL_CENTER) < 1.0
-    assert np.all(np.abs(semi - ELL_SEMI) < 1.5)
-    # each fitted axis parallel to the true one (sign free)
-    cos = np.abs(np.sum(rot * ELL_ROT, axis=0))
-    assert np.all(cos > np.cos(np.radians(8)))
-    assert np.isclose(np.linalg.det(rot), 1.0)
-
-
 @pytest.mark.parametrize("seed", [6, 7])
 def test_ellipsoidal_vesicle_points_within_1p5_voxels_and_normals_within_5_degrees(seed):
     crop = g.crop_ellipsoid(ellipsoid_clicks(35, seed), spacing=6.0, edge=6.0, subdivisions=1)
@@ -117,37 +40,6 @@ def test_ellipsoidal_vesicle_points_within_1p5_voxels_and_normals_within_5_degre
     err = angle_between(crop.normals, true_normals)
     assert np.median(err) < 5.0
     assert len(crop) > 100
-
-
-def test_ellipsoid_fit_rejects_one_sided_patch_and_too_few_points():
-    rng = np.random.default_rng(8)
-    # a saddle x = (y^2 - z^2) / 40 is no ellipsoid
-    y, z = rng.uniform(-20, 20, (2, 40))
-    saddle = np.column_stack([(y ** 2 - z ** 2) / 40, y, z])
-    with pytest.raises(ValueError, match="not an ellipsoid"):
-        g.fit_ellipsoid(saddle)
-    with pytest.raises(ValueError, match="at least 9"):
-        g.fit_ellipsoid(ellipsoid_clicks(6, 0))
-
-
-# ------------------------------------------------------------------ surface
-
-MEM_CENTER = np.array([-20.0, 48.0, 32.0])   # centre of curvature, outside the box
-MEM_RADIUS = 60.0
-
-
-def membrane_clicks(n_levels, per_level, seed, z_half=20.0, half_angle=40.0):
-    """Clicks on z-slices of a spherical membrane cap (radius 60)."""
-    rng = np.random.default_rng(seed)
-    clicks = []
-    for z in np.round(np.linspace(MEM_CENTER[2] - z_half, MEM_CENTER[2] + z_half, n_levels)):
-        rho = np.sqrt(MEM_RADIUS ** 2 - (z - MEM_CENTER[2]) ** 2)
-        ang = np.radians(np.sort(rng.uniform(-half_angle, half_angle, per_level)))
-        ang = rng.permutation(ang)  # users do not click in order
-        xy = MEM_CENTER[:2] + rho * np.column_stack([np.cos(ang), np.sin(ang)])
-        xy += click_noise(per_level, rng)[:, :2]
-        clicks.append(np.column_stack([xy, np.full(per_level, z)]))
-    return np.concatenate(clicks)
 
 
 @pytest.mark.parametrize("n_levels,seed", [(5, 9), (10, 10)])
@@ -173,48 +65,6 @@ def test_surface_smoothing_iterations_reduce_click_noise():
     assert errors[1] < errors[0]
 
 
-def test_surface_needs_two_levels():
-    with pytest.raises(ValueError, match="two z-levels"):
-        g.surface_from_levels(membrane_clicks(1, 8, 0), 4.0)
-
-
-def test_surface_mesh_edge_and_triangle_cap_act():
-    clicks = membrane_clicks(6, 8, 12)
-    v1, f1 = g.surface_from_levels(clicks, 3.0)
-    v2, f2 = g.surface_from_levels(clicks, 6.0)
-    assert abs(np.median(g.mesh_edge_lengths(v1, f1)) / 3.0 - 1) < 0.25
-    assert abs(np.median(g.mesh_edge_lengths(v2, f2)) / 6.0 - 1) < 0.25
-    v3, f3 = g.surface_from_levels(clicks, 1.0, max_triangles=500)
-    assert len(f3) <= 500
-    v4, f4 = g.refine_mesh(v3, f3, 3, max_triangles=5000)
-    assert len(f4) == 4 * len(f3) and len(f4) <= 5000   # second split would exceed the cap
-
-
-# ----------------------------------------------------------------- spacing
-
-@pytest.mark.parametrize("spacing", [4.0, 6.0, 9.0])
-def test_cropping_neighbour_distance_matches_spacing(spacing):
-    p, _ = g.crop_sphere([0, 0, 0], 25.0, spacing)
-    assert abs(nn_median(p) / spacing - 1) < 0.15
-    v, f = g.ellipsoid_mesh(ELL_CENTER, ELL_SEMI, ELL_ROT, 3.0)
-    q, _, _ = g.crop_mesh(v, f, spacing)
-    assert abs(nn_median(q) / spacing - 1) < 0.15
-    s = g.crop_surface(membrane_clicks(6, 8, 13), spacing, edge=3.0)
-    assert abs(nn_median(s.positions) / spacing - 1) < 0.15
-
-
-def test_doubling_spacing_gives_a_quarter_of_the_points():
-    n1 = len(g.crop_sphere([0, 0, 0], 30.0, 4.0)[0])
-    n2 = len(g.crop_sphere([0, 0, 0], 30.0, 8.0)[0])
-    assert 0.22 < n2 / n1 < 0.28
-    clicks = ellipsoid_clicks(30, 14)
-    m1 = len(g.crop_ellipsoid(clicks, 4.0, edge=4.0))
-    m2 = len(g.crop_ellipsoid(clicks, 8.0, edge=4.0))
-    assert 0.2 < m2 / m1 < 0.3
-
-
-# ------------------------------------------------------------ interior marker
-
 def test_interior_marker_outside_flips_every_normal():
     rng = np.random.default_rng(15)
     center = np.array([40.0, 45.0, 30.0])
@@ -232,8 +82,6 @@ def test_interior_marker_outside_flips_every_normal():
         assert np.allclose(a.positions, b.positions)
         assert np.allclose(np.einsum("ni,ni->n", a.normals, b.normals), -1.0)
 
-
-# ------------------------------------------------------------------ general
 
 def test_general_model_keeps_points_and_orients_them_outward():
     rng = np.random.default_rng(18)
@@ -253,8 +101,6 @@ def test_general_model_on_a_line_has_no_orientation():
     assert not crop.oriented.any()
     assert np.allclose(crop.rotations, np.eye(3))
 
-
-# ----------------------------------------------------------------- filament
 
 def helix(t, r=12.0, pitch=30.0):
     return np.column_stack([40 + r * np.cos(t), 40 + r * np.sin(t), 10 + pitch * t / (2 * np.pi)])
@@ -290,8 +136,6 @@ def test_crop_model_names_unknown_type():
     with pytest.raises(ValueError, match="Tube"):
         g.crop_model("Tube", np.zeros((5, 3)))
 
-
-# ------------------------------------------------------------ phantom vesicles
 
 @pytest.fixture(scope="module")
 def phantom_vesicles():
