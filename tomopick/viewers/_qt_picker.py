@@ -14,7 +14,6 @@ from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDialog, QD
 from tomopick.core.formats.mrc import read_mrc
 
 from . import display
-from .picker import PARTICLES
 
 HELP = """<b>Keys</b> (mouse over the image)<br>
 a &nbsp; add point under cursor<br>
@@ -84,7 +83,7 @@ class PickerWindow:
         self.volume = volume
         self.sigma = float(sigma)
         self.axis = "z"
-        self.particles = session.model_type == PARTICLES
+        self.particles = session.particles
         self.marker_size = float(box_size) if self.particles else max(4.0, box_size / 4.0)
         self.limits = display.contrast_limits(volume)
         self._filtered_limits = None

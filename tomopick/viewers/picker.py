@@ -63,6 +63,8 @@ class PickingSession:
 
     #: Columns of the tomogram list dialog (`list_row` gives their values).
     LIST_COLUMNS = ("tsId", "status", "models", "points")
+    #: Whether picks are particles (positive / negative, drawn as box circles).
+    particles = False
 
     def __init__(self, points_csv, tomo_ids=(), model_type="General", autosave=True):
         if model_type not in MIN_POINTS:
@@ -343,6 +345,7 @@ class ParticleSession(PickingSession):
     """
 
     LIST_COLUMNS = ("tsId", "status", "sets", "positives", "negatives")
+    particles = True
 
     def __init__(self, picks_csv, tomo_ids=(), autosave=True):
         self._negatives = {}   # tsId -> {set: [(x, y, z), ...]}
