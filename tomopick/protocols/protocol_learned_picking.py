@@ -13,6 +13,7 @@ Files: ``extra/model.npz`` (the training examples and settings,
 ``extra/<tsId>_picks.npz``.
 """
 import os
+import threading
 
 import numpy as np
 import pyworkflow.protocol.params as params
@@ -55,6 +56,8 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         super().__init__(**kwargs)
         self.coordinates = None
         self.scoreMaps = None
+        self._picker = None
+        self._pickerLock = threading.Lock()
 
     # --------------------------- DEFINE param functions ----------------------
     def _defineParams(self, form):
@@ -153,8 +156,7 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         tomoSet = self.inputTomograms.get()
         tomogram = tomograms_by_tsid(tomoSet)[tsId]
         rate = tomoSet.getSamplingRate()
-        # refitting on the stored examples is deterministic and takes seconds
-        picker = LearnedPicker.load(self._getExtraPath(MODEL_FILE), n_threads=self._threads())
+        picker = self._trainedPicker()
         try:
             detection = pick(picker, tomogram_array(tomogram, mmap=True), rate,
                              threshold=self.threshold.get(), max_picks=self.maxPicks.get(),
@@ -198,6 +200,18 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         self._defineSourceRelation(self.inputTomograms, maps)
 
     # --------------------------- UTILS functions -----------------------------
+    def _trainedPicker(self):
+        """The model of trainStep, refitted once per process from extra/model.npz.
+
+        Refitting on the stored examples is deterministic and takes seconds; the
+        per-tomogram steps (threads of one process) share the result.
+        """
+        with self._pickerLock:
+            if self._picker is None:
+                self._picker = LearnedPicker.load(self._getExtraPath(MODEL_FILE),
+                                                  n_threads=self._threads())
+            return self._picker
+
     def _scoreMapPath(self, tsId):
         return self._getExtraPath(f"{tsId}_scores.mrc")
 
