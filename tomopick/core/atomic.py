@@ -57,13 +57,15 @@ def atomic_path(path):
         raise
 
 
-def save_npz(path, **arrays):
+def save_npz(path, compressed=False, **arrays):
     """``numpy.savez`` to exactly `path`, atomically.
 
     Parameters
     ----------
     path : str or path-like
         File name (kept as given: no ``.npz`` is appended).
+    compressed : bool, optional
+        ``numpy.savez_compressed`` instead of ``numpy.savez``.
     **arrays : array_like
         Named arrays, read back with ``numpy.load(path)[name]``.
 
@@ -77,7 +79,7 @@ def save_npz(path, **arrays):
     """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            (np.savez_compressed if compressed else np.savez)(handle, **arrays)
 
 
 def save_npy(path, array):

@@ -20,6 +20,7 @@ from tomo.objects import SetOfCoordinates3D, SetOfTomograms, Tomogram
 from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
+from tomopick.core.atomic import save_npy, save_npz
 from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
 from tomopick.core.formats.mrc import MrcError
 from tomopick.core.picks import Picks
@@ -185,7 +186,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                 invert=self.invertContrast.get(), log=lambda line: self.info(f"{name}: {line}"))
         except ValueError as err:
             raise ValueError(f"Reference {name}: {err}") from err
-        np.savez(self._templatePath(), template=template, mask=mask, voxel=achieved)
+        save_npz(self._templatePath(), template=template, mask=mask, voxel=achieved)
         self.info(f"reference {name}: box {template.shape[0]} at {achieved:.3f} Å/voxel, "
                   f"symmetry {self.symmetry.get()}")
 
@@ -222,7 +223,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                 mrc.update_header_stats()
                 mrc.close()
         st = result.stats
-        np.save(self._rotationsPath(tsId), result.coarse_rotations)
+        save_npy(self._rotationsPath(tsId), result.coarse_rotations)
         n = len(result.positions)
         Picks(np.full(n, tsId), result.positions, np.zeros(n, int),
               homogeneous(np.reshape(result.rotations, (n, 3, 3))), result.scores, samplingRate,
