@@ -17,8 +17,8 @@ watershed of the distance transform (markers: local maxima at least
   large) and under-split crowded ones (whose blobs are small); every
   connected component gets at least one marker;
 - objects whose mass (summed margin) is below ``min_mass_fraction`` (0.35) of
-  the median mass of the objects of at least a quarter particle volume are
-  dropped (and counted): noise patches that cross the cluster boundary are
+  the median mass of the objects that pass the size filter are dropped
+  (and counted): noise patches that cross the cluster boundary are
   large but faint, particles are both;
 - objects touching the volume border are kept (PickET's peak finder silently
   excludes markers near the border); only slivers whose centroid lies within
@@ -251,8 +251,8 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         Size filter relative to the expected particle volume.
     min_mass_fraction : float
         Objects whose mass (summed evidence) is below this fraction of the
-        median mass of the objects of at least a quarter of the expected
-        volume are dropped (needs a diameter; 0 = keep all).
+        median mass of the objects that pass the size filter are dropped
+        (needs a diameter; 0 = keep all).
     edge_margin : float, optional
         Objects whose centroid is closer than this (voxels) to a face are
         dropped; default particle_diameter / 8 (0 without a diameter).
@@ -319,10 +319,10 @@ def localize_particles(mask, method="connected components", particle_diameter=No
     keep &= ~slivers
     faint = np.zeros(nobj, bool)
     if particle_diameter and min_mass_fraction and keep.any():
-        # the reference: objects big enough to be particles (fragments and
-        # noise specks would drag the median down)
-        big = keep & (volumes >= 0.25 * expected_volume(particle_diameter))
-        reference = np.median(mass[big if big.any() else keep])
+        # the reference is the median object that passed the size filter:
+        # measured on simulated lamellae, the median of only the larger objects
+        # was dominated by a few merged blobs and dropped real particles
+        reference = np.median(mass[keep])
         if reference > 0:
             faint = keep & (mass < min_mass_fraction * reference)
             keep &= ~faint

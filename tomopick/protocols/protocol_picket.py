@@ -71,14 +71,17 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
 
         form.addSection(label="Segmentation")
         form.addParam("featureExtraction", params.EnumParam, choices=list(FEATURE_MODES),
-                      default=1, label="Features",
+                      default=0, label="Features",
                       help="Description of each voxel's neighbourhood (after a Gaussian blur "
                            "of 2 voxels and min-max normalisation):\n"
                            "FFT: magnitudes of the DFT of the neighbourhood (the "
                            "non-redundant half);\n"
                            "Gabor: responses to PickET's bank of 1000 3D Gabor filters, "
                            "keeping the 64 that vary most;\n"
-                           "intensities: the neighbourhood's voxel values.")
+                           "intensities: the neighbourhood's voxel values.\n"
+                           "Default FFT with GMM and watershed: the best one-to-one F1 "
+                           "over sparse, crowded and distractor-rich simulated lamellae "
+                           "(benchmarks/bench_picket.py --accuracy).")
         form.addParam("clustering", params.EnumParam, choices=list(CLUSTERERS), default=1,
                       label="Clustering",
                       help="Two-class clusterer fitted on sampled neighbourhoods and applied "
@@ -126,8 +129,10 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "distance transform (touching particles).")
         form.addParam("minDistance", params.IntParam, default=0, validators=[params.GE(0)],
                       condition="localization == 1", label="Minimum distance (voxels)",
-                      help="Minimum distance between watershed markers. 0: 0.35 particle "
-                           "diameters.")
+                      help="Minimum distance between watershed markers. 0: automatic, the "
+                           "median radius of the particle-sized blobs of the mask "
+                           "(0.25-0.5 particle diameters), so touching particles are "
+                           "split in crowded regions and lone ones are not.")
         form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------
