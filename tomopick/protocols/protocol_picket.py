@@ -71,7 +71,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
 
         form.addSection(label="Segmentation")
         form.addParam("featureExtraction", params.EnumParam, choices=list(FEATURE_MODES),
-                      default=0, label="Features",
+                      default=1, label="Features",
                       help="Description of each voxel's neighbourhood (after a Gaussian blur "
                            "of 2 voxels and min-max normalisation):\n"
                            "FFT: magnitudes of the DFT of the neighbourhood (the "
@@ -79,8 +79,9 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "Gabor: responses to PickET's bank of 1000 3D Gabor filters, "
                            "keeping the 64 that vary most;\n"
                            "intensities: the neighbourhood's voxel values.\n"
-                           "Default FFT with GMM and watershed: the best one-to-one F1 "
-                           "over sparse, crowded and distractor-rich simulated lamellae "
+                           "Default Gabor with GMM and watershed: the best one-to-one F1 "
+                           "on crowded simulated cytoplasm, tied with FFT among distractors "
+                           "(vesicles, gold); FFT is better on sparse lamellae "
                            "(benchmarks/bench_picket.py --accuracy).")
         form.addParam("clustering", params.EnumParam, choices=list(CLUSTERERS), default=1,
                       label="Clustering",

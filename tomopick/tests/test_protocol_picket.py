@@ -40,7 +40,7 @@ class TestPickET(TomoPickProtocolTest):
         self.assertEqual(set(picks.tomo_ids), set(NAMES))
         self.assertTrue(np.all(picks.scores > 0))
         result = evaluate_picks(picks, self.truth, self.diameter / 2)
-        # FFT + GMM + watershed reaches 0.85-0.99 one-to-one F1 at SNR 0.15 on
+        # Gabor + GMM + watershed reaches 0.85-0.95 one-to-one F1 at SNR 0.15 on
         # larger phantoms; these 48x80x80 ones hold only 12 particles each
         self.assertGreater(result["one_to_one"]["f1"], 0.6, result["one_to_one"])
         masks = prot.segmentations
