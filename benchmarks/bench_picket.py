@@ -30,12 +30,19 @@ lives on principal components, PickET's on all features).
 With ``--accuracy`` the speed part is skipped and the six workflows x two
 localisations are scored instead on smaller phantoms (96 x 160 x 160) from
 noise-free to SNR 0.1, plus a crowded one and one with vesicles (membrane
-proteins count as particles) and gold beads.
+proteins count as particles) and gold beads.  With ``--lamellae`` they are
+scored on the three 128 x 256 x 256 lamellae of issue 19 (`LAMELLAE`:
+ribosome-like particles of 16 voxels, wedge +-60, SNR 0.15; sparse: 60
+particles; distractors: 110 + 16 membrane proteins on 2 vesicles, 6 gold
+beads; crowded: 260 + 16, centres down to 8 voxels, gold, vesicles and an
+intensity drift across x and z), defaults and the diameter only, one-to-one F1
+within 6 voxels (crowded) or a particle radius.
 
 Usage::
 
     python benchmarks/bench_picket.py [--quick] [--threads 2] [--snr 0.5] [--json FILE]
     python benchmarks/bench_picket.py --accuracy [--json FILE]
+    python benchmarks/bench_picket.py --lamellae [--json FILE]
 """
 import argparse
 import json
@@ -251,6 +258,60 @@ ACCURACY_CASES = [
 ]
 
 
+LAMELLA = dict(shape=(128, 256, 256), voxel_size=18.0, particle_classes=(4,), snr=0.15,
+               keep_clean=False)
+LAMELLAE = [
+    ("sparse", dict(n_particles=60, n_vesicles=0, n_gold=0), None),
+    ("distractors", dict(n_particles=110, n_vesicles=2, proteins_per_vesicle=8, n_gold=6),
+     None),
+    ("crowded", dict(n_particles=260, n_vesicles=2, proteins_per_vesicle=8, n_gold=6,
+                     intensity_drift=1.5), 6.0),
+]
+
+
+def lamellae(threads, seed):
+    """One-to-one F1 of the 12 workflows on the sparse, distractor and crowded lamellae."""
+    from tomopick.core.simulate import simulate_tomogram
+    rows = []
+    for name, extra, radius in LAMELLAE:
+        ph = simulate_tomogram(seed=seed + 1, **LAMELLA, **extra)
+        diameter = float(np.median(ph.particle_info["diameter"]))
+        radius = radius or diameter / 2
+        print(f"{name}: {len(ph.particles)} particles, diameter {diameter:.1f} voxels, "
+              f"F1 radius {radius:.1f}", flush=True)
+        for mode, clusterer in WORKFLOWS:
+            t = time.perf_counter()
+            seg = pk.segment_tomogram(ph.tomogram, mode, clusterer, particle_diameter=diameter,
+                                      n_threads=threads, seed=seed)
+            s1 = time.perf_counter() - t
+            lo, hi = seg.pick_range
+            nz, ny, nx = seg.mask.shape
+            for loc in pl.LOCALIZATIONS:
+                obj = pl.localize_particles(seg.mask[lo:hi + 1], loc, diameter,
+                                            evidence=seg.evidence[lo:hi + 1],
+                                            faces=[(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)])
+                picks = Picks("phantom", obj["positions"] + [0, 0, lo])
+                r = evaluate_picks(picks, ph.particles, radius)["one_to_one"]
+                rows.append({"phantom": name, "mode": mode, "clusterer": clusterer,
+                             "localization": loc, "n_true": len(ph.particles),
+                             "n_pred": len(picks), "f1_1to1": r["f1"],
+                             "precision": r["precision"], "recall": r["recall"],
+                             "min_distance": obj["min_distance"],
+                             "particle_fraction": seg.info["particle_fraction"], "s1_s": s1})
+                print(f"  {mode:11s} {clusterer:6s} {loc:20s} n={len(picks):4d} "
+                      f"P={r['precision']:.2f} R={r['recall']:.2f} F1={r['f1']:.3f} "
+                      f"(particle class {seg.info['particle_fraction']:.2f})", flush=True)
+    print(f"\n{'workflow':40s} " + " ".join(f"{n:>11s}" for n, _, _ in LAMELLAE))
+    for mode, clusterer in WORKFLOWS:
+        for loc in pl.LOCALIZATIONS:
+            f1 = [next(r["f1_1to1"] for r in rows if r["phantom"] == n and r["mode"] == mode
+                       and r["clusterer"] == clusterer and r["localization"] == loc)
+                  for n, _, _ in LAMELLAE]
+            print(f"{mode + ' ' + clusterer + ' ' + loc:40s} "
+                  + " ".join(f"{v:11.3f}" for v in f1))
+    return rows
+
+
 def accuracy(threads, seed):
     """One-to-one / any F1 of every workflow on phantoms of increasing difficulty."""
     from tomopick.core.simulate import simulate_tomogram
@@ -297,6 +358,9 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--accuracy", action="store_true",
                     help="score the workflows on phantoms from clean to SNR 0.1 instead")
+    ap.add_argument("--lamellae", action="store_true",
+                    help="score the 12 workflows on the sparse / distractor / crowded "
+                    "128 x 256 x 256 lamellae instead")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
@@ -305,8 +369,8 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    if args.accuracy:
-        rows = accuracy(args.threads, args.seed)
+    if args.accuracy or args.lamellae:
+        rows = (lamellae if args.lamellae else accuracy)(args.threads, args.seed)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1, default=float)

@@ -56,6 +56,10 @@ BLUR_SIGMA = 2.0
 GMM_VARIANCE_KEPT = {"FFT": 0.9999, "Gabor": 0.999, "intensities": 0.999}
 GMM_MAX_COMPONENTS = {"FFT": 24, "Gabor": 12, "intensities": 12}
 NUM_GABOR_FEATURES = 64
+# a particle class holding more than this fraction of the picked voxels means
+# the clusterer split the background (KMeans' bisector does that when the
+# particles are a small, weak-contrast minority): the class is split again
+MAX_PARTICLE_FRACTION = 0.25
 
 
 def check_clusterer(name):
@@ -616,6 +620,11 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         mask = margin > 0
     else:
         mask = labels
+    fraction = float(mask[pick_range[0]:pick_range[1] + 1].mean())
+    if fraction > MAX_PARTICLE_FRACTION:
+        info["first_split"] = {"model": model.info, "particle_fraction": fraction}
+        _split_particle_class(normalized, windows, centres, model, mask, margin, pick_range,
+                              seed, n_threads, gmm_components)
     mask[:pick_range[0]] = False
     mask[pick_range[1] + 1:] = False
     margin[:pick_range[0]] = 0
@@ -626,6 +635,37 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     info["n_predicted"] = (pick_range[1] - pick_range[0] + 1) * ny * nx
     return Segmentation(mask, margin, normalized, model, int(particle_cluster),
                         fit_range, pick_range, info)
+
+
+def _split_particle_class(normalized, windows, centres, model, mask, margin, pick_range,
+                          seed, n_threads, gmm_components):
+    """Split a too-large particle class in two and keep its more contrasted half.
+
+    The clusterer is refitted on the fitting neighbourhoods that fell in the
+    particle class; of its two classes the one whose mean intensity departs
+    more from the volume's median is the particles.  ``mask`` and ``margin``
+    are updated in place: the mask loses the other half, and the margin becomes
+    the smaller of the two margins (a voxel is as much a particle as its
+    weaker evidence says).
+    """
+    inside = mask[tuple(centres.T)]
+    if inside.sum() < 100:
+        return
+    sub = fit_model(windows[inside], model.n, model.mode, model.clusterer, seed, gmm_components)
+    second = np.zeros(mask.shape, np.float32)
+    padded = pf.pad_volume(normalized, model.n)
+    predict_margin(padded, sub, pick_range, second, n_threads=n_threads)
+    del padded
+    lo, hi = pick_range
+    vol, m1, m2 = normalized[lo:hi + 1], mask[lo:hi + 1], second[lo:hi + 1] > 0
+    median = float(np.median(vol[::2, ::4, ::4]))
+    a, b = m1 & m2, m1 & ~m2
+    if not (a.any() and b.any()):
+        return
+    if abs(vol[b].mean() - median) > abs(vol[a].mean() - median):
+        np.negative(second, out=second)
+    np.minimum(margin, second, out=margin)
+    mask &= second > 0
 
 
 # --------------------------------------------------------------------------- both stages
