@@ -409,3 +409,22 @@ def test_drift_is_a_linear_ramp_across_x_and_z():
     assert abs(coef[1]) > 0 and abs(coef[2]) > 0
     with pytest.raises(ValueError, match="intensity_drift"):
         simulate_tomogram(intensity_drift=-1, **kwargs)
+
+
+def test_workflows_sharing_stage_one_equal_separate_runs(phantom):
+    diameter = float(np.median(phantom.particle_info["diameter"]))
+    kwargs = dict(particle_diameter=diameter, max_fit_neighborhoods=20000, seed=4)
+    workflows = [("intensities", "KMeans"), ("Gabor", "GMM")]
+    shared = dict(pk.segment_workflows(phantom.tomogram, workflows, **kwargs))
+    assert list(shared) == workflows
+    for mode, clusterer in workflows:
+        alone = pk.segment_tomogram(phantom.tomogram, mode, clusterer, **kwargs)
+        seg = shared[(mode, clusterer)]
+        assert np.array_equal(seg.mask, alone.mask)
+        assert np.array_equal(seg.evidence, alone.evidence)
+        # both localisations from the one segmentation, as picket_pick gives them
+        for loc in pl.LOCALIZATIONS:
+            picks, _ = pk.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
+            ref, _, _ = pk.picket_pick(phantom.tomogram, mode, clusterer, loc,
+                                       tomo_id="phantom", **kwargs)
+            assert np.array_equal(picks.positions, ref.positions) and len(picks) > 0
