@@ -70,12 +70,15 @@ OURS_SLICES = 48
 OURS_REPEATS = 3
 
 
-def make_phantom(shape, snr, seed, directory):
+def make_phantom(shape, snr, seed, directory, distractors=False):
     from tomopick.core.simulate import simulate_tomogram
     n_particles = max(10, int(np.prod(shape) / 30000))
     t = time.perf_counter()
-    ph = simulate_tomogram(shape=shape, n_particles=n_particles, n_vesicles=0, snr=snr,
-                           seed=seed, keep_clean=False)
+    if distractors:
+        ph = simulate_tomogram(seed=seed + 1, **LAMELLA, **LAMELLAE[1][1])
+    else:
+        ph = simulate_tomogram(shape=shape, n_particles=n_particles, n_vesicles=0, snr=snr,
+                               seed=seed, keep_clean=False)
     np.save(os.path.join(directory, "tomogram.npy"), ph.tomogram)
     np.save(os.path.join(directory, "truth.npy"), ph.particles.positions)
     diameter = float(np.median(ph.particle_info["diameter"]))
@@ -117,6 +120,27 @@ def run_workflow(directory, mode, clusterer, diameter, threads, fit_n):
                     "recall_1to1": r["one_to_one"]["recall"], "f1_any": r["any"]["f1"]}
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return out
+
+
+def run_shared(directory, diameter, threads, fit_n):
+    """All six workflows x both localisations in THIS process, sharing stage-1 work.
+
+    `picket.segment_workflows` preprocesses, finds the z ranges and samples the
+    fitting neighbourhoods once; each segmentation serves both localisations.
+    """
+    tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
+    truth = Picks("phantom", np.load(os.path.join(directory, "truth.npy")))
+    t0 = time.perf_counter()
+    f1 = {}
+    for (mode, clusterer), seg in pk.segment_workflows(
+            tomo, WORKFLOWS, particle_diameter=diameter, max_fit_neighborhoods=fit_n,
+            n_threads=threads):
+        for loc in pl.LOCALIZATIONS:
+            picks, _ = pk.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
+            f1[f"{mode} {clusterer} {loc}"] = evaluate_picks(picks, truth,
+                                                             diameter / 2)["one_to_one"]["f1"]
+    return {"total_s": time.perf_counter() - t0, "f1": f1,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
 
 # ----------------------------------------------------------------- PickET explicit
@@ -230,6 +254,8 @@ def worker(args):
     if args.worker == "workflow":
         res = run_workflow(args.dir, args.mode, args.clusterer, args.diameter, args.threads,
                            args.fit_n)
+    elif args.worker == "shared":
+        res = run_shared(args.dir, args.diameter, args.threads, args.fit_n)
     else:
         res = explicit_peer(args.dir, args.mode, args.clusterer, args.threads, args.fit_n,
                             tuple(args.sub_shape))
@@ -358,6 +384,9 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--accuracy", action="store_true",
                     help="score the workflows on phantoms from clean to SNR 0.1 instead")
+    ap.add_argument("--distractors", action="store_true",
+                    help="time the distractor lamella of --lamellae (128 x 256 x 256, "
+                    "vesicles and gold, SNR 0.15) instead of the default phantom")
     ap.add_argument("--lamellae", action="store_true",
                     help="score the 12 workflows on the sparse / distractor / crowded "
                     "128 x 256 x 256 lamellae instead")
@@ -376,10 +405,12 @@ def main():
                 json.dump(rows, f, indent=1, default=float)
         return
     shape = tuple(args.shape or ((80, 192, 192) if args.quick else (200, 512, 512)))
+    if args.distractors:
+        shape, args.snr = LAMELLA["shape"], LAMELLA["snr"]
     report = {"shape": shape, "snr": args.snr, "threads": args.threads, "fit_n": args.fit_n,
               "cpu_count": os.cpu_count(), "workflows": [], "explicit": []}
     with tempfile.TemporaryDirectory() as tmp:
-        info = make_phantom(shape, args.snr, args.seed, tmp)
+        info = make_phantom(shape, args.snr, args.seed, tmp, args.distractors)
         report.update(info)
         print(f"phantom {shape} ({np.prod(shape) / 1e6:.1f} M voxels), "
               f"{info['n_particles']} particles, median diameter {info['diameter']:.1f} voxels, "
@@ -403,6 +434,11 @@ def main():
         report["total_s"] = total
         print(f"all six workflows, S1 + both S2: {total:.0f} s on {args.threads} threads; "
               f"peak RAM {max(r['peak_rss_gb'] for r in report['workflows']):.2f} GB")
+        shared = spawn(["--worker", "shared", "--diameter", str(info["diameter"])] + common)
+        report["shared"] = shared
+        print(f"the same twelve sharing stage-1 preparation (segment_workflows) and one "
+              f"segmentation per pair of localisations: {shared['total_s']:.0f} s, "
+              f"peak RAM {shared['peak_rss_gb']:.2f} GB", flush=True)
         sub = [s or full for s, full in zip(args.sub_shape, shape)]
         print(f"\nPrediction, us per voxel: PickET's explicit computation (window by window), "
               f"fastest of {sub[0]} whole slices of {sub[1]} x {sub[2]}; ours, fastest of "
