@@ -20,6 +20,9 @@ watershed of the distance transform (markers: local maxima at least
   the median mass of the objects that pass the size filter are dropped
   (and counted): noise patches that cross the cluster boundary are
   large but faint, particles are both;
+- objects whose mean margin per voxel exceeds ``max_density_factor`` (4) times
+  that of the median object are dropped (and counted): gold beads and other
+  metal or ice contamination are far denser than any protein;
 - objects touching the volume border are kept (PickET's peak finder silently
   excludes markers near the border); only slivers whose centroid lies within
   ``edge_margin`` (default D/8) of a face are dropped, and counted: they are
@@ -230,7 +233,7 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
 def localize_particles(mask, method="connected components", particle_diameter=None,
                        min_distance=0, evidence=None, min_volume_fraction=0.1,
                        max_volume_factor=8.0, edge_margin=None, faces=None,
-                       min_mass_fraction=0.35):
+                       min_mass_fraction=0.35, max_density_factor=4.0):
     """Objects of a particle mask and their centroids.
 
     Parameters
@@ -253,6 +256,10 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         Objects whose mass (summed evidence) is below this fraction of the
         median mass of the objects that pass the size filter are dropped
         (needs a diameter; 0 = keep all).
+    max_density_factor : float
+        Objects whose mean evidence per voxel is above this many times the
+        median object's are dropped (needs a diameter and the evidence;
+        0 = keep all).
     edge_margin : float, optional
         Objects whose centroid is closer than this (voxels) to a face are
         dropped; default particle_diameter / 8 (0 without a diameter).
@@ -268,7 +275,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         [k, j, i] at (i, j, k)); 'scores' (N,); 'volumes' (N,) voxels;
         'labels' (nz, ny, nx) int32, kept objects renumbered 1..N;
         'n_objects', 'n_too_small', 'n_too_large', 'n_edge_slivers',
-        'n_faint'; 'min_distance' (the watershed spacing used, else 0).
+        'n_faint', 'n_dense'; 'min_distance' (the watershed spacing used, else 0).
 
     Raises
     ------
@@ -326,10 +333,18 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         if reference > 0:
             faint = keep & (mass < min_mass_fraction * reference)
             keep &= ~faint
+    dense = np.zeros(nobj, bool)
+    if particle_diameter and max_density_factor and evidence is not None and keep.any():
+        density = mass / np.maximum(volumes, 1)
+        reference = np.median(density[keep])
+        if reference > 0:
+            dense = keep & (density > max_density_factor * reference)
+            keep &= ~dense
     new_id = np.zeros(nobj + 1, np.int32)
     new_id[1:][keep] = np.arange(1, keep.sum() + 1)
     return {"positions": positions[keep], "scores": mass[keep], "volumes": volumes[keep],
             "labels": new_id[labels], "n_objects": nobj,
             "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
             "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
+            "n_dense": int(dense.sum()),
             "min_distance": int(min_distance) if method == "watershed" else 0}
