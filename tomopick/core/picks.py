@@ -45,8 +45,10 @@ class Picks:
     group_ids : (N,) ndarray of int
         Model / vesicle / class id (0 when unknown).
     matrices : (N, 4, 4) ndarray of float or None
-        Scipion-convention transforms (see `tomopick.core.transforms`); None
-        when the picks carry no orientation.
+        Core transforms [[R, t], [0, 1]]: ``R @ (0, 0, 1)`` is the particle's
+        z-axis in the tomogram, t a shift in voxels (see
+        `tomopick.core.transforms`). Scipion objects store the inverse;
+        `tomopick.convert` converts. None when the picks carry no orientation.
     scores : (N,) ndarray of float or None
     voxel_size : float or None
         Å per voxel of ``positions``.

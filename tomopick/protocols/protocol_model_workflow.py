@@ -22,16 +22,14 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message
 from pyworkflow.wizard import Wizard
 from pwem.protocols import EMProtocol
-from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import SetOfCoordinates3D, SetOfMeshes
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import append_picks, outside_tomograms, tomograms_by_tsid
+from tomopick.convert import (append_mesh_points, append_picks, mesh_models,
+                              outside_tomograms, tomograms_by_tsid)
 from tomopick.core import geometry
 from tomopick.core.picks import Picks
 from tomopick.core.transforms import homogeneous
-from tomopick.protocols.protocol_vectorial_picking import (INTERIOR_ATTR, MODEL_TYPE_ATTR,
-                                                           new_mesh_point)
 
 OUTPUT_COORDINATES = "coordinates"
 OUTPUT_FAILED = "failedMeshes"
@@ -196,9 +194,8 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
             failedSet.setPrecedents(meshes.getPrecedents())
             for tsId, modelId, _ in failed:
                 model = models[(tsId, modelId)]
-                for point in model["points"]:
-                    failedSet.append(new_mesh_point(tomograms[tsId], point, modelId,
-                                                    model["type"], model["interior"]))
+                append_mesh_points(failedSet, tomograms, tsId, modelId, model["points"],
+                                   model["type"], model["interior"])
             failedSet.setNumberOfMeshes(len(failed))
             outputs[OUTPUT_FAILED] = failedSet
         self._defineOutputs(**outputs)
@@ -236,26 +233,18 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
 
     def _readModels(self):
         """The models of the input meshes: list of dicts (tsId, modelId, type, points, interior)."""
-        meshes = self.inputMeshes.get()
         formType = geometry.MODEL_TYPES[self.modelType.get()]
         asPicked = self.useModelTypeAsPicked.get()
-        models = {}
-        for coord in meshes.iterCoordinates():
-            key = (coord.getTomoId(), int(coord.getGroupId() or 0))
-            model = models.get(key)
-            if model is None:
-                stored = getattr(coord, MODEL_TYPE_ATTR, None)
-                stored = stored.get() if stored is not None else None
-                interior = getattr(coord, INTERIOR_ATTR, None)
-                interior = interior.get() if interior is not None else ""
-                model = models[key] = {
-                    "tsId": key[0], "modelId": key[1],
-                    "type": (stored if stored in geometry.MODEL_TYPES else "General")
-                            if asPicked else formType,
-                    "interior": [float(v) for v in interior.split()] if interior else None,
-                    "points": []}
-            model["points"].append([float(v) for v in coord.getPosition(BOTTOM_LEFT_CORNER)])
-        return [models[k] for k in sorted(models)]
+        models = []
+        for model in mesh_models(self.inputMeshes.get()):
+            stored = model["type"]
+            models.append({
+                "tsId": model["tsId"], "modelId": model["modelId"],
+                "type": (stored if stored in geometry.MODEL_TYPES else "General")
+                        if asPicked else formType,
+                "interior": None if model["interior"] is None else list(model["interior"]),
+                "points": model["points"].tolist()})
+        return models
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

@@ -13,7 +13,7 @@ from tomopick.convert import picks_from_coordinates
 from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
 from tomopick.core.transforms import angle_between
 from tomopick.protocols import ProtTomoPickModelWorkflow, ProtTomoPickVectorialPicking
-from tomopick.protocols.protocol_vectorial_picking import INTERIOR_ATTR, MODEL_TYPE_ATTR
+from tomopick.convert import INTERIOR_ATTR, MODEL_TYPE_ATTR
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 
 VESICLE, ELLIPSOID, BROKEN, FILAMENT = 1, 2, 3, 4

@@ -589,15 +589,15 @@ class TestScipionViewer(TomoPickProtocolTest):
         u /= np.linalg.norm(u, axis=1, keepdims=True)
         # the points as the vectorial picking protocol stores them: with the model
         # type and the interior marker (model 2) on every point
-        from tomopick.protocols.protocol_vectorial_picking import new_mesh_point
+        from tomopick.convert import append_mesh_points
 
         meshes = SetOfMeshes.create(prot._getPath(), suffix="viewertest")
         meshes.setPrecedents(tomograms)
         meshes.setSamplingRate(10.0)
-        for p in [32, 24, 16] + 8 * u:
-            meshes.append(new_mesh_point(tomogram, p, 1, "Vesicle"))
-        for p in [(5, 5, 5), (9, 5, 5), (5, 9, 5)]:
-            meshes.append(new_mesh_point(tomogram, p, 2, "General", interior=(6, 6, 1)))
+        tomos = {tomogram.getTsId(): tomogram}
+        append_mesh_points(meshes, tomos, tomogram.getTsId(), 1, [32, 24, 16] + 8 * u, "Vesicle")
+        append_mesh_points(meshes, tomos, tomogram.getTsId(), 2, [(5, 5, 5), (9, 5, 5), (5, 9, 5)],
+                           "General", interior=(6, 6, 1))
         meshes.write()
         spec = json.load(open(write_view_spec(meshes, os.path.join(directory, "m"), prot)))
         assert spec["kind"] == "meshes"

@@ -95,8 +95,7 @@ def write_view_spec(obj, directory, protocol=None, title=None):
             if ts_id in tomo_size and picks.voxel_size:
                 rows = picks.tomo_ids == ts_id
                 positions[rows] *= picks.voxel_size / tomo_size[ts_id]
-        oriented = bool(np.any(np.abs(picks.matrices[:, :3, :3] - np.eye(3)) > 1e-6))
-        spec["oriented"] = oriented
+        spec["oriented"] = picks.has_orientations
         # rings as wide as the particle box, in voxels of the (first) tomogram
         box = (obj.getBoxSize() if hasattr(obj, "getBoxSize") else None) or 32
         scale = (picks.voxel_size or 1.0) / (spec["tomograms"][0]["voxel_size"] or 1.0) \
@@ -104,7 +103,10 @@ def write_view_spec(obj, directory, protocol=None, title=None):
         spec["point_size"] = float(max(6.0, box * scale))
         spec["picks"] = os.path.join(directory, "picks.npz")
         np.savez(spec["picks"], tomo_ids=picks.tomo_ids, positions=positions,
-                 group_ids=picks.group_ids, scores=picks.scores, matrices=picks.matrices, ids=ids)
+                 group_ids=picks.group_ids,
+                 scores=picks.scores if picks.scores is not None else np.zeros(len(picks)),
+                 matrices=(picks.matrices if picks.has_orientations
+                           else np.tile(np.eye(4), (len(picks), 1, 1))), ids=ids)
     elif isinstance(obj, AverageSubTomogram):
         spec["kind"] = "average"
         spec["average"] = os.path.abspath(obj.getFileName())
@@ -124,7 +126,7 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
     """Points, interior markers and model types of a SetOfMeshes, for the mesh view.
 
     The vectorial picking protocol stores each model's type and interior
-    marker on its points; its `mesh_rows` reads them back. Meshes from other
+    marker on its points; `convert.mesh_models` reads them back. Meshes from other
     plugins carry neither: they are fitted with the producing protocol's
     ``modelType`` when it has one, else as vesicles.
     """
@@ -137,20 +139,17 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
             default = MODEL_TYPES[int(model_type.get())]
         except (TypeError, ValueError, IndexError):
             pass
+    from tomopick import convert
+
     voxel = spec["tomograms"][0]["voxel_size"] if spec["tomograms"] else None
-    try:
-        from tomopick.protocols.protocol_vectorial_picking import mesh_rows
-
-        rows, types = mesh_rows(meshes, voxel)
-    except ImportError:
-        from tomopick import convert
-
-        picks = convert.picks_from_coordinates(meshes)
-        if voxel and picks.voxel_size:
-            picks = picks.rescaled(voxel)
-        rows = [(t, g, *p, "point") for t, g, p in
-                zip(picks.tomo_ids, picks.group_ids, picks.positions)]
-        types = {}
+    rows, types = [], {}
+    for model in convert.mesh_models(meshes, voxel):
+        key = (model["tsId"], model["modelId"])
+        rows += [(*key, *(float(v) for v in p), "point") for p in model["points"]]
+        if model["type"] in MODEL_TYPES:
+            types[key] = model["type"]
+        if model["interior"] is not None:
+            rows.append((*key, *model["interior"], "interior"))
     points = [r for r in rows if r[5] == "point"]
     spec["picks"] = os.path.join(directory, "picks.npz")
     np.savez(spec["picks"], tomo_ids=np.array([r[0] for r in points], dtype=str),

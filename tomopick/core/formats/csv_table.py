@@ -17,7 +17,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..transforms import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .coordinates import centre_positions, line_error, require_file
+from .common import centre_positions, line_error, require_file
 
 REQUIRED = ("tomoId", "x", "y", "z")
 ANGLES = ("tdrot", "tilt", "narot")

@@ -32,7 +32,7 @@ import struct
 import numpy as np
 
 from ..picks import Picks
-from .coordinates import centre_positions, require_file, single_tomogram, tsid_from_filename
+from .common import centre_positions, require_file, single_tomogram, tsid_from_filename
 
 MODEL_HEADER = struct.Struct(">128s9i6f5ifii3f")    # 232 bytes
 OBJECT_HEADER = struct.Struct(">64s16I4i3fi8B2i")   # 176 bytes

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..transforms import homogeneous
-from .coordinates import (centre_positions, line_error, require_file, single_tomogram,
+from .common import (centre_positions, line_error, require_file, single_tomogram,
                           tsid_from_filename)
 
 

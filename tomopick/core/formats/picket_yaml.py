@@ -24,7 +24,7 @@ import numpy as np
 import yaml
 
 from ..picks import Picks
-from .coordinates import centre_positions, require_file, single_tomogram, tsid_from_filename
+from .common import centre_positions, require_file, single_tomogram, tsid_from_filename
 
 KEY = "Predicted_Particle_Centroid_Coordinates"
 # libyaml's parser and emitter when PyYAML was built with them (10x faster)

@@ -1,0 +1,57 @@
+"""Helpers every coordinate format module shares (kept apart from the dispatcher
+in `coordinates`, which imports the format modules: no import circle).
+"""
+import os
+
+import numpy as np
+
+
+def require_file(path):
+    """Raise FileNotFoundError naming ``path`` unless it is a readable file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"coordinate file not found: {path}")
+
+
+def line_error(path, line_number, message):
+    """A ValueError that names the file and the (1-based) line."""
+    return ValueError(f"{path}, line {line_number}: {message}")
+
+
+def centre_positions(picks):
+    """Particle centres of a table: positions plus the shifts of its matrices.
+
+    Parameters
+    ----------
+    picks : Picks
+
+    Returns
+    -------
+    (N, 3) ndarray
+        Voxels, bottom-left origin.
+    """
+    if picks.matrices is None:
+        return picks.positions.copy()
+    return picks.positions + picks.matrices[:, :3, 3]
+
+
+def single_tomogram(picks, path, tomo_id=None):
+    """The one tsId of a table written to a per-tomogram format.
+
+    Raises
+    ------
+    ValueError
+        If the table holds several tomograms (write one file per tsId, e.g.
+        with ``picks.for_tomogram(tsId)``).
+    """
+    ids = np.unique(picks.tomo_ids)
+    if len(ids) > 1:
+        raise ValueError(f"{path}: this format holds one tomogram, the picks have "
+                         f"{len(ids)} ({', '.join(ids[:5])}...); write one file per tsId")
+    if len(ids) == 1:
+        return str(ids[0])
+    return tomo_id
+
+
+def tsid_from_filename(path):
+    """The file name without directory and extension (a tsId guess)."""
+    return os.path.splitext(os.path.basename(path))[0]
