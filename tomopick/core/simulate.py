@@ -45,6 +45,7 @@ from scipy import fft as sfft
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
+from .fourier import wedge_mask  # noqa: F401  (moved to core.fourier; still importable here)
 from .picks import Picks
 from .formats.mrc import write_mrc
 from .transforms import (dynamo_euler_to_matrix, euler_zxz_to_matrix, homogeneous,
@@ -240,8 +241,13 @@ def _render_template(shape_obj, voxel_size):
 
 
 def _centered_shape(primitives, voxel_size):
-    """A class shape moved so its density centroid is the origin, its template and radius."""
-    shape_obj = _Shape(primitives, edge=0.5 * voxel_size)
+    """A class shape moved so its density centroid is the origin, its template and radius.
+
+    ``primitives`` is a list of primitives or a shape object with the same
+    interface (e.g. `tomopick.core.simulate_maps.MapShape`).
+    """
+    shape_obj = (primitives if hasattr(primitives, "density")
+                 else _Shape(primitives, edge=0.5 * voxel_size))
     # The centroid is measured on the voxel grid itself, and the shift
     # repeated until it is below 1e-3 voxel, so that the rendered template
     # (and every pasted copy) has its centroid where the position says.
@@ -493,40 +499,6 @@ def _smooth_noise(shape, correlation, rng):
 # Fourier filters
 # ---------------------------------------------------------------------------
 
-def wedge_mask(shape, tilt_range):
-    """Which rfftn coefficients a single-axis tilt series measures.
-
-    Parameters
-    ----------
-    shape : (nz, ny, nx)
-    tilt_range : (float, float)
-        Minimum and maximum tilt angles, degrees. The tilt axis is y and the
-        beam is z at tilt 0, so frequency (kx, ky, kz) is measured when the
-        angle ``atan(-kz / kx)`` lies inside ``tilt_range``; the missing
-        wedge is the double cone around kz.
-
-    Returns
-    -------
-    (nz, 1, nx // 2 + 1) ndarray of bool
-        Broadcastable over ky (the tilt axis does not matter).
-    """
-    lo, hi = (float(t) for t in tilt_range)
-    if not -90 <= lo < hi <= 90:
-        raise ValueError(f"tilt_range must be (min, max) within [-90, 90], got {tilt_range}")
-    nz, ny, nx = shape
-    kz = sfft.fftfreq(nz)[:, None, None]
-    kx = sfft.rfftfreq(nx)[None, None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = np.degrees(np.arctan2(-kz, kx))    # kx >= 0: phi in [-90, 90]
-    measured = (phi >= lo - 1e-9) & (phi <= hi + 1e-9)
-    # (kx = 0, kz < 0) gives +90 and (kx = 0, kz > 0) -90: the same line in
-    # Fourier space (Friedel pair), measured only when one tilt reaches 90.
-    on_axis = (kx == 0) & (kz != 0)
-    measured = np.where(on_axis, (lo <= -90) | (hi >= 90), measured)
-    measured |= (kx == 0) & (kz == 0)
-    return measured
-
-
 def ctf_band_pass(k, defocus=3.0, voltage=300.0, amplitude_contrast=0.07, bfactor=50.0):
     """Phase-flipped CTF magnitude used as the simulator's band-pass.
 
@@ -611,6 +583,7 @@ class Phantom:
     voxel_size: float
     ice_bounds: tuple
     params: dict = field(default_factory=dict)
+    classes: dict = None
 
     def sample_mask(self):
         """Boolean [z, y, x] mask of voxels inside the ice slab."""
@@ -642,7 +615,7 @@ class Phantom:
             voxel_size=float(self.voxel_size),
             shape=list(self.tomogram.shape),
             classes={str(k): dict(name=v["name"], kind=v["kind"])
-                     for k, v in PARTICLE_CLASSES.items()},
+                     for k, v in (self.classes or PARTICLE_CLASSES).items()},
             particles=particles,
             vesicles=[dict(center=list(map(float, v["center"])),
                            semi_axes=list(map(float, v["semi_axes"])),
@@ -846,7 +819,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                       tilt_range=(-60, 60), snr=None, ctf=True, thickness_gradient=True,
                       contrast="dark", seed=0, tomo_id="phantom", particle_classes=None,
                       ice_thickness=0.7, ice_density=0.4, background_amplitude=0.1,
-                      defocus=3.0, bfactor=50.0, max_attempts=1000, keep_clean=True):
+                      defocus=3.0, bfactor=50.0, max_attempts=1000, keep_clean=True,
+                      extra_classes=None):
     """Build a synthetic tomogram with ground truth.
 
     Parameters
@@ -897,6 +871,11 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         Rejection-sampling attempts per object before giving up.
     keep_clean : bool
         Keep the clean volume (False drops it after filtering to save memory).
+    extra_classes : dict, optional
+        More free particle classes, id -> ``dict(name=, kind="free", shape=)``
+        with a shape object such as a density map
+        (`tomopick.core.simulate_maps.map_particle_class`); drawn like the
+        analytic ones (and by default along with them).
 
     Returns
     -------
@@ -922,10 +901,13 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                         ("n_filaments", n_filaments), ("n_gold", n_gold)):
         if int(value) != value or value < 0:
             raise ValueError(f"{name} must be a non-negative integer, got {value}")
-    classes = tuple(FREE_CLASSES if particle_classes is None else particle_classes)
+    table = {**PARTICLE_CLASSES, **(extra_classes or {})}
+    classes = tuple((FREE_CLASSES + tuple(extra_classes or ())) if particle_classes is None
+                    else particle_classes)
     for c in classes:
-        if c not in PARTICLE_CLASSES or PARTICLE_CLASSES[c]["kind"] != "free":
-            raise ValueError(f"particle class {c} is not a free class; use {FREE_CLASSES}")
+        if c not in table or table[c]["kind"] != "free":
+            raise ValueError(f"particle class {c} is not a free class; use "
+                             f"{sorted(k for k, v in table.items() if v['kind'] == 'free')}")
     if tilt_range is not None:
         wedge_mask((2, 2, 2), tilt_range)         # validates the range
     params = dict(shape=shape, voxel_size=voxel_size, n_particles=n_particles,
@@ -935,7 +917,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                   ctf=ctf, thickness_gradient=thickness_gradient, contrast=contrast, seed=seed,
                   ice_thickness=ice_thickness, ice_density=ice_density,
                   background_amplitude=background_amplitude, defocus=defocus, bfactor=bfactor,
-                  particle_classes=[int(c) for c in classes], tomo_id=str(tomo_id))
+                  particle_classes=[int(c) for c in classes], tomo_id=str(tomo_id),
+                  extra_classes={int(k): v["name"] for k, v in (extra_classes or {}).items()})
 
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
@@ -966,8 +949,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     templates = {}
     radii = {}
     for c in set(classes) | {MEMBRANE_CLASS}:
-        shapes[c], templates[c], radii[c] = _centered_shape(PARTICLE_CLASSES[c]["primitives"],
-                                                            voxel_size)
+        shapes[c], templates[c], radii[c] = _centered_shape(
+            table[c].get("shape") or table[c]["primitives"], voxel_size)
 
     positions, rotations, class_ids, kinds, vesicle_idx, offsets = [], [], [], [], [], []
 
@@ -1145,7 +1128,7 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         else:
             raise ValueError(
                 f"could place only {k} of n_particles={n_particles} particles in a {shape} "
-                f"volume (slab too thin or too crowded for class {PARTICLE_CLASSES[c]['name']})")
+                f"volume (slab too thin or too crowded for class {table[c]['name']})")
         occupancy.add(p, core)
         sub = objects[box]
         np.maximum(sub, dens, out=sub)
@@ -1222,7 +1205,7 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     particles = Picks(np.repeat(np.array([tomo_id], dtype=str), n), positions, class_ids,
                       homogeneous(rotations, np.zeros((n, 3))), None, float(voxel_size))
     particle_info = dict(
-        class_name=np.array([PARTICLE_CLASSES[c]["name"] for c in class_ids], dtype=str),
+        class_name=np.array([table[c]["name"] for c in class_ids], dtype=str),
         diameter=np.array([2 * radii[c] for c in class_ids], dtype=float),
         kind=np.array(kinds, dtype=str),
         vesicle=np.array(vesicle_idx, dtype=int),
@@ -1230,7 +1213,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     return Phantom(tomogram=tomogram, clean=clean, particles=particles,
                    particle_info=particle_info, vesicles=vesicles, filaments=filaments,
                    filament_info=filament_info, gold=gold, templates=templates,
-                   voxel_size=float(voxel_size), ice_bounds=(z_bot, z_top), params=params)
+                   voxel_size=float(voxel_size), ice_bounds=(z_bot, z_top), params=params,
+                   classes={k: dict(name=v["name"], kind=v["kind"]) for k, v in table.items()})
 
 
 def _shape_min_z(shape_obj):

@@ -1,0 +1,12 @@
+"""Rotation sets, point-group symmetry and angular distances (core's convention: ``R @ z`` is the particle z-axis)."""
+from .sampling import (angular_distance, angular_step_for, asymmetric_unit,
+                       axis_angle_to_matrix, canonical_rotations, local_rotations,
+                       matrix_to_quaternion, nearest_neighbour_angles, quaternion_to_matrix,
+                       rotation_angle, rotation_count, super_fibonacci_quaternions,
+                       symmetry_matrices, symmetry_order, uniform_rotations)
+
+__all__ = ["angular_distance", "angular_step_for", "asymmetric_unit", "axis_angle_to_matrix",
+           "canonical_rotations", "local_rotations", "matrix_to_quaternion",
+           "nearest_neighbour_angles", "quaternion_to_matrix", "rotation_angle",
+           "rotation_count", "super_fibonacci_quaternions", "symmetry_matrices",
+           "symmetry_order", "uniform_rotations"]
