@@ -482,28 +482,31 @@ def find_symmetry_frame(model, symmetry, step=None, mask=None, workers=None):
     model = np.asarray(model, np.float32)
     if mask is not None:
         model = model * mask
-    model = model - model.mean()
-    norm = float((model * model).sum())
     step = step or (12.0 if symmetry.strip().lower() in ("t", "o", "i") else 8.0)
+    n = model.shape[0]
+    # the coarse search needs only the particle's outline: on at most 16^3 voxels
+    coarse = model if n <= 16 else fourier_crop_to(model, (16, 16, 16))
     # one frame per symmetry class (Q and Q S describe the same axes)
     frames = uniform_rotations(step, symmetry)
-    others = group[1:]
-
-    def score(Q):
-        turned = [align_box(model, homogeneous(Q @ S @ Q.T)) for S in others]
-        return float(np.mean([(model * t).sum() for t in turned]) / norm)
-
-    scores = np.array([score(Q) for Q in frames])
+    scores = np.array([_symmetry_score(coarse, Q, group) for Q in frames])
     best = frames[int(np.argmax(scores))]
-    best_score = scores.max()
+    best_score = _symmetry_score(model, best, group)
     radius = step
     for _ in range(3):
         for Q in local_rotations(best, radius, radius / 2)[1:]:
-            s = score(Q)
+            s = _symmetry_score(model, Q, group)
             if s > best_score:
                 best, best_score = Q, s
         radius /= 2
     return best
+
+
+def _symmetry_score(model, frame, group):
+    """Mean correlation of a map with its copies turned by a group placed in a frame."""
+    centred = model - model.mean()
+    norm = float((centred * centred).sum())
+    turned = [align_box(centred, homogeneous(frame @ S @ frame.T)) for S in group[1:]]
+    return float(np.mean([(centred * t).sum() for t in turned]) / norm)
 
 
 def _half_maps(scale, half, matrices, group):
