@@ -34,6 +34,9 @@ SPEC_PARAMS = {
                                "outOfBounds"],
     "ProtTomoPickApplyAlignment": ["inputSubtomograms", "interpolation"],
     "ProtTomoPickConsensus": ["inputCoordinates", "consensusRadius", "consensus", "mode"],
+    "ProtTomoPickInitialModel": ["inputSubtomograms", "symmetry", "particleDiameter",
+                                 "reference", "angularSampling", "numberOfIterations",
+                                 "batchSize", "lowpass", "shrink", "seed"],
 }
 
 

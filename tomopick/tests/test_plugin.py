@@ -18,6 +18,7 @@ SPEC_PROTOCOLS = {
     "ProtTomoPickExtraction": "subtomogram extraction",
     "ProtTomoPickApplyAlignment": "apply alignment subtomo",
     "ProtTomoPickConsensus": "picking consensus",
+    "ProtTomoPickInitialModel": "subtomogram initial model",
 }
 
 

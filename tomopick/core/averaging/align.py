@@ -24,6 +24,9 @@ with ``F_R`` the spectrum of the reference turned by ``R`` and ``band`` a
 band-pass. One inverse FFT gives ``cc`` for every shift ``t`` at once; the
 peak is searched within ``max_shift`` voxels.
 """
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.fft as sfft
 
@@ -133,7 +136,9 @@ class Aligner:
     max_shift : float
         Largest shift searched, voxels.
     workers : int, optional
-        FFT threads (scipy.fft ``workers``); all cores when None.
+        Threads: rotations (global search) and particles (`map`) are shared
+        out between them, each doing its small FFTs single-threaded (numpy
+        and pocketfft release the GIL); all cores when None.
 
     Examples
     --------
@@ -152,7 +157,7 @@ class Aligner:
         if boxes.ndim != 4 or len(set(boxes.shape[1:])) != 1:
             raise ValueError(f"expected cubic boxes (N, n, n, n), got shape {boxes.shape}")
         self.n = n = boxes.shape[-1]
-        self.workers = workers or -1
+        self.workers = max(1, workers or os.cpu_count() or 1)
         self.spectra = sfft.rfftn(boxes, axes=(1, 2, 3), workers=self.workers)
         herm = hermitian_weights(n)
         # |P|^2 counted as often as the full grid holds it: norms by one matrix product
@@ -183,7 +188,7 @@ class Aligner:
         """Spectra and weights (band x turned coverage) of the reference turned by each rotation."""
         turned = np.stack([align_box(self.reference, homogeneous(np.asarray(R).T))
                            for R in rotations])
-        spectra = sfft.rfftn(turned, axes=(1, 2, 3), workers=self.workers)
+        spectra = sfft.rfftn(turned, axes=(1, 2, 3), workers=1)
         if self.coverage is None:
             weights = np.broadcast_to(self.band, spectra.shape)
         elif coverage_rotation is not None:
@@ -218,7 +223,7 @@ class Aligner:
             reference_power = float((np.abs(spectrum) ** 2 * mask * self.herm).sum())
             particle_power = self.power[members] @ mask.ravel()
             product = self.spectra[members] * (np.conj(spectrum) * mask)
-            cc = sfft.irfftn(product, s=(self.n,) * 3, axes=(1, 2, 3), workers=self.workers)
+            cc = sfft.irfftn(product, s=(self.n,) * 3, axes=(1, 2, 3), workers=1)
             norm = np.sqrt(np.maximum(particle_power * reference_power, 1e-30)) / self.n ** 3
             scores[rows], shifts[rows] = self._peaks(cc, norm, False)
         return scores, shifts
@@ -250,7 +255,7 @@ class Aligner:
         reference_power = (np.abs(spectra) ** 2 * mask * self.herm).reshape(len(mask), -1).sum(1)
         particle_power = mask.reshape(len(mask), -1) @ self.power[particle]
         product = self.spectra[particle] * np.conj(spectra) * mask
-        cc = sfft.irfftn(product, s=(self.n,) * 3, axes=(1, 2, 3), workers=self.workers)
+        cc = sfft.irfftn(product, s=(self.n,) * 3, axes=(1, 2, 3), workers=1)
         norm = np.sqrt(np.maximum(particle_power * reference_power, 1e-30)) / self.n ** 3
         return self._peaks(cc, norm, subvoxel)
 
@@ -299,12 +304,22 @@ class Aligner:
         rotations = np.asarray(rotations, float).reshape(-1, 3, 3)
         scores = np.empty((len(particles), len(rotations)), np.float32)
         shifts = np.empty((len(particles), len(rotations), 3), np.float32)
-        # rotations turned a few at a time: one batched FFT instead of many small ones
-        for start in range(0, len(rotations), 8):
+        def chunk(start):
+            # rotations turned a few at a time: one batched FFT instead of many small ones
             spectra, weights = self._turned(rotations[start:start + 8])
             for j, (spectrum, weight) in enumerate(zip(spectra, weights), start):
                 scores[:, j], shifts[:, j] = self._correlate(particles, spectrum, weight)
+
+        self.map(chunk, range(0, len(rotations), 8))
         return scores, shifts
+
+    def map(self, function, items):
+        """``[function(item) for item in items]`` on the aligner's threads."""
+        items = list(items)
+        if self.workers == 1 or len(items) < 2:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            return list(pool.map(function, items))
 
     def refine(self, particle, rotations, step, rounds=3):
         """Local refinement of one particle's candidate rotations.

@@ -35,6 +35,7 @@ Poses follow core's convention: ``aligned(r) = box(R r + t)`` (see
 `tomopick.core.alignment`), shifts in voxels of the input boxes. Everything is
 deterministic for a given ``seed``.
 """
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,15 +68,18 @@ class Progress:
         Mean alignment score of the particles in that iteration (NaN when none).
     message : str
         A line for a log.
+    elapsed : float
+        Seconds since `initial_model` started.
     """
     stage: str
     iteration: int
     total: int
     score: float
     message: str = ""
+    elapsed: float = 0.0
 
     def __str__(self):
-        text = f"{self.stage}: iteration {self.iteration}/{self.total}"
+        text = f"[{self.elapsed:7.1f} s] {self.stage}: iteration {self.iteration}/{self.total}"
         if np.isfinite(self.score):
             text += f", mean score {self.score:.3f}"
         return text + (f" ({self.message})" if self.message else "")
@@ -253,7 +257,10 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
     report = callback or (lambda progress: None)
     history = []
 
+    started = time.perf_counter()
+
     def tell(progress):
+        progress.elapsed = time.perf_counter() - started
         history.append(progress)
         report(progress)
 
@@ -333,10 +340,11 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
             members = np.flatnonzero(half == h)
             ref = full.reference(_upsample(half_refs[h], n))
             full.aligner.set_reference(ref)
-            for i in members:
-                # refine around the found pose; shifts are searched afresh
-                rotation, shift, score = full.aligner.refine(i, full_matrices[i, :3, :3][None],
-                                                             step, rounds=1)
+            # refine around the found pose; shifts are searched afresh
+            refined = full.aligner.map(
+                lambda i: full.aligner.refine(i, full_matrices[i, :3, :3][None], step, rounds=1),
+                members)
+            for i, (rotation, shift, score) in zip(members, refined):
                 full_matrices[i] = homogeneous(rotation, shift)
                 scores[i] = score
         tell(Progress("final", 1, 1, float(scores.mean()), f"poses refined on {n}^3 boxes"))
@@ -364,13 +372,10 @@ def _align(aligner, members, rotations, step, candidates):
     """Global search then local refinement of some particles: (matrices, scores)."""
     scores, shifts = aligner.score_rotations(rotations, members)
     best = np.argsort(-scores, axis=1)[:, :candidates]
-    matrices = np.empty((len(members), 4, 4))
-    found = np.empty(len(members))
-    for row, i in enumerate(members):
-        rotation, shift, score = aligner.refine(i, rotations[best[row]], step, rounds=2)
-        matrices[row] = homogeneous(rotation, shift)
-        found[row] = score
-    return matrices, found
+    refined = aligner.map(lambda row: aligner.refine(members[row], rotations[best[row]], step,
+                                                     rounds=2), range(len(members)))
+    matrices = np.array([homogeneous(rotation, shift) for rotation, shift, _ in refined])
+    return matrices, np.array([score for _, _, score in refined])
 
 
 def _restart(small, k, restarts, iterations, batch_size, step, candidates, rng, tell):
