@@ -285,3 +285,18 @@ def test_initial_model_finds_and_imposes_d7(tmp_path):
     turned = align_box(result.unfiltered, homogeneous(symmetry_matrices("c7")[1]), "cubic")
     mask = soft_sphere((n,) * 3, 10)
     assert correlation(turned, result.unfiltered, mask) > 0.95
+
+
+def test_initial_model_from_a_reference_keeps_its_frame():
+    truth, voxel_size = ribosome(24)
+    boxes, poses = make_particles(truth, 16, snr=0.5, seed=9)
+    result = initial_model(boxes, voxel_size, 300.0, tilt_ranges=[TILT], reference=truth,
+                           angular_step=30.0, batch_size=8, lowpass=50.0, shrink=1.0,
+                           half_iterations=2, seed=1)
+    # no restarts with a reference, and the model stays in the reference's frame:
+    # compared with the truth directly, without aligning it first
+    assert np.isnan(result.consistency).all()
+    mask = soft_sphere((24,) * 3, 150 / voxel_size + 1, edge=3)
+    assert correlation(result.average, low_pass(truth, voxel_size, 50.0), mask) > 0.8
+    errors = angular_distance(result.matrices[:, :3, :3], poses[:, :3, :3])
+    assert np.median(errors) < 10.0
