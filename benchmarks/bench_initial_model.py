@@ -126,10 +126,10 @@ def main():
                   seed=0, restarts=3, half_iterations=3)
     if args.quick:
         kwargs.update(iterations=2, restarts=2, half_iterations=1)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     result = initial_model(boxes, voxel_size, 300.0, tilt_ranges=[(-60, 60)],
                            callback=report, **kwargs)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     stamps = [(p.stage, p.elapsed) for p in progress]
     per_iteration = {}
     previous = 0.0
@@ -143,7 +143,7 @@ def main():
                            mask=mask)
     errors = angular_distance(result.matrices[:, :3, :3], poses[:, :3, :3] @ G[:3, :3].T)
     out["initial_model"] = dict(
-        parameters=kwargs, total_s=total,
+        parameters=kwargs, total_s=total, cpu_s=cpu, load_average=os.getloadavg(),
         mean_s_per_iteration={k: float(np.mean(v)) for k, v in per_iteration.items()},
         peak_rss_mb=peak_rss_mb(), fsc_resolution_A=result.resolution,
         truth_resolution_A_at_0_5=resolution(frequency, curve, 0.5),
@@ -151,7 +151,9 @@ def main():
         orientation_median_error_deg=float(np.median(errors)),
         orientation_p90_error_deg=float(np.percentile(errors, 90)))
     im = out["initial_model"]
-    print(f"initial model: {total:.0f} s total; mean per iteration "
+    print(f"initial model: {total:.0f} s total wall, {cpu:.0f} CPU-s (all threads; "
+          f"{cpu / 2:.0f} s on 2 dedicated cores at best; load average "
+          f"{os.getloadavg()[0]:.1f}); mean per iteration "
           + ", ".join(f"{k} {v:.1f} s" for k, v in im["mean_s_per_iteration"].items())
           + f"; peak RSS {im['peak_rss_mb']:.0f} MB", flush=True)
     print(f"resolution: half-map FSC 0.143 {im['fsc_resolution_A']:.1f} Å, model vs truth "
