@@ -25,7 +25,7 @@ from tomopick.core.fourier import bandpass, soft_sphere, wedge_mask
 from tomopick.core.resample import fourier_crop_to
 from tomopick.core.rotations import angular_distance, uniform_rotations
 from tomopick.core.simulate import random_rotations
-from tomopick.core.transforms import angle_between, homogeneous
+from tomopick.core.rotations import angle_between, homogeneous
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 DATA_DIRS = [os.path.join(_HERE, "..", "..", "..", "shared", "data"), "/work/shared/data"]

@@ -31,8 +31,7 @@ import numpy as np
 import scipy.fft as sfft
 
 from tomopick.core.alignment import align_box
-from tomopick.core.rotations import local_rotations
-from tomopick.core.transforms import homogeneous
+from tomopick.core.rotations import homogeneous, local_rotations
 
 
 def hermitian_weights(n):

@@ -14,7 +14,7 @@ import scipy.fft as sfft
 
 from tomopick.core.alignment import align_box, apply_alignment
 from tomopick.core.fourier import bandpass
-from tomopick.core.transforms import homogeneous
+from tomopick.core.rotations import homogeneous
 
 
 def full_grid(weights):

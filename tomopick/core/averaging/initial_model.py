@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from tomopick.core.alignment import align_box
 from tomopick.core.averaging.align import Aligner
@@ -48,10 +49,8 @@ from tomopick.core.averaging.fsc import HALF_MAP_THRESHOLD, fsc, resolution
 from tomopick.core.fourier import (bandpass, fourier_pad_to, randomize_phases, soft_sphere,
                                    wedge_mask)
 from tomopick.core.resample import fourier_crop_to
-from tomopick.core.rotations import (local_rotations, symmetry_matrices,
+from tomopick.core.rotations import (homogeneous, local_rotations, symmetry_matrices,
                                      uniform_rotations)
-from tomopick.core.simulate import random_rotations
-from tomopick.core.transforms import homogeneous
 
 
 @dataclass
@@ -384,7 +383,7 @@ def _restart(small, k, restarts, iterations, batch_size, step, candidates, rng, 
     rotations = uniform_rotations(step)
     # the start: a random batch in random orientations
     batch = rng.choice(count, batch_size, replace=False)
-    start = homogeneous(random_rotations(batch_size, rng))
+    start = homogeneous(Rotation.random(batch_size, random_state=rng).as_matrix())
     model, coverage = small.average(batch, start).result()
     model = small.reference(model)
     coverage = np.minimum(coverage, 1.0)
