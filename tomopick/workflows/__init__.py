@@ -10,6 +10,7 @@ import glob
 import json
 import os
 
+import psutil
 from pyworkflow.template import LocalTemplate
 
 TEMPLATE_SUFFIX = ".json.template"
@@ -90,6 +91,20 @@ def _records(project):
         return json.load(handle)
 
 
+def _process_alive(pid):
+    """Whether a protocol's process still runs (True when it is unknown: queued jobs have no pid).
+
+    pyworkflow refreshes a run's status from its database only, so a run whose process was
+    killed stays 'running'; a killed process can also linger as a zombie where nothing reaps it.
+    """
+    if not pid:
+        return True
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _add_record(project, record):
     from tomopick.core.atomic import atomic_path
     records = _records(project) + [record]
@@ -152,7 +167,7 @@ def run_workflow(name_or_path, project_name, values=None, log=print, resume=None
         raise ValueError(f"project {project_name} has no earlier run of "
                          f"{os.path.basename(path)} with these values to continue")
     if previous is not None:
-        # refreshing the runs marks those whose process died (a killed run) as failed
+        # the runs' status as their databases say (a killed run still says running)
         project.getRuns(refresh=True)
         protocols = {i: project.getProtocol(i) for i in previous}
         log(f"Project {project_name} ({project.getPath()}): continuing the run of "
@@ -173,7 +188,7 @@ def run_workflow(name_or_path, project_name, values=None, log=print, resume=None
     for prot in protocols.values():
         start = time.time()
         done = prot.isFinished()
-        if prot.isActive():
+        if prot.isActive() and _process_alive(prot.getPid()):
             raise ValueError(f"{prot.getRunName()} is still running (another `tomopick run` "
                              f"or the GUI launched it): wait for it or stop it first")
         if not done:
