@@ -8,7 +8,8 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
-from tomopick.convert import mark_convention, set_subtomogram_matrix, subtomogram_groups
+from tomopick.convert import (mark_convention, set_subtomogram_matrix, subtomogram_array,
+                              subtomogram_groups)
 from tomopick.core.alignment import align_in_batches
 from tomopick.core.atomic import save_npy
 from tomopick.core.formats import read_mrc, write_mrc
@@ -70,7 +71,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         interpolation = INTERPOLATION_CHOICES[self.interpolation.get()]
         total, files = None, []
         matrices = np.array([matrix for _, _, _, matrix in items])
-        for start, aligned in align_in_batches(_SubtomogramFiles(items, self._readSubtomogram),
+        for start, aligned in align_in_batches(_SubtomogramFiles(items, subtomogram_array),
                                                matrices, interpolation,
                                                workers=self.numberOfThreads.get()):
             for (objId, _, _, _), volume in zip(items[start:start + len(aligned)], aligned):
@@ -124,18 +125,6 @@ class ProtTomoPickApplyAlignment(EMProtocol):
             self._groupCache = subtomogram_groups(self.inputSubtomograms.get())
         return self._groupCache
 
-    @staticmethod
-    def _readSubtomogram(index, path):
-        """One subtomogram: a whole MRC file, or volume ``index`` (1-based) of a z-stack."""
-        data = read_mrc(path, mmap=True)
-        if index == 0 or (index == 1 and data.shape[0] == data.shape[1]):
-            return np.array(data, dtype=np.float32)
-        box = data.shape[1]
-        if data.shape[0] % box or index < 1 or index * box > data.shape[0]:
-            raise ValueError(f"cannot read subtomogram {index} of {path} "
-                             f"(shape z, y, x {data.shape})")
-        return np.array(data[(index - 1) * box:index * box], dtype=np.float32)
-
     def _sumPath(self, group):
         return self._getExtraPath(f"sum_{group:04d}.npy")
 
@@ -151,7 +140,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
             return [f"The subtomograms {subtomos.getNameId()} are empty."]
         first = subtomos.getFirstItem()
         try:
-            self._readSubtomogram(int(first.getLocation()[0] or 0), first.getFileName())
+            subtomogram_array(int(first.getLocation()[0] or 0), first.getFileName())
         except ValueError as err:
             return [f"Cannot read the first subtomogram of {subtomos.getNameId()}: {err}"]
         return []

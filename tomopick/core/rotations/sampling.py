@@ -1,6 +1,6 @@
 """Rotation sets for searches over orientations, point-group symmetry and angular distances.
 
-Convention (core's, see `tomopick.core.transforms`): a rotation ``R`` (3x3)
+Convention (core's, see `tomopick.core.rotations`): a rotation ``R`` (3x3)
 turns the particle's canonical frame into the tomogram's; ``R @ (0, 0, 1)``
 is the particle's z-axis in the tomogram, and a template voxel at canonical
 offset r lands at ``position + R @ r``. Sets of rotations are (N, 3, 3)
