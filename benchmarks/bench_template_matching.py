@@ -2,7 +2,7 @@
 
 Data: a simulated lamella (`tomopick.core.simulate`, default 128 x 256 x 256
 voxels of 12 Å) with ~100 80S ribosomes from the real map EMD-3883
-(../shared/data, via `tomopick.core.simulate_maps`) among ~50 particles of
+(../shared/data, via `tomopick.core.simulate.maps`) among ~50 particles of
 three other shapes, two vesicles with membrane proteins, gold beads, a
 missing wedge of +-60 degrees, a phase-flipped CTF and noise at SNR 0.1.
 
@@ -42,7 +42,7 @@ from tomopick.core.formats.mrc import read_mrc                      # noqa: E402
 from tomopick.core.fourier import bandpass                          # noqa: E402
 from tomopick.core.rotations import angular_distance, rotation_count, uniform_rotations  # noqa
 from tomopick.core.simulate import simulate_tomogram                # noqa: E402
-from tomopick.core.simulate_maps import map_particle_class          # noqa: E402
+from tomopick.core.simulate import map_particle_class          # noqa: E402
 from tomopick.core.template_matching import (Correlator, match_template,  # noqa: E402
                                              prepare_template)
 from tomopick.core.template_matching.search import _Level          # noqa: E402

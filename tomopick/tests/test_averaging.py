@@ -157,7 +157,7 @@ def test_fsc_of_noisy_half_maps_follows_their_signal_to_noise_ratio():
 
 
 def test_symmetry_frame_of_the_proteasome_is_its_seven_fold_axis():
-    from tomopick.core.simulate_maps import pdb_density
+    from tomopick.core.simulate import pdb_density
     volume = pdb_density(data_file(PROTEASOME), 10.0, 20.0)
     n = 32
     truth = np.zeros((n, n, n), np.float32)
@@ -265,7 +265,7 @@ def test_initial_model_is_deterministic_and_rejects_bad_input():
 
 
 def test_initial_model_finds_and_imposes_d7(tmp_path):
-    from tomopick.core.simulate_maps import pdb_density
+    from tomopick.core.simulate import pdb_density
     volume = pdb_density(data_file(PROTEASOME), 10.0, 20.0)
     n = 32
     truth = np.zeros((n, n, n), np.float32)

@@ -95,3 +95,14 @@ def test_no_circular_imports_between_tomopick_modules(graph):
         if module not in state:
             visit(module, [])
     assert not cycles, "\n".join(cycles)
+
+
+def test_viewers_import_nothing_from_protocols(graph):
+    """The viewers find tomopick's protocols through pyworkflow's registry, by module name."""
+    assert {"tomopick.viewers.scipion_viewers", "tomopick.viewers.view_spec",
+            "tomopick.viewers.subsets"} <= set(graph)
+    bad = sorted(f"{m} imports {name}" for m, names in graph.items()
+                 if _within(m, "tomopick.viewers")
+                 for name in names if _within(name, "tomopick.protocols"))
+    assert not bad, "\n".join(bad)
+    assert "tomopick.viewers.subsets" in graph["tomopick.viewers.scipion_viewers"]

@@ -33,7 +33,7 @@ class TestTemplateMatching(TomoPickProtocolTest):
             raise __import__("unittest").SkipTest(f"real data {RIBOSOME} not found in "
                                                   f"../shared/data")
         super().setUpClass()
-        from tomopick.core.simulate_maps import map_particle_class
+        from tomopick.core.simulate import map_particle_class
         rib = map_particle_class("ribosome80S", cls.reference, None, VOXEL)
         cls.phantoms = {}
         for seed, name in enumerate(NAMES):

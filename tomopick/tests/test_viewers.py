@@ -323,7 +323,7 @@ def test_multi_tomogram_chooser_keeps_unopened_tomograms_whole_in_the_subset(qap
         for v in chooser.views.values():
             v.close()
         chooser.close()
-    from tomopick.viewers.viewers import read_saved_subsets
+    from tomopick.viewers.subsets import read_saved_subsets
 
     assert read_saved_subsets(spec["result_dir"]) == [[7, 9, 10]]
 
@@ -397,19 +397,20 @@ class TestScipionViewer(TomoPickProtocolTest):
         from pyworkflow.plugin import Domain
         from pyworkflow.viewer import DESKTOP_TKINTER
 
-        from tomopick.viewers import viewers
+        from tomopick.viewers import scipion_viewers
 
         prot, coords = self._coordinates()
-        assert viewers.TomoPickResultsViewer in Domain.findViewers(prot, DESKTOP_TKINTER)
-        targets = viewers.TomoPickResultsViewer._targets
+        assert scipion_viewers.TomoPickResultsViewer in Domain.findViewers(prot, DESKTOP_TKINTER)
+        targets = scipion_viewers.TomoPickResultsViewer._targets
         assert all(t.__module__.startswith("tomopick.protocols.") for t in targets)
         opened = []
-        original = viewers.TomoPickNapariViewer._visualize
-        viewers.TomoPickNapariViewer._visualize = lambda self, obj, **kw: opened.append(obj) or []
+        original = scipion_viewers.TomoPickNapariViewer._visualize
+        scipion_viewers.TomoPickNapariViewer._visualize = \
+            lambda self, obj, **kw: opened.append(obj) or []
         try:
-            viewers.TomoPickResultsViewer(project=self.proj, protocol=prot)._visualize(prot)
+            scipion_viewers.TomoPickResultsViewer(project=self.proj, protocol=prot)._visualize(prot)
         finally:
-            viewers.TomoPickNapariViewer._visualize = original
+            scipion_viewers.TomoPickNapariViewer._visualize = original
         # at most three windows, the coordinates before the tomograms
         names = [type(o).__name__ for o in opened]
         assert 1 <= len(names) <= 3 and names[0] == "SetOfCoordinates3D"
@@ -417,8 +418,8 @@ class TestScipionViewer(TomoPickProtocolTest):
 
     def test_view_spec_and_subset_registration_round_trip(self):
         from tomopick.viewers import launch
-        from tomopick.viewers.viewers import (read_saved_subsets, register_coordinates_subset,
-                                              write_view_spec)
+        from tomopick.viewers.subsets import read_saved_subsets, register_coordinates_subset
+        from tomopick.viewers.view_spec import write_view_spec
 
         prot, coords = self._coordinates()
         directory = os.path.join(prot._getTmpPath(), "view")
@@ -460,7 +461,7 @@ class TestScipionViewer(TomoPickProtocolTest):
 
         from tomopick.core.formats.mrc import write_mrc
         from tomopick.viewers import launch
-        from tomopick.viewers.viewers import write_view_spec
+        from tomopick.viewers.view_spec import write_view_spec
 
         prot = self.proj.getProtocol(self.prot.getObjId())
         directory = prot._getTmpPath()
@@ -499,20 +500,20 @@ class TestScipionViewer(TomoPickProtocolTest):
     def _visualize_in(self, process_class, prot, coords):
         """Open the Scipion viewer on ``coords`` with ``process_class`` as the napari
         process; wait for its subset registration."""
-        from tomopick.viewers import viewers
+        from tomopick.viewers import scipion_viewers
 
-        original = viewers.subprocess.Popen
-        viewers.subprocess.Popen = process_class
+        original = scipion_viewers.subprocess.Popen
+        scipion_viewers.subprocess.Popen = process_class
         try:
-            viewer = viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
+            viewer = scipion_viewers.TomoPickNapariViewer(project=self.proj, protocol=prot)
             assert viewer._visualize(coords) == []
             viewer.subsetThread.join(30)
         finally:
-            viewers.subprocess.Popen = original
+            scipion_viewers.subprocess.Popen = original
 
     def test_the_scipion_viewer_registers_the_subsets_saved_in_its_process(self):
         """_visualize runs the napari process and, when it ends, registers what was saved."""
-        from tomopick.viewers import viewers
+        from tomopick.viewers.subsets import SUBSET_PREFIX
 
         prot, coords = self._coordinates()
         ids = sorted(c.getObjId() for c in coords.iterItems())
@@ -536,7 +537,7 @@ class TestScipionViewer(TomoPickProtocolTest):
         reloaded = self.proj.getProtocol(prot.getObjId())
         subsets = {name: sorted(c.getObjId() for c in out.iterItems())
                    for name, out in reloaded.iterOutputAttributes() if name not in before}
-        assert all(name.startswith(viewers.SUBSET_PREFIX) for name in subsets)
+        assert all(name.startswith(SUBSET_PREFIX) for name in subsets)
         assert sorted(subsets.values()) == sorted([ids[:2], ids[1:2]])
 
     def test_subsets_left_by_a_gui_that_closed_first_are_registered_on_the_next_view(self):
@@ -577,7 +578,7 @@ class TestScipionViewer(TomoPickProtocolTest):
         from tomopick import convert
         from tomopick.core.formats.mrc import write_mrc
         from tomopick.viewers import launch
-        from tomopick.viewers.viewers import write_view_spec
+        from tomopick.viewers.view_spec import write_view_spec
 
         prot = self.proj.getProtocol(self.prot.getObjId())
         tomograms = prot.Tomograms

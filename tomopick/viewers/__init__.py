@@ -7,7 +7,12 @@ loads no Qt: napari and Qt are imported only when a view or the picker opens.
 - `slice_viewer`: napari views built from arrays (tomograms with coordinates,
   meshes, galleries, averages, segmentations).
 - `display`: the arrays those views show (contrast, montages, colours, arrows).
-- `viewers`: the Scipion `TomoPickNapariViewer` (data), `TomoPickResultsViewer`
-  ("Analyze results" of tomopick protocols) and subset registration.
+- `scipion_viewers`: the Scipion `TomoPickNapariViewer` (data) and
+  `TomoPickResultsViewer` ("Analyze results" of tomopick protocols, found
+  through pyworkflow's plugin registry: nothing here imports tomopick.protocols).
+- `view_spec`: the view spec a Scipion viewer writes for `launch` (JSON and
+  arrays, coordinates rescaled to voxels of their tomogram).
+- `subsets`: subsets of coordinates saved in a view, registered as outputs
+  of the producing protocol (after the view closes, under a lock).
 """
-from .viewers import TomoPickNapariViewer, TomoPickResultsViewer  # noqa: F401
+from .scipion_viewers import TomoPickNapariViewer, TomoPickResultsViewer  # noqa: F401

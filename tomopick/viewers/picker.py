@@ -19,12 +19,8 @@ import os
 
 import numpy as np
 
-from tomopick.core.geometry import MODEL_TYPES  # noqa: E402,F401 (the one list)
-
-#: Fewest points that let the model workflow fit each model type (sphere: 4
-#: unknowns; general quadric ellipsoid: 9; a surface: two z-levels of two
-#: points, see `SURFACE_LEVELS`; a filament axis: 2; a general cloud: 1).
-MIN_POINTS = {"General": 1, "Vesicle": 4, "Ellipsoidal vesicle": 9, "Surface": 4, "Filament": 2}
+# the model types and the points each needs are core's (one list, one table)
+from tomopick.core.geometry import MIN_POINTS, MODEL_TYPES  # noqa: E402
 
 #: A surface is meshed between z-levels (`geometry.surface_from_levels`): it
 #: needs this many levels (points rounded to the same z) of two points or more.
@@ -66,7 +62,7 @@ class PickingSession:
     particles = False
 
     def __init__(self, points_csv, tomo_ids=(), model_type="General", autosave=True):
-        if model_type not in MIN_POINTS:
+        if model_type not in MODEL_TYPES:
             raise ValueError(f"unknown model type {model_type!r}; expected one of {MODEL_TYPES}")
         self.points_csv = os.fspath(points_csv)
         self.model_type = model_type

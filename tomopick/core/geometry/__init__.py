@@ -35,14 +35,14 @@ meshes), `models` (the five models: fit, crop, orient).
 from .mesh import (boundary_vertices, ellipsoid_mesh, icosphere, interpolate_normals, mesh_area,
                    mesh_edge_lengths, refine_mesh, smooth_mesh, subdivide_mesh,
                    surface_from_levels, vertex_normals)
-from .models import (MODEL_TYPES, ModelCrop, crop_ellipsoid, crop_filament, crop_general,
-                     crop_model, crop_surface, crop_vesicle)
+from .models import (MIN_POINTS, MODEL_TYPES, ModelCrop, crop_ellipsoid, crop_filament,
+                     crop_general, crop_model, crop_surface, crop_vesicle)
 from .quadrics import (ellipsoid_normals, fit_ellipsoid, fit_sphere, inside_ellipsoid,
                        outward_normals, project_to_ellipsoid)
 from .sampling import (MAX_CROPPING_POINTS, crop_mesh, crop_sphere, fibonacci_sphere,
                        poisson_disk, sample_mesh)
 
-__all__ = ["MAX_CROPPING_POINTS", "MODEL_TYPES", "ModelCrop", "boundary_vertices",
+__all__ = ["MAX_CROPPING_POINTS", "MIN_POINTS", "MODEL_TYPES", "ModelCrop", "boundary_vertices",
            "crop_ellipsoid", "crop_filament", "crop_general", "crop_mesh", "crop_model",
            "crop_sphere", "crop_surface", "crop_vesicle", "ellipsoid_mesh", "ellipsoid_normals",
            "fibonacci_sphere", "fit_ellipsoid", "fit_sphere", "icosphere", "inside_ellipsoid",

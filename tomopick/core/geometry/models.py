@@ -21,6 +21,10 @@ from .sampling import MAX_CROPPING_POINTS, crop_mesh, crop_sphere
 # Names of the model types `crop_model` knows (a set of names: the order of a
 # form's choices is the protocol's, see protocol_vectorial_picking).
 MODEL_TYPES = ("General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament")
+#: Fewest user points that let each model type be fitted (a general cloud: 1;
+#: a sphere: 4 unknowns; a general quadric ellipsoid: 9; a surface: two z-levels
+#: of two points, see `surface_from_levels`; a filament axis: 2).
+MIN_POINTS = {"General": 1, "Vesicle": 4, "Ellipsoidal vesicle": 9, "Surface": 4, "Filament": 2}
 # A closed model whose size exceeds the extent of its user points this many
 # times is an extrapolation from a nearly flat patch, not a vesicle.
 _MAX_EXTRAPOLATION = 10.0

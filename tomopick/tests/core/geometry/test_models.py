@@ -137,6 +137,19 @@ def test_crop_model_names_unknown_type():
         g.crop_model("Tube", np.zeros((5, 3)))
 
 
+@pytest.mark.parametrize("model_type", g.MODEL_TYPES)
+def test_min_points_covers_every_model_and_fewer_points_cannot_be_fitted(model_type):
+    """MIN_POINTS (the picker's "incomplete" rule) is never below what the fit needs."""
+    assert set(g.MIN_POINTS) == set(g.MODEL_TYPES)
+    rng = np.random.default_rng(4)
+    # generic points: two z-levels (a surface's minimum shape), spread in x and y
+    points = np.column_stack([rng.uniform(0, 40, 12), rng.uniform(0, 40, 12),
+                              np.repeat([10.0, 20.0], 6)])
+    too_few = points[:g.MIN_POINTS[model_type] - 1]
+    with pytest.raises(ValueError):
+        g.crop_model(model_type, too_few)
+
+
 @pytest.fixture(scope="module")
 def phantom_vesicles():
     """The truth vesicles of a simulated phantom: a sphere and an ellipsoid (radius ~13)."""

@@ -121,7 +121,7 @@ def test_wedge_weighting_raises_the_true_peak_over_background():
 
 def test_real_ribosomes_in_a_phantom_are_picked_and_oriented():
     from tomopick.core.formats.mrc import read_mrc
-    from tomopick.core.simulate_maps import map_particle_class
+    from tomopick.core.simulate import map_particle_class
     path = _data_file(RIBOSOME)
     voxel, diameter = 24.0, 400.0
     rib = map_particle_class("ribosome80S", path, None, voxel)

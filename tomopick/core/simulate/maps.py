@@ -15,7 +15,7 @@ the maximum) is 1, like the analytic classes' protein density.
 import numpy as np
 from scipy import ndimage
 
-from .formats.mrc import mrc_header_info, read_mrc
+from ..formats.mrc import mrc_header_info, read_mrc
 
 #: Electrons of the elements found in macromolecular models (others count as carbon).
 _ELECTRONS = {"H": 1, "C": 6, "N": 7, "O": 8, "P": 15, "S": 16, "MG": 12, "ZN": 30,
@@ -39,6 +39,23 @@ def read_pdb_atoms(path):
     ------
     ValueError
         If the file cannot be read or holds no atoms, naming it.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> lines = ["ATOM      1  CA  ALA A   1      11.000  12.000  13.000  1.00  0.00           C",
+    ...          "ATOM      2  O   ALA A   1       1.000   2.000   3.000  1.00  0.00           O",
+    ...          "HETATM    3  O   HOH A   2       0.000   0.000   0.000  1.00  0.00           O"]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "two.pdb")
+    ...     with open(path, "w") as fh:
+    ...         _ = fh.write("\\n".join(lines) + "\\n")
+    ...     xyz, electrons = read_pdb_atoms(path)
+    ...     vol = pdb_density(path, 2.0)
+    >>> xyz.tolist(), electrons.tolist()                 # the water is skipped
+    ([[11.0, 12.0, 13.0], [1.0, 2.0, 3.0]], [6.0, 8.0])
+    >>> vol.ndim, vol.shape[0] % 2, round(float(vol.sum()), 3)
+    (3, 1, 14.0)
     """
     xyz, weights = [], []
     try:
@@ -107,7 +124,11 @@ def splat_atoms(xyz, weights, voxel_size, resolution=None, margin=10.0):
 
 
 def pdb_density(path, voxel_size, resolution=None):
-    """Density map of a PDB model (see `splat_atoms`), Å per voxel ``voxel_size``."""
+    """Density map of a PDB model (see `splat_atoms`), Å per voxel ``voxel_size``.
+
+    The atoms are weighted by their electrons (`read_pdb_atoms`); see the
+    example there.
+    """
     xyz, electrons = read_pdb_atoms(path)
     return splat_atoms(xyz, electrons, voxel_size, resolution)
 
@@ -127,6 +148,16 @@ class MapShape:
     threshold : float
         Fraction of the maximum that defines the molecular envelope (for the
         radius and the density scale).
+
+    Examples
+    --------
+    >>> vol = np.zeros((9, 9, 9), np.float32)
+    >>> vol[2:7, 2:7, 2:7] = 3.0                          # a 5-voxel cube, 2 Å voxels
+    >>> shape = MapShape(vol, 2.0)
+    >>> shape.density([[0, 0, 0], [20, 0, 0]]).tolist()  # envelope mean scaled to 1
+    [1.0, 0.0]
+    >>> shape.shifted([2.0, 0, 0]).density([[2.0, 0, 0]]).tolist()
+    [1.0]
     """
 
     def __init__(self, volume, voxel_size, offset=(0.0, 0.0, 0.0), threshold=0.1,
@@ -187,6 +218,16 @@ def map_particle_class(name, volume, voxel_size, target_voxel_size=None):
     dict
         ``dict(name=name, kind="free", shape=MapShape)``, the form
         ``simulate_tomogram(extra_classes={id: ...})`` takes.
+
+    Examples
+    --------
+    >>> vol = np.zeros((15, 15, 15), np.float32)
+    >>> vol[4:11, 5:10, 6:9] = 1.0                        # a 7 x 5 x 3 voxel brick (z, y, x)
+    >>> cls = map_particle_class("brick", vol, 4.0, target_voxel_size=8.0)
+    >>> cls["name"], cls["kind"], type(cls["shape"]).__name__
+    ('brick', 'free', 'MapShape')
+    >>> 20 < cls["shape"].radius() < 40                   # Å, about half the 28 Å diagonal
+    True
     """
     if isinstance(volume, str):
         if volume.lower().endswith((".pdb", ".ent")):

@@ -8,9 +8,12 @@ from scipy import fft as sfft
 from scipy import ndimage
 
 from tomopick.core import simulate
+from tomopick.core.fourier import wedge_mask
+from tomopick.core.rotations import angle_between, dynamo_euler_to_matrix, euler_zxz_to_matrix
 from tomopick.core.simulate import (load_truth, simulate_tomogram, vesicle_normals,
-                                    vesicle_surface_points, wedge_mask)
-from tomopick.core.rotations import angle_between
+                                    vesicle_surface_points)
+from tomopick.core.simulate.shapes import (_centered_shape, _paste_spheres, _paste_vesicle,
+                                           _render)
 
 SHAPE = (64, 96, 96)
 
@@ -65,9 +68,9 @@ def test_templates_are_centred_on_their_box_centre():
 def _rendered(phantom, k):
     """Slices and own density of particle k, re-rendered from the truth."""
     c = int(phantom.particles.group_ids[k])
-    shape_obj, _, radius = simulate._centered_shape(simulate.PARTICLE_CLASSES[c]["primitives"],
+    shape_obj, _, radius = _centered_shape(simulate.PARTICLE_CLASSES[c]["primitives"],
                                                     phantom.voxel_size)
-    return simulate._render(shape_obj, phantom.particles.positions[k],
+    return _render(shape_obj, phantom.particles.positions[k],
                             phantom.particles.matrices[k, :3, :3], phantom.voxel_size, radius,
                             phantom.clean.shape)
 
@@ -82,11 +85,11 @@ def test_particles_do_not_overlap(phantom):
     # and free particles stay clear of membranes, gold and filament axes
     others = np.zeros(phantom.clean.shape, np.float32)
     for ves in phantom.vesicles:
-        simulate._paste_vesicle(others, ves, 0.6)
+        _paste_vesicle(others, ves, 0.6)
     for g in phantom.gold:
-        simulate._paste_spheres(others, g["center"], g["radius"], 1.0, 0.5)
+        _paste_spheres(others, g["center"], g["radius"], 1.0, 0.5)
     for axis, info in zip(phantom.filaments, phantom.filament_info):
-        simulate._paste_spheres(others, axis[::2], 1.0, 1.0, 0.5)
+        _paste_spheres(others, axis[::2], 1.0, 1.0, 0.5)
     for k in np.flatnonzero(phantom.particle_info["kind"] == "free"):
         box, dens = _rendered(phantom, k)
         assert not np.any((dens > 0.5) & (others[box] > 0.5)), k
@@ -144,7 +147,7 @@ def test_membrane_protein_axes_are_outward_vesicle_normals(phantom):
 def test_vesicle_surface_points_lie_on_the_ellipsoid_with_outward_normals():
     rng = np.random.default_rng(0)
     ves = dict(center=np.array([40.0, 50, 30]), semi_axes=np.array([20.0, 14, 9]),
-               rotation=simulate.euler_zxz_to_matrix(30, 40, 50), thickness=4.0)
+               rotation=euler_zxz_to_matrix(30, 40, 50), thickness=4.0)
     pts, normals = vesicle_surface_points(ves, 4000, rng)
     q = (pts - ves["center"]) @ ves["rotation"]
     assert np.allclose(np.linalg.norm(q / ves["semi_axes"], axis=1), 1)
@@ -252,7 +255,7 @@ def test_save_and_load_truth_round_trip(phantom, tmp_path):
     assert list(rows[0]) == ["tomoId", "x", "y", "z", "groupId", "tdrot", "tilt", "narot"]
     assert len(rows) == len(phantom.particles)
     euler = np.array([[float(r[k]) for k in ("tdrot", "tilt", "narot")] for r in rows])
-    R = simulate.dynamo_euler_to_matrix(*euler.T)
+    R = dynamo_euler_to_matrix(*euler.T)
     assert np.allclose(R[:, :, 2], phantom.particles.matrices[:, :3, 2], atol=1e-3)
 
 

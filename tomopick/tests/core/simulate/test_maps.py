@@ -1,4 +1,4 @@
-"""Real molecular shapes in the simulator (tomopick.core.simulate_maps)."""
+"""Real molecular shapes in the simulator (tomopick.core.simulate.maps)."""
 import os
 
 import numpy as np
@@ -6,14 +6,15 @@ import pytest
 
 from tomopick.core.rotations import symmetry_matrices
 from tomopick.core.simulate import simulate_tomogram
-from tomopick.core.simulate_maps import MapShape, map_particle_class, pdb_density
+from tomopick.core.simulate.maps import MapShape, map_particle_class, pdb_density
 from tomopick.core.template_matching import rotate_templates
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _data_file(name):
-    for d in (os.path.join(HERE, "..", "..", "..", "..", "shared", "data"), "/work/shared/data"):
+    repo = os.path.join(HERE, "..", "..", "..", "..")
+    for d in (os.path.join(repo, "..", "shared", "data"), "/work/shared/data"):
         if os.path.exists(os.path.join(d, name)):
             return os.path.join(d, name)
     pytest.skip(f"real data {name} not found in ../shared/data")
