@@ -39,6 +39,10 @@ SPEC_PARAMS = {
                                      "angularSampling", "lowpass", "highpass", "tiltRange",
                                      "randomPhaseCorrection", "falsePositives", "maxPicks",
                                      "tomogramMask", "boxSize"],
+    "ProtTomoPickManualPicking": ["inputTomograms", "boxSize", "inputCoordinates", "pointsFile"],
+    "ProtTomoPickLearnedPicking": ["inputTomograms", "positives", "negatives", "previousRun",
+                                   "particleDiameter", "boxSize", "threshold", "maxPicks",
+                                   "seed"],
 }
 
 

@@ -402,3 +402,137 @@ def test_without_a_display_the_picker_fails_with_a_message_not_a_crash(tmp_path)
                             text=True, timeout=120)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "needs a display" in result.stderr and "pointsFile" in result.stderr
+
+
+# ------------------------------------------------------- particle mode (manual picking)
+def _csv_picks(path):
+    from tomopick.core.formats.csv_table import read_csv
+
+    picks = read_csv(path)
+    return [(str(t), int(g), tuple(map(float, p)), str(lab)) for t, g, p, lab in
+            zip(picks.tomo_ids, picks.group_ids, picks.positions, picks.extra["labels"])]
+
+
+def test_particle_session_saves_positives_negatives_and_sets_and_reopens(tmp_path):
+    path = tmp_path / "picks.csv"
+    session = picker.ParticleSession(path, ["t1", "t2"])
+    session.add_point("t1", (10, 20, 30))
+    session.add_negative("t1", (50, 50, 20))
+    assert _csv_picks(path) == [("t1", 1, (10.0, 20.0, 30.0), "positive"),
+                                ("t1", 1, (50.0, 50.0, 20.0), "negative")]
+    assert session.new_model("t1") == 2
+    session.add_point("t1", (12, 22, 32))
+    session.add_negative("t2", (1, 2, 3))
+    assert session.list_row("t1") == ("t1", "picked", 2, 2, 1)
+    assert session.list_row("t2") == ("t2", "negatives only", 1, 0, 1)
+
+    again = picker.ParticleSession(path, ["t1", "t2"])
+    assert again.rows() == session.rows()
+    assert again.current_model("t1") == 2
+    np.testing.assert_array_equal(again.points("t1", 2), [[12, 22, 32]])
+    np.testing.assert_array_equal(again.negatives("t1"), [[50, 50, 20]])
+    np.testing.assert_array_equal(again.negative_models("t2"), [1])
+    # the nearest pick goes, whatever its label; nothing within reach: nothing
+    assert again.delete_nearest("t1", (49, 51, 20), max_distance=3) == \
+        (1, "negative", (50.0, 50.0, 20.0))
+    assert again.delete_nearest("t1", (90, 90, 90), max_distance=3) is None
+    assert again.delete_nearest("t1", (11, 21, 31)) == (1, "positive", (10.0, 20.0, 30.0))
+    assert _csv_picks(path) == [("t1", 2, (12.0, 22.0, 32.0), "positive"),
+                                ("t2", 1, (1.0, 2.0, 3.0), "negative")]
+    with pytest.raises(ValueError, match="no interior"):
+        again.set_interior("t1", (1, 1, 1))
+
+
+def test_particle_session_reads_a_label_column_and_rejects_bad_labels(tmp_path):
+    path = tmp_path / "picks.csv"
+    path.write_text("tomoId,x,y,z,label\nt,1,2,3,\nt,4,5,6,Negative\n")
+    session = picker.ParticleSession(path, ["t"])
+    np.testing.assert_array_equal(session.points("t"), [[1, 2, 3]])
+    np.testing.assert_array_equal(session.negatives("t"), [[4, 5, 6]])
+    path.write_text("tomoId,x,y,z,label\nt,1,2,3,maybe\n")
+    with pytest.raises(ValueError, match=r"picks.csv, line 2: label is 'maybe'"):
+        picker.ParticleSession(path, ["t"])
+
+
+@pytest.fixture
+def particle_window(qapp, tmp_path):
+    from tomopick.viewers._qt_picker import PickerWindow
+
+    session = picker.ParticleSession(tmp_path / "picks.csv", ["t1"])
+    win = PickerWindow(session, "t1", _volume(), box_size=20, show=True)
+    yield win
+    win.close()
+
+
+def _plain_click(window, zyx, moves=0):
+    """Press, ``moves`` mouse moves, release: as napari drives a drag callback."""
+    event = _Click(zyx, [])
+    event.type = "mouse_press"
+    gen = window._on_click(window.viewer, event)
+    next(gen)
+    event.type = "mouse_move"
+    for _ in range(moves):
+        next(gen)
+    event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+
+
+def test_particle_clicks_add_positives_negatives_remove_and_draw_box_circles(
+        particle_window, tmp_path):
+    window, viewer = particle_window, particle_window.viewer
+    _plain_click(window, (16, 20, 40))
+    _plain_click(window, (16, 5, 5), moves=3)            # a drag pans: no pick
+    window._on_click(viewer, _Click((16, 30, 10), ["Control"]))
+    viewer.cursor.position = (10, 10, 50)
+    _press(viewer, "b")
+    _press(viewer, "n")
+    viewer.cursor.position = (20, 40, 60)
+    _press(viewer, "a")
+    assert _csv_picks(tmp_path / "picks.csv") == [
+        ("t1", 1, (40.0, 20.0, 16.0), "positive"), ("t1", 2, (60.0, 40.0, 20.0), "positive"),
+        ("t1", 1, (10.0, 30.0, 16.0), "negative"), ("t1", 1, (50.0, 10.0, 10.0), "negative")]
+    np.testing.assert_array_equal(window.points_layer.data, [[16, 20, 40], [20, 40, 60]])
+    np.testing.assert_array_equal(window.negatives_layer.data, [[16, 30, 10], [10, 10, 50]])
+    # every pick is a circle of the box's diameter, shown on the slices it spans
+    assert window.points_layer.symbol[0].value == "ring"
+    np.testing.assert_array_equal(window.points_layer.size, [20, 20])
+    assert window.points_layer.out_of_slice_display
+    # Shift+click removes the nearest pick within half a box, positive or negative
+    window._on_click(viewer, _Click((16, 29, 12), ["Shift"]))
+    window._on_click(viewer, _Click((16, 21, 41), ["Shift"]))
+    window._on_click(viewer, _Click((0, 0, 0), ["Shift"]))  # nothing within 10 voxels
+    assert _csv_picks(tmp_path / "picks.csv") == [
+        ("t1", 2, (60.0, 40.0, 20.0), "positive"), ("t1", 1, (50.0, 10.0, 10.0), "negative")]
+    assert "current set: 2 (1 positives, 0 negatives)" in window.status_label.text()
+    assert not window.interior_layer.visible
+
+
+def test_particle_dialog_lists_counts_and_the_blocking_call_returns_the_picks(qapp, tmp_path):
+    from qtpy.QtCore import QTimer
+    from qtpy.QtWidgets import QApplication
+
+    from tomopick.viewers._qt_picker import TomogramListDialog
+
+    path = str(tmp_path / "a.mrc")
+    write_mrc(path, _volume(), 10.0)
+    seen = []
+
+    def user():
+        dialog = next(w for w in QApplication.topLevelWidgets()
+                      if isinstance(w, TomogramListDialog) and w.isVisible())
+        win = dialog.open_picker("a", show=False)
+        win.viewer.cursor.position = (16, 20, 40)
+        win.add_point_at_cursor()
+        win.viewer.cursor.position = (16, 40, 10)
+        win.add_negative_at_cursor()
+        seen.append(dialog.row_values("a"))
+        dialog.accept()
+
+    QTimer.singleShot(300, user)
+    session = picker.pick_interactively([("a", path, 10.0)], tmp_path / "p.csv",
+                                        picker.PARTICLES, 24)
+    assert seen == [("a", "picked", "1", "1", "1")]
+    assert _csv_picks(tmp_path / "p.csv") == [("a", 1, (40.0, 20.0, 16.0), "positive"),
+                                              ("a", 1, (10.0, 40.0, 16.0), "negative")]
+    assert isinstance(session, picker.ParticleSession)

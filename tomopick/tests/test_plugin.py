@@ -19,6 +19,8 @@ SPEC_PROTOCOLS = {
     "ProtTomoPickApplyAlignment": "apply alignment subtomo",
     "ProtTomoPickConsensus": "picking consensus",
     "ProtTomoPickTemplateMatching": "template matching",
+    "ProtTomoPickManualPicking": "manual picking",
+    "ProtTomoPickLearnedPicking": "learned picking",
 }
 
 

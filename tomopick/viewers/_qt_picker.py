@@ -29,6 +29,22 @@ Shift+Z / Y / X &nbsp; slice along Z / Y / X<br>
 wheel, Up/Down, PgUp/PgDn &nbsp; move slices<br>
 Ctrl+wheel &nbsp; zoom; drag &nbsp; pan"""
 
+PARTICLE_HELP = """<b>Particles</b> (mouse over the image)<br>
+click &nbsp; add a positive (a particle)<br>
+Ctrl+click / b &nbsp; add a negative (must not be picked)<br>
+Shift+click / c &nbsp; remove the nearest pick<br>
+a &nbsp; positive under cursor<br>
+d &nbsp; delete the last positive of the set<br>
+n &nbsp; new particle set (group id)<br>
+g &nbsp; Gaussian contrast on/off<br>
+m &nbsp; montage of neighbouring slices<br>
+Shift+Z / Y / X &nbsp; slice along Z / Y / X<br>
+wheel, Up/Down, PgUp/PgDn &nbsp; move slices<br>
+Ctrl+wheel &nbsp; zoom; drag &nbsp; pan<br>
+Circles: the box, on every slice it spans"""
+
+NEGATIVE_COLOR = (1.0, 0.2, 0.2, 1.0)
+
 
 def _gray_qimage(image, limits):
     """A 2D float array as an 8-bit grayscale QImage (copy, owns its memory)."""
@@ -50,7 +66,9 @@ class PickerWindow:
         The tomogram (a memory map is fine).
     box_size : int
         Voxels; markers are drawn ``max(4, box_size / 4)`` voxels wide and are
-        visible on slices within that distance.
+        visible on slices within that distance. For a `ParticleSession`
+        (particle mode) every pick is a circle of the box's diameter, drawn
+        on every slice the box spans (shrinking as a sphere's section does).
     show : bool
         Show the window (False for scripted / test use).
     sigma : float
@@ -65,7 +83,8 @@ class PickerWindow:
         self.volume = volume
         self.sigma = float(sigma)
         self.axis = "z"
-        self.marker_size = max(4.0, box_size / 4.0)
+        self.particles = session.particles
+        self.marker_size = float(box_size) if self.particles else max(4.0, box_size / 4.0)
         self.limits = display.contrast_limits(volume)
         self._filtered_limits = None
         self.viewer = napari.Viewer(title=f"tomopick picker: {ts_id}", show=show,
@@ -73,11 +92,16 @@ class PickerWindow:
         self.image = self.viewer.add_image(volume, name=ts_id, colormap="gray",
                                            contrast_limits=self.limits)
         self.points_layer = self.viewer.add_points(
-            np.zeros((0, 3)), ndim=3, name="points", size=self.marker_size,
+            np.zeros((0, 3)), ndim=3, name="positives" if self.particles else "points",
+            size=self.marker_size, symbol="ring" if self.particles else "disc",
             out_of_slice_display=True, border_width=0.15, border_width_is_relative=True)
+        self.negatives_layer = self.viewer.add_points(
+            np.zeros((0, 3)), ndim=3, name="negatives", symbol="x", size=self.marker_size,
+            out_of_slice_display=True, face_color=[NEGATIVE_COLOR], visible=self.particles)
         self.interior_layer = self.viewer.add_points(
             np.zeros((0, 3)), ndim=3, name="interior", symbol="cross",
-            size=self.marker_size * 1.5, out_of_slice_display=True, face_color="red")
+            size=self.marker_size * 1.5, out_of_slice_display=True, face_color="red",
+            visible=not self.particles)
         self.fit_layer = self.viewer.add_points(
             np.zeros((0, 3)), ndim=3, name="fitted model", size=self.marker_size / 2,
             out_of_slice_display=True, opacity=0.7, visible=False)
@@ -97,6 +121,7 @@ class PickerWindow:
         v = self.viewer
         bindings = {
             "a": lambda _v: self.add_point_at_cursor(),
+            "b": lambda _v: self.add_negative_at_cursor(),
             "d": lambda _v: self.delete_last(),
             "c": lambda _v: self.delete_nearest_to_cursor(),
             "n": lambda _v: self.new_model(),
@@ -123,8 +148,12 @@ class PickerWindow:
         self.status_label = QLabel()
         self.status_label.setWordWrap(True)
         layout.addWidget(self.status_label)
-        buttons = [("New model (n)", self.new_model), ("Delete last (d)", self.delete_last),
-                   ("Interior at cursor (i)", self.set_interior_at_cursor)]
+        if self.particles:
+            buttons = [("New set (n)", self.new_model), ("Delete last positive (d)",
+                                                         self.delete_last)]
+        else:
+            buttons = [("New model (n)", self.new_model), ("Delete last (d)", self.delete_last),
+                       ("Interior at cursor (i)", self.set_interior_at_cursor)]
         for text, slot in buttons:
             button = QPushButton(text)
             button.clicked.connect(lambda _checked=False, s=slot: s())
@@ -147,9 +176,10 @@ class PickerWindow:
         form.addRow(self.montage_box)
         self.fit_box = QCheckBox("Preview fitted model")
         self.fit_box.toggled.connect(self.set_fit_preview)
-        form.addRow(self.fit_box)
+        if not self.particles:
+            form.addRow(self.fit_box)
         layout.addLayout(form)
-        help_label = QLabel(HELP)
+        help_label = QLabel(PARTICLE_HELP if self.particles else HELP)
         help_label.setTextFormat(Qt.RichText)
         layout.addWidget(help_label)
         layout.addStretch(1)
@@ -192,17 +222,30 @@ class PickerWindow:
     def add_point_at_cursor(self):
         return self.session.add_point(self.ts_id, self.cursor_xyz())
 
+    def add_negative_at_cursor(self):
+        """A negative pick under the cursor (particle mode only)."""
+        if self.particles:
+            return self.session.add_negative(self.ts_id, self.cursor_xyz())
+        return None
+
     def delete_last(self):
         return self.session.delete_last(self.ts_id)
 
+    @property
+    def delete_distance(self):
+        """How near (voxels) a pick must be to be removed by Shift+click or 'c'."""
+        return self.marker_size / 2 if self.particles else 2 * self.marker_size
+
     def delete_nearest_to_cursor(self):
         return self.session.delete_nearest(self.ts_id, self.cursor_xyz(),
-                                           max_distance=2 * self.marker_size)
+                                           max_distance=self.delete_distance)
 
     def new_model(self):
         return self.session.new_model(self.ts_id)
 
     def set_interior_at_cursor(self):
+        if self.particles:
+            return None
         return self.session.set_interior(self.ts_id, self.cursor_xyz())
 
     @property
@@ -325,12 +368,29 @@ class PickerWindow:
 
     def _on_click(self, viewer, event):
         if event.button != 1:
-            return
+            return None
         z, y, x = np.asarray(event.position, dtype=float)[-3:]
-        if "Control" in event.modifiers:
-            self.session.add_point(self.ts_id, (x, y, z))
-        elif "Shift" in event.modifiers:
-            self.session.delete_nearest(self.ts_id, (x, y, z), max_distance=2 * self.marker_size)
+        if "Shift" in event.modifiers:
+            self.session.delete_nearest(self.ts_id, (x, y, z), max_distance=self.delete_distance)
+        elif "Control" in event.modifiers:
+            if self.particles:
+                self.session.add_negative(self.ts_id, (x, y, z))
+            else:
+                self.session.add_point(self.ts_id, (x, y, z))
+        elif self.particles:
+            # a plain press also starts a pan: pick only if the mouse is released unmoved
+            return self._pick_unless_dragged(event, (x, y, z))
+        return None
+
+    def _pick_unless_dragged(self, event, xyz):
+        """napari drag-callback generator: add a positive on release without a move."""
+        dragged = False
+        yield
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if not dragged:
+            self.session.add_point(self.ts_id, xyz)
 
     def _on_slice_change(self, event=None):
         self._update_montage()
@@ -358,6 +418,9 @@ class PickerWindow:
             # the current model is ringed in white, the others in their own colour
             border = np.where((models == current)[:, None], [[1, 1, 1, 1]], colors)
             self.points_layer.border_color = border
+        if self.particles:
+            self._refresh_particles()
+            return
         interior_models, interiors = s.interiors(ts)
         self.interior_layer.data = display.to_zyx(interiors)
         if len(interiors):
@@ -371,6 +434,20 @@ class PickerWindow:
             f"({n_current} points, interior {marker})<br>models: {len(s.model_ids(ts))}, "
             f"points: {s.point_count(ts)}<br>status: {s.status(ts)}{fit}")
 
+    def _refresh_particles(self):
+        s, ts = self.session, self.ts_id
+        negatives = s.negatives(ts)
+        self.negatives_layer.data = display.to_zyx(negatives)
+        if len(negatives):
+            self.negatives_layer.face_color = [NEGATIVE_COLOR] * len(negatives)
+        current = s.current_model(ts)
+        self.status_label.setText(
+            f"<b>{ts}</b><br>particles, box {self.marker_size:g} voxels<br>current set: "
+            f"{current} ({len(s.points(ts, current))} positives, "
+            f"{len(s.negatives(ts, current))} negatives)<br>sets: {len(s.model_ids(ts))}, "
+            f"positives: {s.point_count(ts)}, negatives: {s.negative_count(ts)}<br>"
+            f"status: {s.status(ts)}")
+
     def close(self):
         self._forget()
         try:
@@ -382,11 +459,10 @@ class PickerWindow:
 class TomogramListDialog(QDialog):
     """The tomograms of a picking session with status and counts; double-click to pick."""
 
-    COLUMNS = ("tsId", "status", "models", "points")
-
     def __init__(self, session, tomograms, box_size=32, parent=None):
         super().__init__(parent)
         self.session = session
+        self.COLUMNS = session.LIST_COLUMNS
         self.tomograms = {t: (path, voxel) for t, path, voxel in tomograms}
         self.order = [t for t, _, _ in tomograms]
         self.box_size = box_size
@@ -416,8 +492,7 @@ class TomogramListDialog(QDialog):
 
     def refresh(self):
         for row, ts in enumerate(self.order):
-            values = (ts, self.session.status(ts), len(self.session.model_ids(ts)),
-                      self.session.point_count(ts))
+            values = self.session.list_row(ts)
             for col, value in enumerate(values):
                 self.table.setItem(row, col, QTableWidgetItem(str(value)))
 

@@ -1,4 +1,4 @@
-"""The interactive vectorial picker: picking logic and its entry point.
+"""The interactive picker: picking logic and its entry points.
 
 `PickingSession` holds the user's points (per tomogram, per model) and saves
 them to the points CSV after every change; it knows nothing of Qt, so it is
@@ -7,6 +7,13 @@ picker on top of it (Qt is imported only there).
 
 The points CSV it writes is ProtTomoPickVectorialPicking's ``pointsFile``
 (format in `tomopick.core.formats.points`).
+
+`ParticleSession` is the same session for particles (manual picking): each
+pick is positive or negative (something that must not be picked), models are
+particle *sets* (group ids), and the file is a CSV coordinate table with a
+label column (`tomopick.core.formats.csv_table`), ProtTomoPickManualPicking's
+``pointsFile``. `pick_interactively` opens the same napari picker in
+its particle mode (``model_type=PARTICLES``).
 """
 import os
 
@@ -24,7 +31,12 @@ MIN_POINTS = {"General": 1, "Vesicle": 4, "Ellipsoidal vesicle": 9, "Surface": 4
 #: needs this many levels (points rounded to the same z) of two points or more.
 SURFACE_LEVELS = 2
 
+from tomopick.core.formats import csv_table
 from tomopick.core.formats.points import INTERIOR, POINT, read_points_csv, write_points_csv
+from tomopick.core.picks import Picks
+
+#: The picker's mode for particles (manual picking), next to `MODEL_TYPES`.
+PARTICLES = "Particles"
 
 
 class PickingSession:
@@ -48,6 +60,11 @@ class PickingSession:
     Models are numbered from 1 per tomogram. The *current* model of a
     tomogram receives new points; `new_model` starts the next one.
     """
+
+    #: Columns of the tomogram list dialog (`list_row` gives their values).
+    LIST_COLUMNS = ("tsId", "status", "models", "points")
+    #: Whether picks are particles (positive / negative, drawn as box circles).
+    particles = False
 
     def __init__(self, points_csv, tomo_ids=(), model_type="General", autosave=True):
         if model_type not in MIN_POINTS:
@@ -154,6 +171,14 @@ class PickingSession:
     def point_count(self, ts_id):
         return sum(len(p) for p in self._points.get(ts_id, {}).values())
 
+    def list_row(self, ts_id):
+        """Values of `LIST_COLUMNS` for one tomogram."""
+        return (ts_id, self.status(ts_id), len(self.model_ids(ts_id)), self.point_count(ts_id))
+
+    def _is_empty(self, ts_id, model):
+        return not self._points.get(ts_id, {}).get(model) and \
+            model not in self._interior.get(ts_id, {})
+
     def status(self, ts_id):
         """Picking status of a tomogram for the list dialog.
 
@@ -199,9 +224,13 @@ class PickingSession:
         (int, int)
             The model id and the point's index in it.
         """
+        return self._add(self._points, ts_id, position, model)
+
+    def _add(self, store, ts_id, position, model):
+        """Append a position to ``store[ts_id][model]``; (model, index)."""
         self._check(ts_id)
         model = self.current_model(ts_id) if model is None else int(model)
-        points = self._points.setdefault(ts_id, {}).setdefault(model, [])
+        points = store.setdefault(ts_id, {}).setdefault(model, [])
         points.append(self._xyz(position))
         self._current.setdefault(ts_id, model)
         self._changed(ts_id)
@@ -265,7 +294,7 @@ class PickingSession:
         self._check(ts_id)
         current = self.current_model(ts_id)
         models = self._points.get(ts_id, {})
-        if not models.get(current) and current not in self._interior.get(ts_id, {}):
+        if self._is_empty(ts_id, current):
             self._current[ts_id] = current
             return current
         model = max(list(models) + [current]) + 1
@@ -293,6 +322,175 @@ class PickingSession:
         return model
 
 
+class ParticleSession(PickingSession):
+    """Particle picks, positive and negative, in sets, saved as they are made.
+
+    Parameters
+    ----------
+    picks_csv : str
+        CSV coordinate table ``tomoId,x,y,z,groupId,label`` (voxels,
+        bottom-left origin; label 'positive' or 'negative'), read when it
+        exists and rewritten atomically after every change.
+    tomo_ids : sequence of str, optional
+        The tomograms that can be picked; picks of other tsIds in the file are
+        kept and written back.
+    autosave : bool
+
+    Notes
+    -----
+    Sets (the models of `PickingSession`, written as groupId) are numbered
+    from 1 per tomogram; new picks go to the current set. Negatives mark what
+    must not be picked (gold, ice, membrane, aggregates): learned picking
+    trains on them.
+    """
+
+    LIST_COLUMNS = ("tsId", "status", "sets", "positives", "negatives")
+    particles = True
+
+    def __init__(self, picks_csv, tomo_ids=(), autosave=True):
+        self._negatives = {}   # tsId -> {set: [(x, y, z), ...]}
+        super().__init__(picks_csv, tomo_ids, "General", autosave)
+        self.model_type = PARTICLES
+
+    # -- persistence -------------------------------------------------------
+    def load(self):
+        """Replace the session's picks by those of the CSV file."""
+        self._points, self._negatives, self._interior, self._current = {}, {}, {}, {}
+        picks = csv_table.read_csv(self.points_csv)
+        labels = picks.extra.get("labels", np.full(len(picks), csv_table.POSITIVE))
+        for ts_id, xyz, group, label in zip(picks.tomo_ids, picks.positions, picks.group_ids,
+                                            labels):
+            ts_id = str(ts_id)
+            if ts_id not in self.tomo_ids:
+                self.tomo_ids.append(ts_id)
+            store = self._negatives if label == csv_table.NEGATIVE else self._points
+            store.setdefault(ts_id, {}).setdefault(int(group), []).append(
+                tuple(float(v) for v in xyz))
+        for ts_id in self.tomo_ids:
+            models = self.model_ids(ts_id)
+            if models:
+                self._current[ts_id] = max(models)
+        self._notify(None)
+
+    def picks(self):
+        """All picks as a `Picks` table with ``extra['labels']``, tomogram by tomogram."""
+        tomo_ids, positions, groups, labels = [], [], [], []
+        for ts_id in self.tomo_ids:
+            for label, store in ((csv_table.POSITIVE, self._points),
+                                 (csv_table.NEGATIVE, self._negatives)):
+                for group in sorted(store.get(ts_id, {})):
+                    for xyz in store[ts_id][group]:
+                        tomo_ids.append(ts_id)
+                        positions.append(xyz)
+                        groups.append(group)
+                        labels.append(label)
+        picks = Picks(np.array(tomo_ids, dtype=str), np.array(positions).reshape(-1, 3),
+                      np.array(groups, dtype=int))
+        picks.extra["labels"] = np.array(labels, dtype=str)
+        return picks
+
+    def rows(self):
+        """All picks as (tomoId, set, x, y, z, label) tuples."""
+        picks = self.picks()
+        return [(str(t), int(g), *map(float, p), str(lab)) for t, g, p, lab in
+                zip(picks.tomo_ids, picks.group_ids, picks.positions, picks.extra["labels"])]
+
+    def save(self):
+        """Rewrite the CSV atomically (temporary file, then ``os.replace``)."""
+        import tempfile
+
+        directory = os.path.dirname(os.path.abspath(self.points_csv))
+        os.makedirs(directory, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(prefix=".picks-", suffix=".csv", dir=directory)
+        os.close(handle)
+        try:
+            csv_table.write_csv(tmp, self.picks())
+            os.replace(tmp, self.points_csv)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    # -- queries -------------------------------------------------------------
+    def model_ids(self, ts_id):
+        """Sets of a tomogram holding at least one pick, positive or negative."""
+        sets = set(m for m, p in self._points.get(ts_id, {}).items() if p)
+        sets |= set(m for m, p in self._negatives.get(ts_id, {}).items() if p)
+        return sorted(sets)
+
+    def _is_empty(self, ts_id, model):
+        return not self._points.get(ts_id, {}).get(model) and \
+            not self._negatives.get(ts_id, {}).get(model)
+
+    def negatives(self, ts_id, model=None):
+        """(N, 3) array (x, y, z) of a set's negatives, or of all sets when None."""
+        sets = self._negatives.get(ts_id, {})
+        chosen = sets.values() if model is None else [sets.get(model, [])]
+        return np.array([p for pts in chosen for p in pts], dtype=float).reshape(-1, 3)
+
+    def negative_models(self, ts_id):
+        """Set id of each row of ``negatives(ts_id)``."""
+        sets = self._negatives.get(ts_id, {})
+        return np.array([m for m, pts in sets.items() for _ in pts], dtype=int)
+
+    def negative_count(self, ts_id):
+        return sum(len(p) for p in self._negatives.get(ts_id, {}).values())
+
+    def status(self, ts_id):
+        """'not picked' or 'picked' (a tomogram with only negatives is 'negatives only')."""
+        self._check(ts_id)
+        if self.point_count(ts_id):
+            return "picked"
+        return "negatives only" if self.negative_count(ts_id) else "not picked"
+
+    def list_row(self, ts_id):
+        return (ts_id, self.status(ts_id), len(self.model_ids(ts_id)), self.point_count(ts_id),
+                self.negative_count(ts_id))
+
+    def interior(self, ts_id, model=None):
+        return None
+
+    # -- edits -------------------------------------------------------------
+    def add_negative(self, ts_id, position, model=None):
+        """Add a negative pick (x, y, z voxels) to a set (default: the current one).
+
+        Returns
+        -------
+        (int, int)
+            The set id and the negative's index in it.
+        """
+        return self._add(self._negatives, ts_id, position, model)
+
+    def delete_nearest(self, ts_id, position, max_distance=None):
+        """Remove the pick (positive or negative, any set) nearest to ``position``.
+
+        Returns
+        -------
+        (set, label, (x, y, z)) or None
+            label is 'positive' or 'negative'.
+        """
+        self._check(ts_id)
+        target = np.array(self._xyz(position))
+        candidates = [(m, label, i, p)
+                      for label, store in ((csv_table.POSITIVE, self._points),
+                                           (csv_table.NEGATIVE, self._negatives))
+                      for m, pts in store.get(ts_id, {}).items() for i, p in enumerate(pts)]
+        if not candidates:
+            return None
+        distances = [np.linalg.norm(np.array(c[3]) - target) for c in candidates]
+        best = int(np.argmin(distances))
+        if max_distance is not None and distances[best] > max_distance:
+            return None
+        model, label, index, removed = candidates[best]
+        store = self._points if label == csv_table.POSITIVE else self._negatives
+        store[ts_id][model].pop(index)
+        self._changed(ts_id)
+        return model, label, removed
+
+    def set_interior(self, ts_id, position, model=None):
+        raise ValueError("particle picks have no interior marker")
+
+
 def _check_display():
     """Fail with a message, not a Qt abort, when no window can be opened."""
     import sys
@@ -304,7 +502,7 @@ def _check_display():
     if platform.startswith("xcb") and not os.environ.get("DISPLAY"):
         raise RuntimeError("the interactive picker needs a display (DISPLAY is not set); "
                            "to pick without one, give a points CSV "
-                           "(tomoId,modelId,x,y,z,role) as the protocol's pointsFile")
+                           "as the protocol's pointsFile")
 
 
 def pick_interactively(tomograms, points_csv, model_type="General", box_size=32):
@@ -321,13 +519,16 @@ def pick_interactively(tomograms, points_csv, model_type="General", box_size=32)
     points_csv : str
         Points file, read when it exists and rewritten on every change.
     model_type : str
-        One of `MODEL_TYPES`.
+        One of `MODEL_TYPES`, or `PARTICLES` for the particle mode (manual
+        picking: click adds a positive, Ctrl+click a negative, Shift+click
+        removes, 'n' starts a new set; the file is a `ParticleSession`'s CSV).
     box_size : int
-        Box size in voxels; sets the size of the drawn markers.
+        Box size in voxels; sets the size of the drawn markers (in particle
+        mode, the diameter of the circle drawn at every pick).
 
     Returns
     -------
-    PickingSession
+    PickingSession or ParticleSession
         The session as the user left it (already saved).
 
     Raises
@@ -343,7 +544,9 @@ def pick_interactively(tomograms, points_csv, model_type="General", box_size=32)
     for ts_id, path, _ in tomograms:
         if not os.path.exists(path):
             raise ValueError(f"tomogram {ts_id}: file not found: {path}")
-    session = PickingSession(points_csv, [t[0] for t in tomograms], model_type)
+    ts_ids = [t[0] for t in tomograms]
+    session = (ParticleSession(points_csv, ts_ids) if model_type == PARTICLES
+               else PickingSession(points_csv, ts_ids, model_type))
     _check_display()
     from ._qt_picker import run_picker_dialog  # Qt only from here on
 

@@ -2,14 +2,17 @@
 
 One particle per row under a header naming the columns::
 
-    tomoId,x,y,z[,groupId][,tdrot,tilt,narot][,score]
+    tomoId,x,y,z[,groupId][,tdrot,tilt,narot][,score][,label]
 
 Positions are voxels, bottom-left-corner origin (the centre of array element
 ``[k, j, i]`` is at (i, j, k)). The three angles, in degrees, are Dynamo's
 (``tomopick.core.rotations.dynamo_euler_to_matrix``): the rotation's
 ``R @ (0, 0, 1)`` is the particle's z-axis.
-Columns may come in any order; blank lines and lines starting with '#' are
-skipped. The file records no voxel size: the caller gives it.
+``label`` is ``positive`` (the default when empty) or ``negative``: manual
+picking's examples of what must not be picked (read into
+``picks.extra['labels']``). Columns may come in any order; blank lines and
+lines starting with '#' are skipped. The file records no voxel size: the
+caller gives it.
 """
 import csv
 
@@ -21,7 +24,9 @@ from .shared import centre_positions, line_error, require_file
 
 REQUIRED = ("tomoId", "x", "y", "z")
 ANGLES = ("tdrot", "tilt", "narot")
-COLUMNS = REQUIRED + ("groupId",) + ANGLES + ("score",)
+COLUMNS = REQUIRED + ("groupId",) + ANGLES + ("score", "label")
+POSITIVE, NEGATIVE = "positive", "negative"
+LABELS = (POSITIVE, NEGATIVE)
 
 
 def _parse_header(path, line_number, names, tomo_id):
@@ -59,7 +64,8 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     -------
     Picks
         ``matrices`` when the angle columns are present, ``scores`` when the
-        score column is.
+        score column is, ``extra['labels']`` ((N,) str array of `LABELS`)
+        when the label column is.
 
     Raises
     ------
@@ -89,11 +95,18 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     column = {n: i for i, n in enumerate(names)}
     n = len(rows)
     tomo_ids = np.empty(n, dtype=object)
-    values = {name: np.zeros(n) for name in COLUMNS if name in column and name != "tomoId"}
+    values = {name: np.zeros(n) for name in COLUMNS
+              if name in column and name not in ("tomoId", "label")}
+    labels = np.full(n, POSITIVE, dtype=object)
     for row, (line_number, fields) in enumerate(rows):
         tomo_ids[row] = fields[column["tomoId"]] if "tomoId" in column else tomo_id
         if not tomo_ids[row]:
             raise line_error(path, line_number, "empty tomoId")
+        if "label" in column:
+            labels[row] = fields[column["label"]].lower() or POSITIVE
+            if labels[row] not in LABELS:
+                raise line_error(path, line_number, f"label is {fields[column['label']]!r}, "
+                                 f"not one of {', '.join(LABELS)}")
         for name, array in values.items():
             text = fields[column[name]]
             try:
@@ -110,17 +123,20 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     if "tdrot" in values:
         matrices = homogeneous(dynamo_euler_to_matrix(values["tdrot"], values["tilt"],
                                                       values["narot"]).reshape(n, 3, 3))
-    return Picks(tomo_ids.astype(str), positions,
-                 values["groupId"].astype(int) if "groupId" in values else None,
-                 matrices, values.get("score"), voxel_size)
+    picks = Picks(tomo_ids.astype(str), positions,
+                  values["groupId"].astype(int) if "groupId" in values else None,
+                  matrices, values.get("score"), voxel_size)
+    if "label" in column:
+        picks.extra["labels"] = labels.astype(str)
+    return picks
 
 
 def write_csv(path, picks, **_):
     """Write a `Picks` table as a tomopick CSV coordinate table.
 
     The columns written are tomoId, x, y, z, groupId, then tdrot, tilt, narot
-    when the table has matrices and score when it has scores. Matrix shifts are
-    folded into the positions.
+    when the table has matrices, score when it has scores and label when
+    ``picks.extra`` has 'labels'. Matrix shifts are folded into the positions.
 
     Parameters
     ----------
@@ -135,6 +151,9 @@ def write_csv(path, picks, **_):
         header += list(ANGLES)
     if picks.scores is not None:
         header.append("score")
+    labels = picks.extra.get("labels")
+    if labels is not None:
+        header.append("label")
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(header)
@@ -145,4 +164,6 @@ def write_csv(path, picks, **_):
                 row += [f"{a:.4f}" for a in angles[i]]
             if picks.scores is not None:
                 row.append(f"{picks.scores[i]:.6g}")
+            if labels is not None:
+                row.append(str(labels[i]))
             writer.writerow(row)

@@ -1,0 +1,47 @@
+"""tomopick.core.learned.features: eigenvalues, slabs with halo, the working grid."""
+import numpy as np
+import pytest
+
+from tomopick.core.learned import feature_names, features_at, working_volume
+from tomopick.core.learned.features import slab_features, symmetric_eigenvalues
+
+
+def test_closed_form_eigenvalues_match_numpy():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(500, 3, 3))
+    a = a + a.transpose(0, 2, 1)
+    a[:5] = np.eye(3) * 2.0                             # a triple eigenvalue
+    entries = [a[:, i, j] for i, j in ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))]
+    # the closed form loses about sqrt(machine epsilon) at a triple eigenvalue
+    np.testing.assert_allclose(symmetric_eigenvalues(*entries).T, np.linalg.eigvalsh(a),
+                               atol=1e-6)
+
+
+def test_slabs_with_halo_equal_the_whole_volume_stack():
+    rng = np.random.default_rng(3)
+    work = rng.normal(size=(40, 24, 24)).astype(np.float32)
+    scales = (1.0, 2.0)
+    whole = slab_features(work, 0, 40, scales)
+    parts = np.concatenate([slab_features(work, z, min(40, z + 7), scales)
+                            for z in range(0, 40, 7)], axis=1)
+    assert whole.shape == (len(feature_names(scales)), 40, 24, 24)
+    np.testing.assert_allclose(parts, whole, atol=1e-4 * np.abs(whole).max())
+    zyx = np.array([[3, 4, 5], [39, 0, 23]])
+    np.testing.assert_allclose(features_at(work, zyx, scales), whole[:, zyx[:, 0], zyx[:, 1],
+                                                                      zyx[:, 2]].T, atol=1e-5)
+
+
+def test_working_grid_maps_positions_both_ways_and_back_onto_the_tomogram():
+    volume = np.zeros((30, 50, 70), np.float32)
+    volume[15, 25, 35] = 1
+    work, grid = working_volume(volume + np.random.default_rng(0).normal(
+        scale=1e-3, size=volume.shape).astype(np.float32), 10.0, 25.0)
+    assert work.shape == (12, 20, 28)
+    assert abs(float(work.mean())) < 1e-5 and abs(float(work.std()) - 1) < 1e-4
+    xyz = np.array([[3.5, 47.0, 21.25]])
+    np.testing.assert_allclose(grid.to_tomogram(grid.to_working(xyz)), xyz)
+    assert grid.upsample(np.ones(work.shape)).shape == volume.shape
+    with pytest.raises(ValueError, match="coarser than the model's working voxel size"):
+        working_volume(volume, 30.0, 25.0)
+
+
