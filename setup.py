@@ -18,10 +18,13 @@ setup(
     long_description_content_type="text/x-rst",
     python_requires=">=3.8",
     packages=find_packages(include=["tomopick", "tomopick.*"]),
-    package_data={"tomopick": ["protocols.conf", "workflows/*.json"]},
+    # everything the installed plugin reads besides its modules: the GUI tree and the
+    # saved workflows (tests/test_wheel.py builds a wheel and runs a template from it)
+    package_data={"tomopick": ["protocols.conf", "workflows/*.json", "workflows/*.json.template"]},
     include_package_data=True,
     install_requires=REQUIREMENTS,
-    extras_require={"test": ["pytest>=7", "pytest-xdist>=3"]},
+    # wheel: test_wheel.py builds the wheel without fetching a build backend
+    extras_require={"test": ["pytest>=7", "pytest-xdist>=3", "wheel"]},
     entry_points={
         "pyworkflow.plugin": ["tomopick = tomopick"],
         "console_scripts": ["tomopick = tomopick.cli:main"],

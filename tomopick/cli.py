@@ -1,8 +1,8 @@
 """The ``tomopick`` command: demo, gui, run, simulate, evaluate.
 
-Importing the tomopick package fills in the Scipion environment a user has
-not set (`tomopick.environment`) before pyworkflow is loaded, so nothing about
-SCIPION_* needs to be known.
+The commands that use Scipion (demo, gui, run) fill in the Scipion environment
+a user has not set (`tomopick.environment`) before pyworkflow is loaded, so
+nothing about SCIPION_* needs to be known; simulate and evaluate need none.
 """
 import argparse
 import os
@@ -62,6 +62,9 @@ def _parser():
 
 def main(argv=None):
     args = _parser().parse_args(argv)
+    if args.command in ("demo", "gui", "run"):
+        from tomopick import environment
+        environment.set_defaults()
     return {"demo": _demo, "gui": _gui, "run": _run, "simulate": _simulate,
             "evaluate": _evaluate}[args.command](args) or 0
 

@@ -1,9 +1,10 @@
 """Applying alignments to subtomograms, and their average.
 
-Convention (Scipion / Dynamo / EMAN, `tomo.objects.convertMatrix`)
-------------------------------------------------------------------
-A subtomogram's transform is ``M = [[R, t], [0, 1]]`` with ``f'(r) = f(M r)``.
-Positions r = (x, y, z) are measured in voxels from the box centre, the
+Convention (tomopick.core's transforms)
+---------------------------------------
+A subtomogram's transform is ``[[R, t], [0, 1]]``, the inverse of the matrix M
+that Scipion objects store (``f'(r) = f(M r)``, `tomo.objects.convertMatrix`;
+`tomopick.convert` converts). Positions r = (x, y, z) are measured in voxels from the box centre, the
 element at index ``n // 2`` along every axis. Applying the alignment gives::
 
     aligned(r) = subtomogram(R r + t)
@@ -59,7 +60,7 @@ def _index_transform(matrix, shape):
 
 
 def align_box(box, matrix, interpolation="linear"):
-    """Apply a Scipion-convention transform to one box.
+    """Apply a core transform [[R, t]] (inverse of Scipion's M) to one box.
 
     Parameters
     ----------
@@ -170,7 +171,7 @@ def apply_alignment(boxes, matrices, interpolation="linear", out=None, workers=N
     ----------
     boxes : (N, nz, ny, nx) array
     matrices : (N, 4, 4) array
-        Scipion-convention transforms, shifts in voxels of the boxes.
+        Core transforms [[R, t]], shifts in voxels of the boxes.
     interpolation : {'linear', 'cubic'}
     out : (N, nz, ny, nx) float32 ndarray, optional
         Where to write (may be ``boxes`` itself only if it is float32).

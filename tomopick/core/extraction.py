@@ -14,7 +14,7 @@ A particle at a non-integer position ``p`` is cut out *without interpolation*
 (so the box is an exact copy of tomogram voxels, no smoothing): the box centre
 is the voxel ``c = floor(p + 0.5)`` and the remainder ``p - c`` (each
 component in [-0.5, 0.5)) goes into the subtomogram's transform shift.  In the
-Scipion convention ``aligned(r) = subtomogram(R r + t)`` (r about the box
+core convention ``aligned(r) = subtomogram(R r + t)`` (r about the box
 centre) a particle whose centre sits at offset ``d`` from the box centre is
 brought to the centre by ``t = d`` whatever ``R`` is, so the stored shift is
 ``t = t_coordinate + (p - c)`` (scaled to output voxels when downsampling) and
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tomopick.core.resample import fourier_crop_to
+from tomopick.core.resample import cropped_size, fourier_crop_to
 
 #: Normalisation methods `normalize_boxes` knows, by name (a form keeps its own choice order).
 NORMALIZATIONS = ("normalize", "edge mean")
@@ -63,7 +63,7 @@ class Extraction:
         Row of each box in the input positions; boxes come in the order they
         were read (z-blocks of one box height, then y), not in input order.
     matrices : (K, 4, 4) ndarray of float
-        Scipion-convention transforms: rotation of the input matrix (identity
+        Core transforms [[R, t]]: rotation of the input matrix (identity
         when none was given) and shift ``(t_input + p - c) * m / n`` in output
         voxels (see the module notes on sub-voxel accuracy).
     padded : (K,) ndarray of bool
@@ -113,16 +113,15 @@ def box_centers(positions):
 
 
 def output_box_size(box_size, down_factor=1.0):
-    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1.
+    """Box size after Fourier downsampling: ``round(box_size / down_factor)``, at least 1
+    (`tomopick.core.resample.cropped_size`).
 
     Examples
     --------
     >>> output_box_size(40, 1.5)
     27
     """
-    if down_factor < 1:
-        raise ValueError(f"the downsampling factor must be >= 1, got {down_factor}")
-    return max(1, int(round(box_size / down_factor)))
+    return cropped_size(box_size, down_factor)
 
 
 def volume_mean(volume, chunk_bytes=256 << 20):
@@ -424,7 +423,7 @@ def extract_subtomograms(volume, positions, box_size, matrices=None, down_factor
     box_size : int
         Box edge in voxels of ``volume``.
     matrices : (N, 4, 4) array, optional
-        Scipion-convention transforms of the coordinates (shifts in voxels of
+        Core transforms [[R, t]] of the coordinates (shifts in voxels of
         ``volume``); identity when None.
     down_factor : float, optional
         >= 1. The box is Fourier-cropped to ``m = round(box_size / down_factor)``

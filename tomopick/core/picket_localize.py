@@ -25,7 +25,14 @@ watershed of the distance transform (markers: local maxima at least
 import numpy as np
 import scipy.ndimage as ndi
 from skimage.feature import peak_local_max
-from skimage.segmentation import watershed
+
+
+def _watershed(*args, **kwargs):
+    """skimage's watershed, imported on first use: skimage.segmentation imports
+    matplotlib, which writes ~/.config/matplotlib (core imports must write nothing)."""
+    from skimage.segmentation import watershed as skimage_watershed
+    return skimage_watershed(*args, **kwargs)
+
 
 LOCALIZATIONS = ("connected components", "watershed")
 # components whose bounding box exceeds this many voxels are split slab by slab
@@ -114,7 +121,7 @@ def split_watershed(mask, min_distance, min_volume=0):
             continue
         markers = np.zeros(own.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        split = watershed(-edt, markers, mask=own)
+        split = _watershed(-edt, markers, mask=own)
         target[own] = split[own] + (next_id - 1)
         next_id += len(peaks)
     return labels
@@ -165,7 +172,7 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
         markers[tuple((peaks[inside] - [lo, 0, 0]).T)] = ids[inside]
         if not inside.any():            # a sliver of the network with no marker near
             markers[np.unravel_index(np.argmax(edt[lo:hi]), sub.shape)] = ids[0]
-        split = watershed(-edt[lo:hi], markers, mask=sub)[a - lo:b - lo]
+        split = _watershed(-edt[lo:hi], markers, mask=sub)[a - lo:b - lo]
         core_own = own[a:b]
         target[a:b][core_own] = split[core_own]
     return next_id + len(peaks)

@@ -4,9 +4,12 @@
 travels (file formats, the evaluator, the consensus, the simulator's ground
 truth); protocols convert it to and from Scipion objects.
 """
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
+
+_EXTRA = "extra_"
 
 
 def outside_volume(positions, size_xyz, tolerance=0.5):
@@ -45,8 +48,10 @@ class Picks:
     group_ids : (N,) ndarray of int
         Model / vesicle / class id (0 when unknown).
     matrices : (N, 4, 4) ndarray of float or None
-        Scipion-convention transforms (see `tomopick.core.rotations`); None
-        when the picks carry no orientation.
+        Core transforms [[R, t], [0, 1]]: ``R @ (0, 0, 1)`` is the particle's
+        z-axis in the tomogram, t a shift in voxels (see
+        `tomopick.core.rotations`). Scipion objects store the inverse;
+        `tomopick.convert` converts. None when the picks carry no orientation.
     scores : (N,) ndarray of float or None
     voxel_size : float or None
         Å per voxel of ``positions``.
@@ -85,6 +90,31 @@ class Picks:
     def has_orientations(self):
         return self.matrices is not None
 
+    def outside(self, shapes_xyz, tolerance=0.5):
+        """Which picks lie outside the volume of their tomogram (`outside_volume`).
+
+        Parameters
+        ----------
+        shapes_xyz : dict of str -> (nx, ny, nz)
+            Tomogram sizes in voxels of the picks, for every tsId of the picks.
+        tolerance : float, optional
+
+        Returns
+        -------
+        (N,) ndarray of bool
+
+        Examples
+        --------
+        >>> Picks(["a", "a", "b"], [[0, 0, 0], [10, 0, 0], [10, 0, 0]]).outside(
+        ...     {"a": (8, 8, 8), "b": (16, 8, 8)}).tolist()
+        [False, True, False]
+        """
+        out = np.zeros(len(self), dtype=bool)
+        for ts_id in np.unique(self.tomo_ids):
+            rows = self.tomo_ids == ts_id
+            out[rows] = outside_volume(self.positions[rows], shapes_xyz[ts_id], tolerance)
+        return out
+
     def subset(self, index):
         """The picks selected by a boolean mask or integer index array."""
         index = np.asarray(index)
@@ -113,16 +143,109 @@ class Picks:
                      matrices, None if self.scores is None else self.scores.copy(),
                      voxel_size, dict(self.extra))
 
+    def save(self, path):
+        """Write the table to an ``.npz`` file, atomically (`load` reads it back).
+
+        The one on-disk form of a table that protocol steps, the viewer
+        process and the CLI exchange. Absent matrices / scores / voxel size
+        stay absent; ``extra`` arrays are kept (numeric or string dtypes).
+
+        Parameters
+        ----------
+        path : str
+            Written as given (no ``.npz`` is appended).
+
+        Examples
+        --------
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "picks.npz")
+        >>> Picks(["TS_1", "TS_2"], [[1, 2, 3], [4, 5, 6]], scores=[0.5, 0.7],
+        ...       voxel_size=10.0, extra={"ids": np.array([7, 9])}).save(path)
+        >>> back = Picks.load(path)
+        >>> back.tomo_ids.tolist(), back.matrices, back.scores.tolist(), back.extra["ids"].tolist()
+        (['TS_1', 'TS_2'], None, [0.5, 0.7], [7, 9])
+        """
+        data = {"tomo_ids": self.tomo_ids, "positions": self.positions,
+                "group_ids": self.group_ids}
+        if self.matrices is not None:
+            data["matrices"] = self.matrices
+        if self.scores is not None:
+            data["scores"] = self.scores
+        if self.voxel_size is not None:
+            data["voxel_size"] = np.float64(self.voxel_size)
+        for name, values in self.extra.items():
+            data[_EXTRA + name] = np.asarray(values)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **data)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path):
+        """Read a table written by `save`.
+
+        Raises
+        ------
+        ValueError
+            Naming the file when it is not a saved table.
+        """
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{path}: not a saved particle table ({err})") from None
+        if "positions" not in arrays or "tomo_ids" not in arrays:
+            raise ValueError(f"{path}: not a saved particle table (no positions / tomo_ids)")
+        voxel_size = arrays.get("voxel_size")
+        return cls(arrays["tomo_ids"], arrays["positions"], arrays.get("group_ids"),
+                   arrays.get("matrices"), arrays.get("scores"),
+                   None if voxel_size is None else float(voxel_size),
+                   {name[len(_EXTRA):]: values for name, values in arrays.items()
+                    if name.startswith(_EXTRA)})
+
     @staticmethod
     def concatenate(parts):
-        """One table from several (all with or all without orientations/scores)."""
+        """One table from several of the same voxel size.
+
+        Orientations (scores) are kept when any part has them; rows of the
+        parts without get the identity (score 0), which is what a Scipion
+        coordinate without them holds. ``extra`` columns that every part
+        has are concatenated.
+
+        Raises
+        ------
+        ValueError
+            If there is nothing to concatenate or the voxel sizes differ.
+
+        Examples
+        --------
+        >>> a = Picks("TS_1", [[1, 2, 3]], matrices=np.eye(4)[None] * 2, voxel_size=10.0)
+        >>> b = Picks("TS_2", [[4, 5, 6]], scores=[0.5], voxel_size=10.0)
+        >>> both = Picks.concatenate([a, b])
+        >>> both.tomo_ids.tolist(), both.matrices[:, 0, 0].tolist(), both.scores.tolist()
+        (['TS_1', 'TS_2'], [2.0, 1.0], [0.0, 0.5])
+        """
         parts = list(parts)
         if not parts:
             raise ValueError("nothing to concatenate")
-        def cat(name):
+        sizes = {p.voxel_size for p in parts if p.voxel_size is not None}
+        if len(sizes) > 1:
+            raise ValueError(f"cannot concatenate picks of different voxel sizes "
+                             f"{sorted(sizes)}: rescale them first")
+
+        def cat(name, default):
             values = [getattr(p, name) for p in parts]
-            if any(v is None for v in values):
+            if all(v is None for v in values):
                 return None
-            return np.concatenate(values)
-        return Picks(cat("tomo_ids"), cat("positions"), cat("group_ids"), cat("matrices"),
-                     cat("scores"), parts[0].voxel_size)
+            return np.concatenate([default(len(p)) if v is None else v
+                                   for p, v in zip(parts, values)])
+
+        extra = {name: np.concatenate([p.extra[name] for p in parts])
+                 for name in parts[0].extra if all(name in p.extra for p in parts)}
+        return Picks(np.concatenate([p.tomo_ids for p in parts]),
+                     np.concatenate([p.positions for p in parts]),
+                     np.concatenate([p.group_ids for p in parts]),
+                     cat("matrices", lambda n: np.tile(np.eye(4), (n, 1, 1))),
+                     cat("scores", np.zeros), sizes.pop() if sizes else None, extra)

@@ -76,5 +76,71 @@ def fourier_crop(volume, factor):
     """
     if factor < 1:
         raise ValueError(f"the downsampling factor must be >= 1, got {factor}")
-    new_shape = tuple(max(1, int(round(n / factor))) for n in np.shape(volume))
-    return fourier_crop_to(volume, new_shape)
+    return fourier_crop_to(volume, tuple(cropped_size(n, factor) for n in np.shape(volume)))
+
+
+def cropped_size(n, factor):
+    """Size of an axis of ``n`` voxels Fourier-cropped by ``factor``: ``round(n / factor)``, >= 1.
+
+    The one rounding rule of `fourier_crop` and of subtomogram downsampling;
+    the voxel size then grows by ``n / cropped_size(n, factor)``.
+
+    Examples
+    --------
+    >>> cropped_size(64, 2), cropped_size(33, 2.0), cropped_size(40, 3)
+    (32, 16, 13)
+    """
+    if factor < 1:
+        raise ValueError(f"the downsampling factor must be >= 1, got {factor}")
+    return max(1, int(round(n / factor)))
+
+
+def binned_shape(shape, binning):
+    """Shape of a volume binned by `fourier_bin`: every axis ``ceil(n / (2 b)) * 2``.
+
+    Examples
+    --------
+    >>> binned_shape((24, 32, 40), 2), binned_shape((33, 100, 101), 2)
+    ((12, 16, 20), (18, 50, 52))
+    """
+    b = int(binning)
+    if b < 1 or b != binning:
+        raise ValueError(f"binning must be a whole number >= 1, got {binning}")
+    return tuple(2 * -(-int(n) // (2 * b)) for n in shape)
+
+
+def fourier_bin(volume, binning):
+    """Bin a volume by a whole factor, Fourier-cropped, with exactly ``binning`` times the voxel size.
+
+    Axes whose size is not a multiple of ``2 * binning`` are first padded at
+    their far end with the volume mean, so that every axis shrinks by exactly
+    ``binning`` (one sampling rate for x, y and z) and a position maps as
+    ``x / binning`` (bottom-left origin: voxel ``n // 2`` lands on ``m // 2``).
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    binning : int
+        >= 1.
+
+    Returns
+    -------
+    ndarray of float32
+        Shape `binned_shape`, same mean as the input.
+
+    Examples
+    --------
+    >>> v = np.zeros((6, 8, 10), np.float32); v[2, 4, 6] = 1
+    >>> out = fourier_bin(v, 2)
+    >>> out.shape, np.unravel_index(out.argmax(), out.shape)
+    ((4, 4, 6), (1, 2, 3))
+    """
+    shape = binned_shape(np.shape(volume), binning)
+    padded_shape = tuple(m * int(binning) for m in shape)
+    data = np.asarray(volume)
+    if padded_shape != data.shape:
+        padded = np.empty(padded_shape, np.float32)
+        padded[...] = np.float32(data.mean(dtype=np.float64))
+        padded[tuple(slice(0, n) for n in data.shape)] = data
+        data = padded
+    return fourier_crop_to(data, shape)

@@ -1,19 +1,17 @@
 """Apply alignment: resample every subtomogram by its transform, and average the result."""
 import json
-from collections import OrderedDict
 
 import numpy as np
 import pyworkflow.protocol.params as params
 from pwem.constants import ALIGN_NONE
-from pwem.objects import Transform
 from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
+from tomopick.convert import mark_convention, set_subtomogram_matrix, subtomogram_groups
 from tomopick.core.alignment import align_in_batches
 from tomopick.core.formats import read_mrc, write_mrc
 
-ALL = "all"
 # the form's choices, in the order saved workflows store (by index); names are core's
 INTERPOLATION_CHOICES = ["linear", "cubic"]
 
@@ -22,9 +20,10 @@ class ProtTomoPickApplyAlignment(EMProtocol):
     """Apply each subtomogram's alignment and average the aligned set.
 
     Every subtomogram is resampled as aligned(r) = subtomogram(R r + t), with
-    r about the box centre and [[R, t], [0, 1]] its transform (Scipion
-    convention): afterwards each particle is centred with its z-axis along +z
-    (membrane proteins: the outward normal points up). Outside the box is zero,
+    r about the box centre and [[R, t], [0, 1]] the inverse of its transform M
+    (Scipion's f'(r) = f(M r), as xmipptomo applies it): afterwards each
+    particle is centred with its z-axis along +z (membrane proteins: the
+    outward normal points up). Outside the box is zero,
     so nothing wraps around the edges. The aligned subtomograms have identity
     transforms; the average is their voxel-wise mean.
     """
@@ -56,7 +55,8 @@ class ProtTomoPickApplyAlignment(EMProtocol):
     # --------------------------- INSERT steps functions ----------------------
     def _insertAllSteps(self):
         # the input is read here, in the main thread: parallel steps never touch the database
-        groups = list(self._groups())
+        # groups are numbered: a tsId (or what another plugin put there) never makes a path
+        groups = list(range(len(self._groups())))
         samplingRate = self.inputSubtomograms.get().getSamplingRate()
         alignSteps = [self._insertFunctionStep(self.alignStep, group, samplingRate,
                                                prerequisites=[])
@@ -65,7 +65,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
 
     # --------------------------- STEPS functions -----------------------------
     def alignStep(self, group, samplingRate):
-        items = self._groups()[group]
+        tsId, items = list(self._groups().items())[group]
         interpolation = INTERPOLATION_CHOICES[self.interpolation.get()]
         total, files = None, []
         matrices = np.array([matrix for _, _, _, matrix in items])
@@ -81,7 +81,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         np.save(self._sumPath(group), total)
         with open(self._filesPath(group), "w") as fh:
             json.dump(files, fh)
-        self.info(f"{group}: {len(items)} subtomograms aligned ({interpolation})")
+        self.info(f"{tsId}: {len(items)} subtomograms aligned ({interpolation})")
 
     def createOutputStep(self, groups):
         inputSet = self.inputSubtomograms.get()
@@ -96,10 +96,11 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         outputSet = SetOfSubTomograms.create(self._getPath(), template="subtomograms%s.sqlite")
         outputSet.copyInfo(inputSet)
         outputSet.setAlignment(ALIGN_NONE)
+        mark_convention(outputSet)
         for subtomo in inputSet.iterItems(orderBy="id"):
             aligned = subtomo.clone()
-            aligned.setFileName(files[subtomo.getObjId()])
-            aligned.setTransform(Transform(np.eye(4)))
+            aligned.setLocation(files[subtomo.getObjId()])
+            set_subtomogram_matrix(aligned, np.eye(4))
             outputSet.append(aligned)
         # append() flags a set with a non-identity first transform as aligned: it has none
         outputSet.setAlignment(ALIGN_NONE)
@@ -117,18 +118,9 @@ class ProtTomoPickApplyAlignment(EMProtocol):
 
     # --------------------------- UTILS functions -----------------------------
     def _groups(self):
-        """Subtomograms grouped by tomogram: tsId -> [(objId, index, path, matrix)]."""
+        """Subtomograms grouped by tomogram: tsId -> [(objId, index, path, core matrix)]."""
         if getattr(self, "_groupCache", None) is None:
-            groups = OrderedDict()
-            for subtomo in self.inputSubtomograms.get().iterItems(orderBy="id"):
-                name = subtomo.getVolName()
-                group = name if name and name != "Missing" else ALL
-                index, path = subtomo.getLocation()
-                matrix = (subtomo.getTransform().getMatrix() if subtomo.hasTransform()
-                          else np.eye(4))
-                groups.setdefault(group, []).append(
-                    (subtomo.getObjId(), int(index or 0), path, np.array(matrix, dtype=float)))
-            self._groupCache = groups
+            self._groupCache = subtomogram_groups(self.inputSubtomograms.get())
         return self._groupCache
 
     @staticmethod
@@ -144,10 +136,10 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         return np.array(data[(index - 1) * box:index * box], dtype=np.float32)
 
     def _sumPath(self, group):
-        return self._getExtraPath(f"sum_{group}.npy")
+        return self._getExtraPath(f"sum_{group:04d}.npy")
 
     def _filesPath(self, group):
-        return self._getExtraPath(f"aligned_{group}.json")
+        return self._getExtraPath(f"aligned_{group:04d}.json")
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

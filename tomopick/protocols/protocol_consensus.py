@@ -88,13 +88,13 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         stats = info.per_tomogram.get(tsId, {"input_counts": np.zeros(len(inputs), int),
                                              "particles": 0, "consensus": 0,
                                              "jaccard": float("nan")})
-        np.savez(self._resultPath(tsId), positions=picks.positions, group_ids=picks.group_ids,
-                 matrices=(picks.matrices if picks.matrices is not None
-                           else np.zeros((0, 4, 4))),
-                 votes=picks.extra["votes"],
-                 mean_score=picks.extra.get("mean_score", np.full(len(picks), np.nan)),
-                 input_counts=stats["input_counts"], particles=stats["particles"],
-                 jaccard=stats["jaccard"])
+        picks.extra.setdefault("mean_score", np.full(len(picks), np.nan))
+        picks.save(self._resultPath(tsId))
+        with open(self._statsPath(tsId), "w") as handle:
+            json.dump({"input_counts": [int(c) for c in stats["input_counts"]],
+                       "particles": int(stats["particles"]),
+                       "jaccard": None if np.isnan(stats["jaccard"]) else
+                       float(stats["jaccard"])}, handle)
         counts = ", ".join(str(int(c)) for c in stats["input_counts"])
         self.info(f"{tsId}: inputs {counts} -> {stats['particles']} particles, "
                   f"{len(picks)} in the consensus (Jaccard {stats['jaccard']:.3f})")
@@ -108,13 +108,10 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
         output.setPrecedents(first.getPrecedents())
         summary = {"inputs": [s.getSize() for s in self._inputSets()], "tomograms": {}}
         for tsId in self._tsIds():
-            with np.load(self._resultPath(tsId)) as npz:
-                result = dict(npz)     # an NpzFile re-reads an array on every access
-            self._appendConsensus(output, tomograms[tsId], result)
-            summary["tomograms"][tsId] = {
-                "input_counts": [int(c) for c in result["input_counts"]],
-                "particles": int(result["particles"]), "consensus": len(result["votes"]),
-                "jaccard": None if np.isnan(result["jaccard"]) else float(result["jaccard"])}
+            picks = Picks.load(self._resultPath(tsId))
+            self._appendConsensus(output, tomograms[tsId], picks)
+            with open(self._statsPath(tsId)) as handle:
+                summary["tomograms"][tsId] = dict(json.load(handle), consensus=len(picks))
         with open(self._summaryPath(), "w") as handle:
             json.dump(summary, handle, indent=1)
         self._defineOutputs(**{OUTPUT_NAME: output})
@@ -145,20 +142,19 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
     def _resultPath(self, tsId):
         return self._getExtraPath(f"consensus_{tsId}.npz")
 
+    def _statsPath(self, tsId):
+        return self._getExtraPath(f"consensus_{tsId}.json")
+
     def _summaryPath(self):
         return self._getExtraPath("consensus_summary.json")
 
     @staticmethod
-    def _appendConsensus(output, tomogram, result):
+    def _appendConsensus(output, tomogram, picks):
         """Coordinates of one tomogram, with votes (score) and the mean input score
         (``_consensusVotes``, ``_meanInputScore``: NaN where no input had scores)."""
-        n = len(result["votes"])
-        picks = Picks(np.repeat(tomogram.getTsId(), n), result["positions"], result["group_ids"],
-                      result["matrices"] if len(result["matrices"]) else None,
-                      result["votes"].astype(float), output.getSamplingRate())
         append_picks(output, picks, {tomogram.getTsId(): tomogram},
-                     attributes={"_consensusVotes": result["votes"].astype(int),
-                                 "_meanInputScore": result["mean_score"].astype(float)})
+                     attributes={"_consensusVotes": picks.extra["votes"].astype(int),
+                                 "_meanInputScore": picks.extra["mean_score"].astype(float)})
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

@@ -5,7 +5,7 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import SetOfTomograms, Tomogram
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import tomograms_by_tsid
+from tomopick.convert import threads_per_step, tomograms_by_tsid
 from tomopick.core import denoise
 from tomopick.core.formats import MrcError, mrc_header_info
 
@@ -93,7 +93,7 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         # file names and thread counts go in as step arguments: parallel steps must
         # not share the input set's database connection
         tomograms = tomograms_by_tsid(self.inputSetTomograms.get())
-        threads = self._coreThreads(len(tomograms))
+        threads = threads_per_step(self.numberOfThreads.get(), len(tomograms))
         steps = [self._insertFunctionStep(self.denoiseStep, tsId, tomogram.getFileName(),
                                           tomogram.getSamplingRate(), threads,
                                           prerequisites=[])
@@ -149,15 +149,10 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         """Form values under the names of `tomopick.core.denoise.denoise`, steps clamped."""
         return dict(sigma=self.SigmaGaussian.get(), n_iter=self.nIter.get(),
                     lam=self.Lambda.get(),
-                    time_step=min(self.TimeStep.get(), denoise.EED_MAX_TIME_STEP),
+                    time_step=denoise.clamp_time_step(self.TimeStep.get(), "EED", warn=False),
                     n_iter_bflow=self.nIterBflow.get(),
-                    time_step_bflow=min(self.TimeStepBflow.get(),
-                                        denoise.BFLOW_MAX_TIME_STEP))
-
-    def _coreThreads(self, nTomograms):
-        """Threads per tomogram: pyworkflow runs numberOfThreads - 1 steps at once."""
-        threads = max(1, self.numberOfThreads.get())
-        return max(1, threads // max(1, min(nTomograms, threads - 1)))
+                    time_step_bflow=denoise.clamp_time_step(self.TimeStepBflow.get(), "BFlow",
+                                                            warn=False))
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):
@@ -186,9 +181,10 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
 
     def _warnings(self):
         step = self.TimeStep.get() if self.method.get() == EED else self.TimeStepBflow.get()
-        bound = denoise.EED_MAX_TIME_STEP if self.method.get() == EED \
-            else denoise.BFLOW_MAX_TIME_STEP
-        if step > bound:
+        if step is None or step <= 0:
+            return []
+        bound = denoise.clamp_time_step(step, METHOD_CHOICES[self.method.get()], warn=False)
+        if bound < step:
             return [f"The time step {step:g} exceeds the stability bound {bound:.4f} of the "
                     f"explicit scheme; it is clamped to {bound:.4f}."]
         return []

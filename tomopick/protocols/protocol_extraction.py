@@ -4,14 +4,13 @@ import threading
 
 import numpy as np
 import pyworkflow.protocol.params as params
-from pwem.objects import Transform
 from pwem.protocols import EMProtocol
 from pyworkflow.object import Integer, Pointer
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.wizard import Wizard
-from tomo.objects import SetOfSubTomograms, SubTomogram
+from tomo.objects import SetOfSubTomograms
 
-from tomopick.convert import picks_from_coordinates, tomograms_by_tsid
+from tomopick.convert import append_subtomograms, picks_from_coordinates, tomograms_by_tsid
 from tomopick.core.extraction import extract_in_chunks, output_box_size
 from tomopick.core.formats import read_mrc, write_mrc
 
@@ -156,10 +155,9 @@ class ProtTomoPickExtraction(EMProtocol):
         coordinates = self.inputCoordinates.get()
         tomograms = self._sourceTomograms()
         records = [self._readRecord(tsId) for tsId in sorted(set(self._picks().tomo_ids))]
-        wanted = {}
-        for record in records:
-            for i, coordId in enumerate(record["coordIds"]):
-                wanted[coordId] = (record, i)
+        wanted = {coordId: (record["tsId"], record["files"][i], record["samplingRate"],
+                            np.array(record["matrices"][i]))
+                  for record in records for i, coordId in enumerate(record["coordIds"])}
         subtomos = SetOfSubTomograms.create(self._getPath(), template="subtomograms%s.sqlite")
         samplingRate = records[0]["samplingRate"] if records else self._outputSamplingRate()
         subtomos.setSamplingRate(samplingRate)
@@ -168,22 +166,7 @@ class ProtTomoPickExtraction(EMProtocol):
             subtomos.setAcquisition(firstTomo.getAcquisition())
         subtomos.setCoordinates3D(Pointer(self.inputCoordinates.getObjValue(),
                                           extended=self.inputCoordinates.getExtended()))
-        for coord in coordinates.iterCoordinates():
-            entry = wanted.get(coord.getObjId())
-            if entry is None:
-                continue
-            record, i = entry
-            tomogram = tomograms[record["tsId"]]
-            subtomo = SubTomogram()
-            subtomo.setFileName(record["files"][i])
-            subtomo.setSamplingRate(record["samplingRate"])
-            subtomo.setCoordinate3D(coord.clone())
-            subtomo.setVolName(record["tsId"])
-            subtomo.setVolId(tomogram.getObjId())
-            subtomo.setTransform(Transform(np.array(record["matrices"][i])))
-            if tomogram.hasAcquisition():
-                subtomo.setAcquisition(tomogram.getAcquisition())
-            subtomos.append(subtomo)
+        append_subtomograms(subtomos, coordinates, wanted, tomograms)
         self.nExtracted.set(sum(len(r["coordIds"]) for r in records))
         self.nSkipped.set(sum(r["skipped"] for r in records))
         self.nPadded.set(sum(sum(r["padded"]) for r in records))

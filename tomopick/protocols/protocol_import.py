@@ -4,13 +4,13 @@ import os
 from pwem.objects import Transform
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
-from pyworkflow.utils.path import createAbsLink, removeBaseExt
-from tomo.convert.mdoc import normalizeTSId
+from pyworkflow.utils.path import createAbsLink
 from tomo.objects import SetOfTomograms, Tomogram
 from tomo.protocols.protocol_base import ProtTomoImportAcquisition, ProtTomoImportFiles
 
+from tomopick.convert import tsid_of_file
 from tomopick.core.formats import MrcError, mrc_header_info, read_mrc, write_mrc
-from tomopick.core.resample import fourier_crop
+from tomopick.core.resample import fourier_bin
 
 OUTPUT_NAME = "Tomograms"
 
@@ -43,8 +43,10 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
                       validators=[params.GE(1)],
                       label="Binning factor",
                       help="Fourier binning applied on import: 2 halves every dimension "
-                           "and doubles the sampling rate. 1 keeps the files as they are "
-                           "(linked, not copied).")
+                           "and doubles the sampling rate (an axis whose size is not a "
+                           "multiple of twice the binning is first padded with the mean at "
+                           "its far end, so x, y and z keep one sampling rate). 1 keeps the "
+                           "files as they are (linked, not copied).")
         ProtTomoImportAcquisition._defineParams(self, form)
 
         form.addSection("Origin")
@@ -72,7 +74,7 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
     def importTomogramStep(self, tsId, path):
         binning = self.binning.get()
         if binning > 1:
-            volume = fourier_crop(read_mrc(path, mmap=True), binning)
+            volume = fourier_bin(read_mrc(path, mmap=True), binning)
             write_mrc(self._tomogramPath(tsId), volume, self._outputSamplingRate())
             self.info(f"{tsId}: Fourier-binned by {binning} to {volume.shape[::-1]} (x, y, z)")
         else:
@@ -104,7 +106,7 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
             return {tsId: files[tsId] for tsId in sorted(files)}
         files = {}
         for path, _ in self.iterFiles():
-            files.setdefault(normalizeTSId(removeBaseExt(path)), path)
+            files.setdefault(tsid_of_file(path), path)
         return files
 
     def _tomogramPath(self, tsId):
@@ -118,11 +120,8 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
     def _outputSamplingRate(self):
         binning = self.binning.get()
         rate = self._inputSamplingRate()
-        if binning > 1:
-            # Fourier cropping rounds the shape: the true factor is n / round(n / b)
-            nx = mrc_header_info(next(iter(self._matchedFiles().values())))["shape"][2]
-            return rate * nx / max(1, round(nx / binning))
-        return rate
+        # fourier_bin pads every axis to a multiple of the binning: exactly b times larger
+        return rate * max(1, binning)
 
     def _origin(self, path, samplingRate):
         origin = Transform()

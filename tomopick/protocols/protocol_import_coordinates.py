@@ -4,15 +4,14 @@ import os
 import numpy as np
 import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
-from tomo.convert.mdoc import normalizeTSId
 from tomo.objects import SetOfCoordinates3D, SetOfMeshes
 from tomo.protocols.protocol_base import ProtTomoImportFiles
 
-from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid
+from tomopick.convert import append_picks, tomogram_shape_xyz, tomograms_by_tsid, tsid_of_file
 from tomopick.core.formats import read_coordinates
 from tomopick.core.formats.coordinates import PER_TOMOGRAM_FORMATS, detect_format
 from tomopick.core.formats.dynamo import table_map_path
-from tomopick.core.picks import Picks, outside_volume
+from tomopick.core.picks import Picks
 
 IMPORT_CHOICES = ["auto", "csv", "star", "tbl", "mod", "ndjson", "yaml"]
 OUTPUT_TYPES = ["coordinates", "meshes"]
@@ -110,13 +109,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
         fmt = self._formatOf(path)
         picks = self._readPicks(path, fmt, tsId)
         self._checkPicks(path, picks)
-        data = {"tomo_ids": picks.tomo_ids, "positions": picks.positions,
-                "group_ids": picks.group_ids}
-        if picks.matrices is not None:
-            data["matrices"] = picks.matrices
-        if picks.scores is not None:
-            data["scores"] = picks.scores
-        np.savez(self._picksPath(index), **data)
+        picks.save(self._picksPath(index))
         counts = ", ".join(f"{t}: {int(np.sum(picks.tomo_ids == t))}"
                            for t in np.unique(picks.tomo_ids))
         self.info(f"{os.path.basename(path)} ({fmt}): {len(picks)} coordinates ({counts})")
@@ -151,20 +144,13 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
             files = self.getMatchingFilesFromRegEx()
             return [(files[t], t) for t in sorted(files)]
         tsIds = self._tsIds()
-        return [(path, self._tsIdInName(path, tsIds)) for path, _ in self.iterFiles()]
+        return [(path, tsid_of_file(path, tsIds)) for path, _ in self.iterFiles()]
 
     def _tsIds(self):
         if self._shapes is not None:
             return sorted(self._shapes)
         return sorted(t.getTsId() for t in self.inputTomograms.get().iterItems())
 
-    @staticmethod
-    def _tsIdInName(path, tsIds):
-        stem = os.path.splitext(os.path.basename(path))[0]
-        if stem in tsIds or normalizeTSId(stem) in tsIds:
-            return stem if stem in tsIds else normalizeTSId(stem)
-        contained = [t for t in tsIds if t and t in stem]
-        return max(contained, key=len) if contained else None
 
     def _formatOf(self, path):
         choice = IMPORT_CHOICES[self.importFrom.get()]
@@ -192,7 +178,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
         if fmt in PER_TOMOGRAM_FORMATS:
             if fmt == "yaml" and tsId is None:  # PickET records its tomogram's path
                 picks = read_coordinates(path, fmt, **context)
-                tsId = self._tsIdInName(picks.tomo_ids[0], self._tsIds()) if len(picks) else None
+                tsId = tsid_of_file(picks.tomo_ids[0], self._tsIds()) if len(picks) else None
             if tsId is None:
                 raise ValueError(f"{path}: no tomogram's tsId ({', '.join(self._tsIds())}) "
                                  "in the file name; name the file after its tomogram or use "
@@ -219,36 +205,25 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
             raise ValueError(f"{path}: {count} coordinates refer to tsId "
                              f"{', '.join(map(repr, unknown[:5]))}, not among the input "
                              f"tomograms ({', '.join(sorted(self._shapes))})")
-        for tsId in np.unique(picks.tomo_ids):
+        outside = picks.outside(self._shapes)
+        if outside.any():
+            first = int(np.flatnonzero(outside)[0])
+            tsId = picks.tomo_ids[first]
+            nx, ny, nz = self._shapes[tsId]
+            x, y, z = picks.positions[first]
             rows = picks.tomo_ids == tsId
-            size = np.array(self._shapes[tsId], dtype=float)
-            pos = picks.positions[rows]
-            outside = outside_volume(pos, size)
-            if outside.any():
-                x, y, z = pos[np.flatnonzero(outside)[0]]
-                raise ValueError(
-                    f"{path}: {int(outside.sum())} of {int(rows.sum())} coordinates lie "
-                    f"outside tomogram {tsId} ({int(size[0])} x {int(size[1])} x "
-                    f"{int(size[2])} voxels), the first at ({x:.1f}, {y:.1f}, {z:.1f}) voxels; "
-                    "check the coordinates' sampling rate and format")
+            raise ValueError(
+                f"{path}: {int(outside[rows].sum())} of {int(rows.sum())} coordinates lie "
+                f"outside tomogram {tsId} ({nx} x {ny} x {nz} voxels), the first at "
+                f"({x:.1f}, {y:.1f}, {z:.1f}) voxels; check the coordinates' sampling rate "
+                "and format")
 
     def _mergedPicks(self, nFiles, samplingRate):
-        parts = []
-        for index in range(nFiles):
-            with np.load(self._picksPath(index)) as data:
-                parts.append({k: data[k] for k in data.files})
-        n = sum(len(p["positions"]) for p in parts)
-        if n == 0:
+        picks = Picks.concatenate(Picks.load(self._picksPath(i)) for i in range(nFiles))
+        if len(picks) == 0:
             raise ValueError(f"the files matching {self.getPattern()} hold no coordinates")
-        oriented = any("matrices" in p for p in parts)
-        scored = any("scores" in p for p in parts)
-        cat = (lambda key, default: np.concatenate(
-            [p[key] if key in p else default(len(p["positions"])) for p in parts]))
-        return Picks(cat("tomo_ids", lambda k: np.full(k, "")), cat("positions", None),
-                     cat("group_ids", None),
-                     cat("matrices", lambda k: np.tile(np.eye(4), (k, 1, 1))) if oriented
-                     else None,
-                     cat("scores", np.zeros) if scored else None, samplingRate)
+        picks.voxel_size = samplingRate
+        return picks
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

@@ -15,6 +15,7 @@ A model that cannot be fitted (too few points, degenerate) goes to
 ``failedMeshes`` with the reason in the log; the others are cropped anyway.
 """
 import json
+import os
 
 import numpy as np
 import pyworkflow.protocol.params as params
@@ -22,16 +23,15 @@ from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message
 from pyworkflow.wizard import Wizard
 from pwem.protocols import EMProtocol
-from tomo.constants import BOTTOM_LEFT_CORNER
 from tomo.objects import SetOfCoordinates3D, SetOfMeshes
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import append_picks, outside_tomograms, tomograms_by_tsid
+from tomopick.convert import (append_mesh_points, append_picks, mesh_models,
+                              outside_tomograms, tomograms_by_tsid)
 from tomopick.core import geometry
 from tomopick.core.picks import Picks
 from tomopick.core.rotations import homogeneous
-from tomopick.protocols.protocol_vectorial_picking import (INTERIOR_ATTR, MODEL_TYPE_ATTR,
-                                                           MODEL_TYPE_CHOICES, new_mesh_point)
+from tomopick.protocols.protocol_vectorial_picking import MODEL_TYPE_CHOICES
 
 OUTPUT_COORDINATES = "coordinates"
 OUTPUT_FAILED = "failedMeshes"
@@ -138,7 +138,7 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
     def fitModelsStep(self, tsId):
         with open(self._modelsPath()) as handle:
             models = [m for m in json.load(handle) if m["tsId"] == tsId]
-        positions, rotations, groups, failed = [], [], [], []
+        parts, failed = [], []
         for model in models:
             label = f"{tsId} model {model['modelId']} ({model['type']})"
             try:
@@ -150,15 +150,14 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
                 failed.append({"modelId": model["modelId"], "reason": str(err)})
                 self.info(f"{label}: FAILED, {err}")
                 continue
-            positions.append(crop.positions)
-            rotations.append(crop.rotations)
-            groups.append(np.full(len(crop), model["modelId"]))
+            parts.append(Picks(np.full(len(crop), tsId), crop.positions,
+                               np.full(len(crop), model["modelId"]), homogeneous(crop.rotations),
+                               voxel_size=self.inputMeshes.get().getSamplingRate()))
             self.info(f"{label}: {len(crop)} particles" + self._describe(crop))
-        np.savez(self._fitPath(tsId),
-                 positions=np.concatenate(positions) if positions else np.zeros((0, 3)),
-                 rotations=np.concatenate(rotations) if rotations else np.zeros((0, 3, 3)),
-                 groups=np.concatenate(groups) if groups else np.zeros(0, dtype=int),
-                 failed=json.dumps(failed))
+        if parts:
+            Picks.concatenate(parts).save(self._fitPath(tsId))
+        with open(self._failedPath(tsId), "w") as handle:
+            json.dump(failed, handle)
 
     def createOutputStep(self):
         meshes = self.inputMeshes.get()
@@ -167,12 +166,10 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
             models = {(m["tsId"], m["modelId"]): m for m in json.load(handle)}
         parts, failed = [], []
         for tsId in sorted({k[0] for k in models}):
-            fit = np.load(self._fitPath(tsId))
-            failed += [(tsId, f["modelId"], f["reason"]) for f in json.loads(str(fit["failed"]))]
-            if len(fit["positions"]):
-                parts.append(Picks(np.full(len(fit["positions"]), tsId), fit["positions"],
-                                   fit["groups"], homogeneous(fit["rotations"]),
-                                   voxel_size=meshes.getSamplingRate()))
+            with open(self._failedPath(tsId)) as handle:
+                failed += [(tsId, f["modelId"], f["reason"]) for f in json.load(handle)]
+            if os.path.exists(self._fitPath(tsId)):
+                parts.append(Picks.load(self._fitPath(tsId)))
         picks = Picks.concatenate(parts) if parts else None
         if picks is not None:
             outside = outside_tomograms(picks, tomograms)
@@ -196,9 +193,8 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
             failedSet.setPrecedents(meshes.getPrecedents())
             for tsId, modelId, _ in failed:
                 model = models[(tsId, modelId)]
-                for point in model["points"]:
-                    failedSet.append(new_mesh_point(tomograms[tsId], point, modelId,
-                                                    model["type"], model["interior"]))
+                append_mesh_points(failedSet, tomograms, tsId, modelId, model["points"],
+                                   model["type"], model["interior"])
             failedSet.setNumberOfMeshes(len(failed))
             outputs[OUTPUT_FAILED] = failedSet
         self._defineOutputs(**outputs)
@@ -211,6 +207,9 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
 
     def _fitPath(self, tsId):
         return self._getExtraPath(f"{tsId}_fit.npz")
+
+    def _failedPath(self, tsId):
+        return self._getExtraPath(f"{tsId}_failed.json")
 
     def _cropArgs(self):
         return dict(spacing=self.cropping.get(), edge=self.meshParameter.get(),
@@ -236,26 +235,18 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
 
     def _readModels(self):
         """The models of the input meshes: list of dicts (tsId, modelId, type, points, interior)."""
-        meshes = self.inputMeshes.get()
         formType = MODEL_TYPE_CHOICES[self.modelType.get()]
         asPicked = self.useModelTypeAsPicked.get()
-        models = {}
-        for coord in meshes.iterCoordinates():
-            key = (coord.getTomoId(), int(coord.getGroupId() or 0))
-            model = models.get(key)
-            if model is None:
-                stored = getattr(coord, MODEL_TYPE_ATTR, None)
-                stored = stored.get() if stored is not None else None
-                interior = getattr(coord, INTERIOR_ATTR, None)
-                interior = interior.get() if interior is not None else ""
-                model = models[key] = {
-                    "tsId": key[0], "modelId": key[1],
-                    "type": (stored if stored in geometry.MODEL_TYPES else "General")
-                            if asPicked else formType,
-                    "interior": [float(v) for v in interior.split()] if interior else None,
-                    "points": []}
-            model["points"].append([float(v) for v in coord.getPosition(BOTTOM_LEFT_CORNER)])
-        return [models[k] for k in sorted(models)]
+        models = []
+        for model in mesh_models(self.inputMeshes.get()):
+            stored = model["type"]
+            models.append({
+                "tsId": model["tsId"], "modelId": model["modelId"],
+                "type": (stored if stored in geometry.MODEL_TYPES else "General")
+                        if asPicked else formType,
+                "interior": None if model["interior"] is None else list(model["interior"]),
+                "points": model["points"].tolist()})
+        return models
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

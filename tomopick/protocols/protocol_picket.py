@@ -17,7 +17,7 @@ from pwem.protocols import EMProtocol
 from tomo.objects import SetOfCoordinates3D, SetOfTomoMasks, TomoMask
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
+from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
 from tomopick.core.formats import mrc_header_info, write_mrc
 from tomopick.core.picks import Picks
@@ -159,7 +159,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         labels = objects["labels"]
         dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
         write_mrc(self._maskPath(tsId), labels.astype(dtype), samplingRate)
-        np.savez(self._picksPath(tsId), positions=picks.positions, scores=picks.scores)
+        picks.save(self._picksPath(tsId))
         choice = seg.info.get("cluster_choice", {})
         self.info(f"{tsId}: {len(picks)} particles; fit z {seg.fit_range}, pick z "
                   f"{seg.pick_range}; particle cluster {seg.particle_cluster}"
@@ -173,13 +173,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         tomoSet = self.inputTomograms.get()
         tomograms = tomograms_by_tsid(tomoSet)
         samplingRate = tomoSet.getSamplingRate()
-        parts = []
-        for tsId in tomograms:
-            data = np.load(self._picksPath(tsId))
-            parts.append(Picks(np.full(len(data["positions"]), tsId),
-                               data["positions"], scores=data["scores"],
-                               voxel_size=samplingRate))
-        picks = Picks.concatenate(parts)
+        picks = Picks.concatenate(Picks.load(self._picksPath(tsId)) for tsId in tomograms)
         coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
         coords.setSamplingRate(samplingRate)
         coords.setBoxSize(self.boxSize.get())
@@ -208,9 +202,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         return self._getExtraPath(f"{tsId}_picks.npz")
 
     def _threadsPerStep(self):
-        threads = max(1, self.numberOfThreads.get() or 1)
-        nTomos = max(1, self.inputTomograms.get().getSize())
-        return max(1, threads // min(threads, nTomos))
+        return threads_per_step(self.numberOfThreads.get(), self.inputTomograms.get().getSize())
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

@@ -9,92 +9,27 @@ Two modes share one path: with a points file the protocol runs headless; with
 none it opens the interactive picker (tomopick.viewers.picker), which writes
 the same CSV, read afterwards exactly as a given points file.
 
-Stored with every MeshPoint (extended attributes, read by the model workflow):
-``_tpModelType`` (the model type name, see MODEL_TYPES) and ``_tpInterior``
-("x y z" of the model's interior marker in voxels, or "" when it has none).
+Stored with every MeshPoint (extended attributes, written and read by
+`tomopick.convert.append_mesh_points` / `mesh_models`): the model type name
+(see MODEL_TYPES) and the model's interior marker.
 """
 import os
 
-import numpy as np
 import pyworkflow.protocol.params as params
-from pyworkflow.object import String
 from pyworkflow.utils import Message
-from tomo.constants import BOTTOM_LEFT_CORNER
-from tomo.objects import MeshPoint, SetOfMeshes
+from tomo.objects import SetOfMeshes
 from tomo.protocols import ProtTomoPicking
 
-from tomopick.convert import tomogram_shape_xyz, tomograms_by_tsid
+from tomopick.convert import (append_mesh_points, mesh_models, tomogram_shape_xyz,
+                              tomograms_by_tsid)
 from tomopick.core.formats.points import INTERIOR, POINT, read_points_csv, write_points_csv
 from tomopick.core.geometry import MODEL_TYPES
-from tomopick.core.picks import outside_volume
+from tomopick.core.picks import Picks
 
 OUTPUT_NAME = "meshes"
-MODEL_TYPE_ATTR = "_tpModelType"
-INTERIOR_ATTR = "_tpInterior"
 # the form's modelType choices, in the order saved workflows store (by index); the
 # names are those of tomopick.core.geometry.MODEL_TYPES
 MODEL_TYPE_CHOICES = ["General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament"]
-
-
-# ------------------------------------------------------------ meshes
-
-def mesh_rows(meshes, voxel_size=None):
-    """Points and interior markers of a SetOfMeshes as CSV rows, and model types.
-
-    Parameters
-    ----------
-    meshes : tomo.objects.SetOfMeshes
-    voxel_size : float, optional
-        Å/voxel wanted for the positions (rescaled from the set's rate).
-
-    Returns
-    -------
-    rows : list of (str, int, float, float, float, str)
-    types : dict of (tsId, modelId) -> str
-        Model type stored with the points (absent when none is stored).
-    """
-    factor = 1.0
-    if voxel_size and meshes.getSamplingRate():
-        factor = meshes.getSamplingRate() / voxel_size
-    rows, types, markers = [], {}, {}
-    for coord in meshes.iterCoordinates():
-        tsId, modelId = coord.getTomoId(), int(coord.getGroupId() or 0)
-        x, y, z = (factor * v for v in coord.getPosition(BOTTOM_LEFT_CORNER))
-        rows.append((tsId, modelId, x, y, z, POINT))
-        stored = getattr(coord, MODEL_TYPE_ATTR, None)
-        if stored is not None and stored.get() in MODEL_TYPES:
-            types[(tsId, modelId)] = stored.get()
-        interior = getattr(coord, INTERIOR_ATTR, None)
-        if interior is not None and interior.get():
-            markers[(tsId, modelId)] = [factor * float(v) for v in interior.get().split()]
-    for (tsId, modelId), (x, y, z) in markers.items():
-        rows.append((tsId, modelId, x, y, z, INTERIOR))
-    return rows, types
-
-
-def new_mesh_point(tomogram, position, modelId, modelType, interior=None):
-    """A MeshPoint of a model, with its model type and interior marker attached.
-
-    Parameters
-    ----------
-    tomogram : tomo.objects.Tomogram
-    position : (x, y, z) voxels, bottom-left origin
-    modelId : int
-        Becomes the groupId.
-    modelType : str
-        One of MODEL_TYPES.
-    interior : (x, y, z) voxels or None
-    """
-    point = MeshPoint()
-    point.setVolume(tomogram)
-    x, y, z = (float(v) for v in position)
-    point.setPosition(x, y, z, BOTTOM_LEFT_CORNER)
-    point.setGroupId(int(modelId))
-    point.setVolumeName(tomogram.getTsId())
-    setattr(point, MODEL_TYPE_ATTR, String(modelType))
-    setattr(point, INTERIOR_ATTR,
-            String("" if interior is None else " ".join(f"{float(v):.3f}" for v in interior)))
-    return point
 
 
 class ProtTomoPickVectorialPicking(ProtTomoPicking):
@@ -193,16 +128,16 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         meshes.setSamplingRate(self.inputTomograms.get().getSamplingRate())
         meshes.setBoxSize(self.boxSize.get())
         meshes.setPrecedents(self.inputTomograms)
-        models = {}
+        points = {}
         for tsId, modelId, x, y, z, role in rows:
-            if role != POINT:
-                continue
-            key = (tsId, modelId)
+            if role == POINT:
+                points.setdefault((tsId, modelId), []).append((x, y, z))
+        models = {}
+        for key, modelPoints in points.items():
             modelType = previousTypes.get(key, formType)
-            interior = interiors.get(key)
-            point = new_mesh_point(tomograms[tsId], (x, y, z), modelId, modelType, interior)
-            meshes.append(point)
-            models.setdefault(key, [modelType, 0])[1] += 1
+            append_mesh_points(meshes, tomograms, key[0], key[1], modelPoints, modelType,
+                               interiors.get(key))
+            models[key] = [modelType, len(modelPoints)]
         for tsId, modelId in sorted(set(interiors) - set(models)):
             self.info(f"{tsId} model {modelId}: an interior marker but no points; skipped")
         if not models:
@@ -225,10 +160,19 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         return MODEL_TYPE_CHOICES[self.modelType.get()]
 
     def _previousRows(self):
+        """Points and interior markers of the input meshes as CSV rows, and their model types."""
         meshes = self.inputMeshes.get()
         if meshes is None:
             return [], {}
-        return mesh_rows(meshes, self.inputTomograms.get().getSamplingRate())
+        rows, markers, types = [], [], {}
+        for model in mesh_models(meshes, self.inputTomograms.get().getSamplingRate()):
+            key = (model["tsId"], model["modelId"])
+            rows += [(*key, *(float(v) for v in p), POINT) for p in model["points"]]
+            if model["type"] in MODEL_TYPES:
+                types[key] = model["type"]
+            if model["interior"] is not None:
+                markers.append((*key, *model["interior"], INTERIOR))
+        return rows + markers, types
 
     @staticmethod
     def _pointErrors(rows, tomograms, source):
@@ -238,15 +182,13 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         if unknown:
             errors.append(f"{source}: tsIds with no tomogram in the input: {', '.join(unknown)} "
                           f"(known: {', '.join(tomograms)})")
-        shapes = {tsId: np.array(tomogram_shape_xyz(t), dtype=float)
-                  for tsId, t in tomograms.items()}
-        outside = []
-        for tsId, modelId, x, y, z, role in rows:
-            if tsId in shapes:
-                size = shapes[tsId]
-                if outside_volume([x, y, z], size)[0]:
-                    outside.append(f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) "
-                                   f"outside {int(size[0])}x{int(size[1])}x{int(size[2])}")
+        known = [r for r in rows if r[0] in tomograms]
+        shapes = {tsId: tomogram_shape_xyz(t) for tsId, t in tomograms.items()}
+        mask = Picks([r[0] for r in known], [r[2:5] for r in known]).outside(shapes) \
+            if known else []
+        outside = [f"{tsId} model {modelId} {role} ({x:g}, {y:g}, {z:g}) outside "
+                   f"{shapes[tsId][0]}x{shapes[tsId][1]}x{shapes[tsId][2]}"
+                   for (tsId, modelId, x, y, z, role), out in zip(known, mask) if out]
         if outside:
             shown = "; ".join(outside[:10])
             if len(outside) > 10:

@@ -164,6 +164,20 @@ def test_relion5_star_written_by_hand_reads_to_known_values(tmp_path):
     assert np.allclose(picks.matrices[1], np.eye(4))
 
 
+def test_relion4_and_warp_star_name_the_tomogram_in_micrograph_name(tmp_path):
+    """RELION 3/4 and WarpTools files have no rlnTomoName: the tsId is the file stem."""
+    path = tmp_path / "warp.star"
+    path.write_text(
+        "data_particles\n\nloop_\n_rlnMicrographName #1\n_rlnCoordinateX #2\n"
+        "_rlnCoordinateY #3\n_rlnCoordinateZ #4\n"
+        "TS_01.tomostar 10.5 20.0 5.0\n"
+        "tomograms/TS_02.mrc 1.0 2.0 3.0\n"
+        "TS_01.tomostar 4.0 5.0 6.0\n")
+    picks = read_coordinates(str(path), voxel_size=10.0)
+    assert picks.tomo_ids.tolist() == ["TS_01", "TS_02", "TS_01"]
+    assert np.allclose(picks.positions, [[10.5, 20, 5], [1, 2, 3], [4, 5, 6]])
+
+
 def test_relion_subtomogram_angles_compose_and_rotate_the_origin_shift(tmp_path):
     path = tmp_path / "sub.star"
     path.write_text(

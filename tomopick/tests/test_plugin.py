@@ -66,3 +66,36 @@ def test_import_tomopick_needs_no_display():
     code = ("import tomopick, tomopick.protocols, tomopick.viewers, tomopick.wizards, sys; "
             "assert 'PyQt5.QtWidgets' not in sys.modules and 'napari' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
+
+
+def test_core_imports_without_scipion_and_writes_nothing(tmp_path):
+    """Every tomopick.core module imports with numpy/scipy alone: no pyworkflow, no
+    pwem, no SCIPION_* variables, nothing written to a clean HOME."""
+    import pkgutil
+
+    import tomopick.core
+    modules = sorted(m.name for m in pkgutil.walk_packages(tomopick.core.__path__,
+                                                           "tomopick.core."))
+    assert len(modules) > 10
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "PATH": os.environ.get("PATH", ""),
+           "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    code = ("import importlib, os, sys\n"
+            f"for name in {modules!r}:\n"
+            "    importlib.import_module(name)\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('pyworkflow', 'pwem', 'tomo'))\n"
+            "assert not bad, bad[:5]\n"
+            "assert not [k for k in os.environ if k.startswith('SCIPION_')]\n")
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300,
+                   cwd=str(tmp_path))
+    assert list(home.iterdir()) == []
+
+
+def test_plugin_class_is_loaded_when_scipion_asks_for_it():
+    plugin = Config.getDomain().getPlugins()["tomopick"]
+    assert isinstance(plugin._pluginInstance, tomopick.Plugin)
+    assert "tomopick._plugin" in sys.modules
+    # pyworkflow names runs and finds templates through the plugin's name and folder
+    assert plugin._pluginInstance.getName() == "tomopick"
+    assert plugin._pluginInstance.getPath() == os.path.dirname(tomopick.__file__)

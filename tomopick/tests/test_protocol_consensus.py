@@ -52,6 +52,15 @@ class TestPickingConsensus(TomoPickProtocolTest):
         cls.binnedProt = cls.importTomograms(pattern="{TS}.mrc", binning=2)
         cls.coords = {name: cls._importCoordinates(name, _picked(name), cls.tomoProt)
                       for name in "ABC"}
+        # every particle, picked once with exact orientations and once without any
+        every = [(ts, i) for ts in ("TS_01", "TS_02") for i in range(len(P[ts]))]
+        cls.coords["oriented"] = cls._importCoordinates("oriented", Picks(
+            [ts for ts, _ in every], [P[ts][i] + [0.5, 0, 0] for ts, i in every],
+            matrices=homogeneous(np.array([R_TRUE[ts][i] for ts, i in every])),
+            voxel_size=10.0), cls.tomoProt)
+        cls.coords["unoriented"] = cls._importCoordinates("unoriented", Picks(
+            [ts for ts, _ in every], [P[ts][i] - [0.5, 0, 0] for ts, i in every],
+            voxel_size=10.0), cls.tomoProt)
         # picking A again on the tomograms binned by 2 (20 Å): positions halved
         cls.coords["A20"] = cls._importCoordinates("A20", _picked("A", scale=2.0),
                                                    cls.binnedProt)
@@ -78,6 +87,24 @@ class TestPickingConsensus(TomoPickProtocolTest):
         """Rows for particles given as (tsId, index) with their members' offsets."""
         return sorted((ts, *np.round(P[ts][i] + np.mean(off, axis=0), 6), float(v))
                       for (ts, i), v, off in zip(particles, votes, offsets))
+
+    def test_unoriented_input_leaves_the_oriented_inputs_orientation(self):
+        # Scipion coordinates carry an identity matrix even without orientation:
+        # averaged with it, a 50-degree-tilted particle would come out ~25 degrees off
+        unoriented = picks_from_coordinates(self.coords["unoriented"].coordinates)
+        self.assertIsNone(unoriented.matrices)
+        self.assertIsNone(unoriented.scores)
+        prot = self.launch(self._consensus(["oriented", "unoriented"], consensusRadius=3))
+        picks = picks_from_coordinates(prot.consensusCoordinates)
+        self.assertEqual(len(picks), 6)
+        for ts in P:
+            got = picks.for_tomogram(ts)
+            for i, position in enumerate(P[ts]):
+                j = int(np.argmin(np.linalg.norm(got.positions - position, axis=1)))
+                self.assertLess(np.linalg.norm(got.positions[j] - position), 1e-6)
+                R = got.matrices[j, :3, :3]
+                cos = np.clip((np.trace(R.T @ R_TRUE[ts][i]) - 1) / 2, -1, 1)
+                self.assertLess(np.degrees(np.arccos(cos)), 0.1, f"{ts} particle {i}")
 
     def test_and_keeps_what_every_picking_found_with_mean_positions(self):
         prot = self.launch(self._consensus("ABC", consensusRadius=3))

@@ -13,7 +13,7 @@ from tomopick.convert import picks_from_coordinates
 from tomopick.core.simulate import vesicle_normals, vesicle_surface_points
 from tomopick.core.rotations import angle_between
 from tomopick.protocols import ProtTomoPickModelWorkflow, ProtTomoPickVectorialPicking
-from tomopick.protocols.protocol_vectorial_picking import INTERIOR_ATTR, MODEL_TYPE_ATTR
+from tomopick.convert import INTERIOR_ATTR, MODEL_TYPE_ATTR
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 
 VESICLE, ELLIPSOID, BROKEN, FILAMENT = 1, 2, 3, 4
@@ -172,6 +172,27 @@ class TestDirectionalPicking(TomoPickProtocolTest):
                             vesicle_normals(self.sphere, vesicle.positions))
         self.assertLess(np.median(err), 3.0)
         self.assertLess(err.max(), 10.0)
+
+    def test_other_plugins_read_the_outward_normals(self):
+        """scipion-em-tomo's normalFromMatrix (tomoviz, reliontomo, dynamo, emantomo read
+        the same M) sees every vesicle particle's z-axis as the outward normal."""
+        from tomo.constants import BOTTOM_LEFT_CORNER
+        from tomo.utils import normalFromMatrix
+
+        from tomopick.convert import MATRIX_CONVENTION, MATRIX_CONVENTION_ATTR
+        coords = self.workflow.coordinates
+        self.assertEqual(getattr(coords, MATRIX_CONVENTION_ATTR).get(), MATRIX_CONVENTION)
+        positions, normals = [], []
+        for coord in coords.iterCoordinates():
+            if coord.getGroupId() == VESICLE:
+                positions.append(coord.getPosition(BOTTOM_LEFT_CORNER))
+                normals.append(normalFromMatrix(coord.getMatrix()))
+        positions = np.array(positions)
+        self.assertGreater(len(positions), 100)
+        err = angle_between(np.array(normals), vesicle_normals(self.sphere, positions))
+        print("MEASURE normals", np.median(err), err.max(), len(err))
+        self.assertLess(np.median(err), 3.0)
+        self.assertLess(err.max(), 10.0)   # none points inward
 
     def test_ellipsoid_particles_within_1p5_voxels_and_normals_outward(self):
         picks = self._workflowPicks()

@@ -84,10 +84,12 @@ class TestImportCoordinates(TomoPickProtocolTest):
         tomopick's R is stored in a Coordinate3D.
         """
         picks = picks_from_coordinates(coordSet)
+        matrices = picks.matrices if picks.has_orientations else \
+            np.tile(np.eye(4), (len(picks), 1, 1))
         rows = {}
         for i, coord in enumerate(coordSet.iterCoordinates()):
             rows.setdefault(coord.getTomoId(), []).append(
-                (np.array(coord.getPosition(BOTTOM_LEFT_CORNER)), picks.matrices[i],
+                (np.array(coord.getPosition(BOTTOM_LEFT_CORNER)), matrices[i],
                  coord.getGroupId(), coord.getScore()))
         return rows
 

@@ -10,6 +10,7 @@ import os
 import numpy as np
 from tomo.constants import BOTTOM_LEFT_CORNER
 
+from tomopick.convert import subtomogram_matrix
 from tomopick.core.extraction import edge_mask
 from tomopick.core.formats import read_mrc
 from tomopick.core.formats.csv_table import write_csv
@@ -103,7 +104,7 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
             row = int(np.argmin(np.linalg.norm(truth.positions - position, axis=1)))
             self.assertLess(np.linalg.norm(truth.positions[row] - position), 1e-3)
             self.assertEqual(coord.getGroupId(), truth.group_ids[row])
-            matrix = subtomo.getTransform().getMatrix()
+            matrix = subtomogram_matrix(subtomo)   # core [[R, t]] = inv(Scipion's M)
             np.testing.assert_allclose(matrix[:3, :3], truth.matrices[row, :3, :3], atol=1e-4)
             # the shift is the sub-voxel remainder of the position
             center = np.floor(truth.positions[row] + 0.5)
@@ -157,7 +158,7 @@ class TestSubtomogramProtocols(TomoPickProtocolTest):
         for subtomo in subtomos.iterSubtomos():
             position = np.array(subtomo.getCoordinate3D().getPosition(BOTTOM_LEFT_CORNER)) / 2
             center = np.floor(position + 0.5)
-            np.testing.assert_allclose(subtomo.getTransform().getMatrix()[:3, 3],
+            np.testing.assert_allclose(subtomogram_matrix(subtomo)[:3, 3],
                                        position - center, atol=1e-4)
             x, y, z = center.astype(int) - 8
             np.testing.assert_array_equal(read_mrc(subtomo.getFileName()),

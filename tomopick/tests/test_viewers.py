@@ -302,10 +302,10 @@ def test_multi_tomogram_chooser_keeps_unopened_tomograms_whole_in_the_subset(qap
 
     for name in ("a", "b"):
         write_mrc(tmp_path / f"{name}.mrc", _blob_volume(), 10.0)
-    np.savez(tmp_path / "picks.npz", tomo_ids=np.array(["a", "a", "b", "b"]),
-             positions=np.array([[40, 20, 16], [12, 36, 16], [10, 10, 10], [20, 20, 20.0]]),
-             group_ids=np.array([1, 1, 2, 2]), scores=np.zeros(4),
-             matrices=np.tile(np.eye(4), (4, 1, 1)), ids=np.array([7, 8, 9, 10]))
+    from tomopick.core.picks import Picks
+    Picks(["a", "a", "b", "b"], [[40, 20, 16], [12, 36, 16], [10, 10, 10], [20, 20, 20.0]],
+          [1, 1, 2, 2], scores=np.zeros(4),
+          extra={"ids": np.array([7, 8, 9, 10])}).save(str(tmp_path / "picks.npz"))
     spec = {"kind": "coordinates", "title": "two", "picks": str(tmp_path / "picks.npz"),
             "tomograms": [{"tsId": n, "path": str(tmp_path / f"{n}.mrc"), "voxel_size": 10.0}
                           for n in ("a", "b")],
@@ -423,17 +423,18 @@ class TestScipionViewer(TomoPickProtocolTest):
         prot, coords = self._coordinates()
         directory = os.path.join(prot._getTmpPath(), "view")
         spec = json.load(open(write_view_spec(coords, directory, prot)))
-        assert spec["kind"] == "coordinates" and spec["oriented"]
+        assert spec["kind"] == "coordinates"
         assert spec["tomograms"][0]["tsId"] == "t1"
         picks = launch.load_picks(spec["picks"])
+        assert picks.has_orientations
         # drawn in voxels of the tomogram (10 Å) although the set is at 20 Å/voxel
-        np.testing.assert_allclose(picks["positions"], [[40, 20, 16], [12, 36, 16], [52, 40, 2]])
-        ids = picks["ids"]
+        np.testing.assert_allclose(picks.positions, [[40, 20, 16], [12, 36, 16], [52, 40, 2]])
+        ids = picks.extra["ids"]
 
         views, collector = launch.open_views(spec, show=False)
         try:
             view = views[0]
-            np.testing.assert_allclose(view.positions, picks["positions"])
+            np.testing.assert_allclose(view.positions, picks.positions)
             np.testing.assert_allclose(view.matrices[0, :3, 2], [1, 0, 0], atol=1e-9)
             view.remove_ids([ids[1]])
             view.save_subset()
@@ -589,21 +590,21 @@ class TestScipionViewer(TomoPickProtocolTest):
         u /= np.linalg.norm(u, axis=1, keepdims=True)
         # the points as the vectorial picking protocol stores them: with the model
         # type and the interior marker (model 2) on every point
-        from tomopick.protocols.protocol_vectorial_picking import new_mesh_point
+        from tomopick.convert import append_mesh_points
 
         meshes = SetOfMeshes.create(prot._getPath(), suffix="viewertest")
         meshes.setPrecedents(tomograms)
         meshes.setSamplingRate(10.0)
-        for p in [32, 24, 16] + 8 * u:
-            meshes.append(new_mesh_point(tomogram, p, 1, "Vesicle"))
-        for p in [(5, 5, 5), (9, 5, 5), (5, 9, 5)]:
-            meshes.append(new_mesh_point(tomogram, p, 2, "General", interior=(6, 6, 1)))
+        tomos = {tomogram.getTsId(): tomogram}
+        append_mesh_points(meshes, tomos, tomogram.getTsId(), 1, [32, 24, 16] + 8 * u, "Vesicle")
+        append_mesh_points(meshes, tomos, tomogram.getTsId(), 2, [(5, 5, 5), (9, 5, 5), (5, 9, 5)],
+                           "General", interior=(6, 6, 1))
         meshes.write()
         spec = json.load(open(write_view_spec(meshes, os.path.join(directory, "m"), prot)))
         assert spec["kind"] == "meshes"
         assert spec["model_types"] == {"t1:1": "Vesicle", "t1:2": "General"}
         assert spec["interiors"] == {"t1:2": [6.0, 6.0, 1.0]}
-        assert len(launch.load_picks(spec["picks"])["positions"]) == 13   # interior not a point
+        assert len(launch.load_picks(spec["picks"])) == 13   # interior not a point
         views, collector = launch.open_views(spec, show=False)
         try:
             assert collector is None

@@ -367,7 +367,7 @@ def orientation_vectors(positions, matrices, length=10.0):
     positions : (N, 3) array of float
         (x, y, z) voxels.
     matrices : (N, 4, 4) or (N, 3, 3) array of float
-        Scipion-convention transforms.
+        Core transforms [[R, t]] (``R @ z`` is the particle's z-axis).
     length : float
         Arrow length in voxels.
 

@@ -8,8 +8,8 @@ are written as ``subset_NNN.json`` files ({"kept_ids": [...]}) in the spec's
 
 Spec keys: ``kind`` (tomograms, coordinates, meshes, subtomograms, average,
 masks), ``title``, ``tomograms`` (list of {tsId, path, voxel_size}), ``picks``
-(npz with tomo_ids, positions [voxels of each tomogram], group_ids, scores,
-matrices, ids), ``model_types`` and ``interiors`` (meshes, keyed
+(a `Picks.save` file: positions in voxels of each tomogram, core matrices and
+scores when the set has them, ``extra['ids']`` the object ids), ``model_types`` and ``interiors`` (meshes, keyed
 "tsId:modelId"), ``subtomograms`` (list of {name, path}),
 ``masks`` (list of {tsId, path, tomogram}), ``result_dir``.
 """
@@ -20,12 +20,12 @@ import sys
 import numpy as np
 
 from tomopick.core.formats.mrc import read_mrc
+from tomopick.core.picks import Picks
 
 
 def load_picks(path):
-    """The coordinate arrays of a spec's ``picks`` npz, as a dict."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """The `Picks` of a spec (``extra['ids']``: the coordinates' object ids)."""
+    return Picks.load(path)
 
 
 class SubsetCollector:
@@ -42,12 +42,12 @@ class SubsetCollector:
 
     def kept_ids(self):
         kept = []
-        for ts_id in dict.fromkeys(self.picks["tomo_ids"].tolist()):
-            rows = self.picks["tomo_ids"] == ts_id
+        for ts_id in dict.fromkeys(self.picks.tomo_ids.tolist()):
+            rows = self.picks.tomo_ids == ts_id
             if ts_id in self.views:
                 kept.append(self.views[ts_id].kept_ids())
             else:
-                kept.append(self.picks["ids"][rows])
+                kept.append(self.picks.extra["ids"][rows])
         return np.concatenate(kept) if kept else np.zeros(0, int)
 
     def save(self, _kept_in_view=None):
@@ -72,15 +72,14 @@ def open_tomogram(spec, ts_id, show=True, collector=None):
     title = f"{spec.get('title', kind)}: {ts_id}"
     picks = load_picks(spec["picks"]) if spec.get("picks") else None
     if picks is not None:
-        rows = picks["tomo_ids"] == ts_id
-        sub = {k: v[rows] for k, v in picks.items()}
+        sub = picks.for_tomogram(ts_id)
     if kind == "meshes":
         prefix = f"{ts_id}:"
         types = {int(k[len(prefix):]): v for k, v in spec.get("model_types", {}).items()
                  if k.startswith(prefix)}
         interiors = {int(k[len(prefix):]): v for k, v in spec.get("interiors", {}).items()
                      if k.startswith(prefix)}
-        return slice_viewer.mesh_viewer(volume, sub["positions"], sub["group_ids"],
+        return slice_viewer.mesh_viewer(volume, sub.positions, sub.group_ids,
                                         model_type=types or "Vesicle", interiors=interiors,
                                         title=title, show=show)
     if kind == "masks":
@@ -88,13 +87,13 @@ def open_tomogram(spec, ts_id, show=True, collector=None):
         labels = read_mrc(mask["path"])
         return slice_viewer.segmentation_viewer(volume, labels, title=title, show=show)
     if kind == "coordinates":
-        # a score slider only when the set has real scores (Picks fills 0 for none)
-        has_scores = len(picks["scores"]) > 0 and np.ptp(picks["scores"]) > 0
-        scores = sub["scores"] if has_scores else None
+        # a score slider only when the set has scores that differ
+        has_scores = picks.scores is not None and len(picks) > 0 and np.ptp(picks.scores) > 0
+        scores = sub.scores if has_scores else None
         colors_by = spec.get("colors_by") or ("score" if scores is not None else "group")
         view = slice_viewer.tomogram_viewer(
-            volume, sub["positions"], matrices=sub["matrices"] if spec.get("oriented") else None,
-            group_ids=sub["group_ids"], scores=scores, ids=sub["ids"], colors_by=colors_by,
+            volume, sub.positions, matrices=sub.matrices,
+            group_ids=sub.group_ids, scores=scores, ids=sub.extra["ids"], colors_by=colors_by,
             point_size=spec.get("point_size", 8.0), title=title, show=show,
             voxel_size=entry.get("voxel_size"),
             on_save=collector.save if collector is not None else None)

@@ -19,8 +19,7 @@ import os
 
 import numpy as np
 
-#: Model types in the order of the vectorial picking protocol's ``modelType``.
-MODEL_TYPES = ("General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament")
+from tomopick.core.geometry import MODEL_TYPES  # noqa: E402,F401 (the one list)
 
 #: Fewest points that let the model workflow fit each model type (sphere: 4
 #: unknowns; general quadric ellipsoid: 9; a surface: two z-levels of two

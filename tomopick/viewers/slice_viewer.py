@@ -7,7 +7,7 @@ tests share one construction path. napari / Qt are imported inside the
 functions: importing this module needs no display.
 
 Conventions: volumes [z, y, x]; positions and vectors (x, y, z) voxels,
-bottom-left origin; orientations are Scipion matrices, drawn as arrows along
+bottom-left origin; orientations are core transforms [[R, t]], drawn as arrows along
 ``R @ (0, 0, 1)``.
 """
 import numpy as np

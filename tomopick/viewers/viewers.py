@@ -95,16 +95,14 @@ def write_view_spec(obj, directory, protocol=None, title=None):
             if ts_id in tomo_size and picks.voxel_size:
                 rows = picks.tomo_ids == ts_id
                 positions[rows] *= picks.voxel_size / tomo_size[ts_id]
-        oriented = bool(np.any(np.abs(picks.matrices[:, :3, :3] - np.eye(3)) > 1e-6))
-        spec["oriented"] = oriented
         # rings as wide as the particle box, in voxels of the (first) tomogram
         box = (obj.getBoxSize() if hasattr(obj, "getBoxSize") else None) or 32
         scale = (picks.voxel_size or 1.0) / (spec["tomograms"][0]["voxel_size"] or 1.0) \
             if spec["tomograms"] else 1.0
         spec["point_size"] = float(max(6.0, box * scale))
         spec["picks"] = os.path.join(directory, "picks.npz")
-        np.savez(spec["picks"], tomo_ids=picks.tomo_ids, positions=positions,
-                 group_ids=picks.group_ids, scores=picks.scores, matrices=picks.matrices, ids=ids)
+        picks.positions = positions
+        picks.save(spec["picks"])
     elif isinstance(obj, AverageSubTomogram):
         spec["kind"] = "average"
         spec["average"] = os.path.abspath(obj.getFileName())
@@ -124,11 +122,13 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
     """Points, interior markers and model types of a SetOfMeshes, for the mesh view.
 
     The vectorial picking protocol stores each model's type and interior
-    marker on its points; its `mesh_rows` reads them back. Meshes from other
+    marker on its points; `convert.mesh_models` reads them back. Meshes from other
     plugins carry neither: they are fitted with the producing protocol's
     ``modelType`` when it has one, else as vesicles.
     """
+    from tomopick import convert
     from tomopick.core.geometry import MODEL_TYPES
+    from tomopick.core.picks import Picks
 
     default = "Vesicle"
     if protocol is not None and getattr(protocol, "modelType", None) is not None:
@@ -140,26 +140,18 @@ def _mesh_spec(spec, meshes, directory, protocol=None):
         if name in MODEL_TYPES:
             default = name
     voxel = spec["tomograms"][0]["voxel_size"] if spec["tomograms"] else None
-    try:
-        from tomopick.protocols.protocol_vectorial_picking import mesh_rows
-
-        rows, types = mesh_rows(meshes, voxel)
-    except ImportError:
-        from tomopick import convert
-
-        picks = convert.picks_from_coordinates(meshes)
-        if voxel and picks.voxel_size:
-            picks = picks.rescaled(voxel)
-        rows = [(t, g, *p, "point") for t, g, p in
-                zip(picks.tomo_ids, picks.group_ids, picks.positions)]
-        types = {}
+    rows, types = [], {}
+    for model in convert.mesh_models(meshes, voxel):
+        key = (model["tsId"], model["modelId"])
+        rows += [(*key, *(float(v) for v in p), "point") for p in model["points"]]
+        if model["type"] in MODEL_TYPES:
+            types[key] = model["type"]
+        if model["interior"] is not None:
+            rows.append((*key, *model["interior"], "interior"))
     points = [r for r in rows if r[5] == "point"]
     spec["picks"] = os.path.join(directory, "picks.npz")
-    np.savez(spec["picks"], tomo_ids=np.array([r[0] for r in points], dtype=str),
-             positions=np.array([r[2:5] for r in points], dtype=float).reshape(-1, 3),
-             group_ids=np.array([r[1] for r in points], dtype=int),
-             scores=np.zeros(len(points)), matrices=np.tile(np.eye(4), (len(points), 1, 1)),
-             ids=np.arange(len(points)))
+    Picks([r[0] for r in points], np.array([r[2:5] for r in points], dtype=float).reshape(-1, 3),
+          [r[1] for r in points], extra={"ids": np.arange(len(points))}).save(spec["picks"])
     spec["model_types"] = {f"{t}:{m}": types.get((t, m), default)
                            for t, m in {(r[0], r[1]) for r in points}}
     spec["interiors"] = {f"{r[0]}:{r[1]}": list(r[2:5]) for r in rows if r[5] == "interior"}
@@ -195,8 +187,12 @@ def register_coordinates_subset(protocol, coordinates, kept_ids, project=None,
     if not kept:
         raise ValueError("the subset is empty: keep at least one coordinate")
     name = protocol.getNextOutputName(prefix + "_")
+    from tomopick import convert
+
     subset = type(coordinates).create(protocol._getPath(), prefix=name.lower())
     subset.copyInfo(coordinates)
+    # the subset lies in the producer's run folder: it must keep the producer's convention
+    convert.copy_convention(coordinates, subset)
     found = set()
     for coord in coordinates.iterItems(orderBy="id"):
         if coord.getObjId() in kept:
@@ -307,19 +303,14 @@ class TomoPickNapariViewer(pwviewer.Viewer):
 
 
 def _tomopick_protocols():
-    """tomopick's protocol classes (none when the protocols package cannot load)."""
+    """tomopick's protocol classes, as pyworkflow discovered them (viewers do not
+    import tomopick.protocols; none when discovery fails)."""
     try:
-        from tomopick import protocols
+        from pyworkflow import Config
+        protocols = Config.getDomain().getProtocols()
     except Exception:  # discovery of the data viewers must survive a broken protocol
         return []
-    from pyworkflow.protocol import Protocol
-
-    # only tomopick's own protocols: the package namespace also holds tomo's
-    # ProtTomoPicking base class and wizards
-    found = [c for _, c in sorted(vars(protocols).items())
-             if isinstance(c, type) and issubclass(c, Protocol)
-             and c.__module__.startswith("tomopick.")]
-    return list(dict.fromkeys(found))
+    return [c for _, c in sorted(protocols.items()) if c.__module__.startswith("tomopick.")]
 
 
 class _ProtocolTargets:

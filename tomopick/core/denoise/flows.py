@@ -29,20 +29,24 @@ class DenoiseWarning(UserWarning):
     """A parameter was adjusted (e.g. a time step clamped to its stability bound)."""
 
 
-def clamp_time_step(time_step, method):
+def clamp_time_step(time_step, method, warn=True):
     """Clamp a time step to the explicit stability bound of a method.
+
+    The one owner of the clamp (the denoise protocol calls it with
+    ``warn=False`` and logs the clamp itself: warnings are not thread-safe).
 
     Parameters
     ----------
     time_step : float
         Requested step (> 0).
     method : {'EED', 'BFlow'}
+    warn : bool, optional
+        Issue a `DenoiseWarning` when the step is clamped.
 
     Returns
     -------
     float
-        ``time_step`` or the bound, whichever is smaller; a `DenoiseWarning`
-        is issued when it was clamped.
+        ``time_step`` or the bound, whichever is smaller.
 
     Raises
     ------
@@ -58,14 +62,18 @@ def clamp_time_step(time_step, method):
     ...     warnings.simplefilter("ignore", DenoiseWarning)
     ...     round(clamp_time_step(0.5, "BFlow"), 4)
     0.1667
+    >>> clamp_time_step(0.5, "EED", warn=False) == EED_MAX_TIME_STEP
+    True
     """
     tau = float(time_step)
     if not math.isfinite(tau) or tau <= 0:
         raise ValueError(f"{method} time step must be a positive number, got {time_step!r}")
     bound = EED_MAX_TIME_STEP if method == "EED" else BFLOW_MAX_TIME_STEP
     if tau > bound:
-        warnings.warn(f"{method} time step {tau:g} exceeds the explicit stability bound "
-                      f"{bound:.4f}; clamped to {bound:.4f}", DenoiseWarning, stacklevel=3)
+        if warn:
+            warnings.warn(f"{method} time step {tau:g} exceeds the explicit stability bound "
+                          f"{bound:.4f}; clamped to {bound:.4f}", DenoiseWarning,
+                          stacklevel=3)
         return bound
     return tau
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..rotations import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .shared import centre_positions, line_error, require_file
+from .shared import centre_positions, line_error, require_file, tsid_from_filename
 
 N_COLUMNS = 35
 MIN_COLUMNS = 26
@@ -75,7 +75,7 @@ def read_table_map(path):
                 raise line_error(path, line_number,
                                  f"tomogram index {fields[0]!r} is not a number") from None
             name = " ".join(fields[1:])
-            mapping[index] = os.path.splitext(os.path.basename(name))[0]
+            mapping[index] = tsid_from_filename(name)
     return mapping
 
 

@@ -18,7 +18,6 @@ float values (PickET's reader accepts them) and a metadata block holding
 The tsId is, in order: the caller's ``tomo_id``, metadata ``tsId``, the base
 name of metadata ``tomogram_path`` without extension, the file name.
 """
-import os
 
 import numpy as np
 import yaml
@@ -37,7 +36,7 @@ def _tsid(metadata, path):
         return str(metadata["tsId"])
     tomogram = metadata.get("tomogram_path")
     if tomogram not in (None, "None", ""):
-        return os.path.splitext(os.path.basename(str(tomogram)))[0]
+        return tsid_from_filename(tomogram)
     return tsid_from_filename(path)
 
 

@@ -1,4 +1,6 @@
-"""Helpers the coordinate-table formats share: file checks, errors, particle centres."""
+"""Helpers the coordinate-table formats share: file checks, errors, particle centres,
+the filename -> tsId rule (kept apart from the dispatcher in `coordinates`, which
+imports the format modules: no import circle)."""
 import os
 
 import numpy as np
@@ -51,5 +53,16 @@ def single_tomogram(picks, path, tomo_id=None):
 
 
 def tsid_from_filename(path):
-    """The file name without directory and extension (a tsId guess)."""
-    return os.path.splitext(os.path.basename(path))[0]
+    """The tsId a file name stands for: its base name up to the first dot.
+
+    The rule of Scipion's ``normalizeTSId`` (``TS_01.mrc.mdoc`` -> ``TS_01``),
+    without its sqlite-safe character replacements (`tomopick.convert.tsid_of_file`
+    adds them).
+
+    Examples
+    --------
+    >>> tsid_from_filename("/data/TS_01.tomostar"), tsid_from_filename("TS_02.mrc.mdoc")
+    ('TS_01', 'TS_02')
+    """
+    name = os.path.basename(str(path))
+    return name.split(".")[0] if not name.startswith(".") else name

@@ -34,7 +34,7 @@ import starfile
 
 from ..picks import Picks
 from ..rotations import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
-from .shared import centre_positions, require_file
+from .shared import centre_positions, require_file, tsid_from_filename
 
 CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
            "rlnCenteredCoordinateZAngst"]
@@ -86,7 +86,8 @@ def relion_angles(rotation):
 
 def _particles_table(path):
     try:
-        blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnTomoName"])
+        blocks = starfile.read(path, always_dict=True,
+                              parse_as_string=["rlnTomoName", "rlnMicrographName"])
     except Exception as err:
         raise ValueError(f"{path}: not a readable STAR file ({err})") from None
     tables = {name: block for name, block in blocks.items() if isinstance(block, pd.DataFrame)}
@@ -125,7 +126,9 @@ def read_star(path, voxel_size=None, tomo_shapes=None, tomo_id=None, **_):
         Tomogram dimensions in voxels of ``voxel_size``, for every tsId of the
         file (needed for centred coordinates).
     tomo_id : str, optional
-        tsId for all particles when the file has no rlnTomoName column.
+        tsId for all particles when the file names no tomogram. The tsId is
+        ``rlnTomoName`` (RELION 5), else the base name without extension of
+        ``rlnMicrographName`` (RELION 3/4, WarpTools: ``TS_01.tomostar``).
 
     Returns
     -------
@@ -147,10 +150,14 @@ def read_star(path, voxel_size=None, tomo_shapes=None, tomo_id=None, **_):
     n = len(table)
     if "rlnTomoName" in table.columns:
         tomo_ids = table["rlnTomoName"].astype(str).to_numpy()
+    elif "rlnMicrographName" in table.columns:
+        # RELION 3/4 and WarpTools name the tomogram file (TS_01.tomostar, TS_01.mrc)
+        tomo_ids = np.array([tsid_from_filename(name)
+                             for name in table["rlnMicrographName"].astype(str)], dtype=str)
     elif tomo_id is not None:
         tomo_ids = np.full(n, str(tomo_id))
     else:
-        raise ValueError(f"{path}: no rlnTomoName column; give tomo_id")
+        raise ValueError(f"{path}: no rlnTomoName or rlnMicrographName column; give tomo_id")
 
     sub = None
     if set(SUBTOMO_ANGLES) <= set(table.columns):

@@ -35,7 +35,7 @@ class ModelCrop:
     positions : (N, 3) ndarray
         (x, y, z) in voxels.
     rotations : (N, 3, 3) ndarray
-        Orientation of each point (Scipion convention: ``R @ z`` is the
+        Orientation of each point (core convention: ``R @ z`` is the
         particle's z-axis); identity where ``oriented`` is False.
     oriented : (N,) ndarray of bool
         Whether the orientation is defined by the geometry.

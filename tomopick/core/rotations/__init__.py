@@ -3,7 +3,9 @@
 A particle's orientation is a proper rotation ``R`` (3x3) or a homogeneous
 matrix ``M`` (4x4) whose upper-left block is ``R`` and whose last column holds
 the shift (x, y, z) in voxels. ``R @ (0, 0, 1)`` is the particle's z-axis in
-the tomogram; for membrane and vesicle models it is the outward normal.
+the tomogram; for membrane and vesicle models it is the outward normal. Scipion
+objects store the inverse, M = inv([[R, t]]) with f'(r) = f(M r); only
+`tomopick.convert` converts between the two.
 
 - `euler`: Euler angles <-> matrices (plain ZXZ, Dynamo's), and rotations
   that point the z-axis along given directions.
