@@ -437,6 +437,48 @@ def subtomogram_groups(subtomograms):
     return groups
 
 
+def subtomogram_array(index, path):
+    """The voxels [z, y, x] of one subtomogram, float32.
+
+    Parameters
+    ----------
+    index : int
+        Its index in the file (``getLocation()[0]``): 0 for a whole MRC file,
+        else the 1-based volume of a z-stack of cubic boxes.
+    path : str
+        The MRC file.
+
+    Raises
+    ------
+    ValueError
+        If the file holds no such volume (naming the file and index).
+    """
+    data = read_mrc(path, mmap=True)
+    if index == 0 or (index == 1 and data.shape[0] == data.shape[1]):
+        return np.array(data, dtype=np.float32)
+    box = data.shape[1]
+    if data.shape[0] % box or index < 1 or index * box > data.shape[0]:
+        raise ValueError(f"cannot read subtomogram {index} of {path} "
+                         f"(shape z, y, x {data.shape})")
+    return np.array(data[(index - 1) * box:index * box], dtype=np.float32)
+
+
+def tilt_range(item):
+    """(min, max) tilt angles, degrees, of an object's acquisition; None when unknown.
+
+    Parameters
+    ----------
+    item : a Scipion object with ``getAcquisition`` (tomogram, subtomogram, set)
+    """
+    if not hasattr(item, "hasAcquisition") or not item.hasAcquisition():
+        return None
+    acquisition = item.getAcquisition()
+    low, high = acquisition.getAngleMin(), acquisition.getAngleMax()
+    if low is None or high is None or not high > low:
+        return None
+    return float(low), float(high)
+
+
 # ------------------------------------------------------------ meshes (vectorial picking)
 
 #: MeshPoint attributes: the model type name and the interior marker ("x y z" voxels or "").

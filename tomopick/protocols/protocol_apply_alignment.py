@@ -8,9 +8,10 @@ from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
-from tomopick.convert import mark_convention, set_subtomogram_matrix, subtomogram_groups
+from tomopick.convert import (mark_convention, set_subtomogram_matrix, subtomogram_array,
+                              subtomogram_groups)
 from tomopick.core.alignment import align_in_batches
-from tomopick.core.formats import read_mrc, write_mrc
+from tomopick.core.formats import write_mrc
 
 # the form's choices, in the order saved workflows store (by index); names are core's
 INTERPOLATION_CHOICES = ["linear", "cubic"]
@@ -125,15 +126,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
 
     @staticmethod
     def _readSubtomogram(index, path):
-        """One subtomogram: a whole MRC file, or volume ``index`` (1-based) of a z-stack."""
-        data = read_mrc(path, mmap=True)
-        if index == 0 or (index == 1 and data.shape[0] == data.shape[1]):
-            return np.array(data, dtype=np.float32)
-        box = data.shape[1]
-        if data.shape[0] % box or index < 1 or index * box > data.shape[0]:
-            raise ValueError(f"cannot read subtomogram {index} of {path} "
-                             f"(shape z, y, x {data.shape})")
-        return np.array(data[(index - 1) * box:index * box], dtype=np.float32)
+        return subtomogram_array(index, path)
 
     def _sumPath(self, group):
         return self._getExtraPath(f"sum_{group:04d}.npy")

@@ -43,6 +43,9 @@ SPEC_PARAMS = {
     "ProtTomoPickLearnedPicking": ["inputTomograms", "positives", "negatives", "previousRun",
                                    "particleDiameter", "boxSize", "threshold", "maxPicks",
                                    "seed"],
+    "ProtTomoPickInitialModel": ["inputSubtomograms", "symmetry", "particleDiameter",
+                                 "reference", "angularSampling", "numberOfIterations",
+                                 "batchSize", "lowpass", "shrink", "seed"],
 }
 
 

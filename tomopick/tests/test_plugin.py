@@ -21,6 +21,7 @@ SPEC_PROTOCOLS = {
     "ProtTomoPickTemplateMatching": "template matching",
     "ProtTomoPickManualPicking": "manual picking",
     "ProtTomoPickLearnedPicking": "learned picking",
+    "ProtTomoPickInitialModel": "subtomogram initial model",
 }
 
 
