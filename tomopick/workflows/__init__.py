@@ -88,8 +88,10 @@ def run_workflow(name_or_path, project_name, values=None, log=print):
     Returns
     -------
     list of dict
-        Per protocol: ``label``, ``status``, ``error``, ``seconds``, ``protocol``.
+        Per protocol: ``label``, ``status``, ``error``, ``seconds`` (wall), ``cpu_seconds``
+        (user + system of the protocol's process, all its threads), ``protocol``.
     """
+    import resource
     import time
     from pyworkflow.project import Manager
 
@@ -113,14 +115,23 @@ def run_workflow(name_or_path, project_name, values=None, log=print):
         f"from {os.path.basename(path)}")
     results = []
     for prot in protocols.values():
-        start = time.time()
+        start, cpu = time.time(), _children_cpu(resource)
         project.launchProtocol(prot, wait=True)
         prot = project.getProtocol(prot.getObjId())
         result = {"label": prot.getObjLabel() or prot.getClassName(), "status": prot.getStatus(),
                   "error": prot.getErrorMessage() if prot.isFailed() else "",
-                  "seconds": time.time() - start, "protocol": prot}
+                  "seconds": time.time() - start, "cpu_seconds": _children_cpu(resource) - cpu,
+                  "protocol": prot}
         results.append(result)
-        log(f"  {result['label']:<40s} {result['status']:<9s} {result['seconds']:6.1f} s")
+        log(f"  {result['label']:<40s} {result['status']:<9s} {result['seconds']:6.1f} s "
+            f"({result['cpu_seconds']:.1f} s CPU)")
         if result["status"] != "finished":
             break
     return results
+
+
+def _children_cpu(resource):
+    """CPU seconds (user + system) of the finished child processes (the protocols run
+    in a waited child process, so this counts each protocol's threads too)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
