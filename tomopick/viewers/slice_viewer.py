@@ -300,7 +300,7 @@ def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", grou
         Scipion transforms; their z-axes are drawn when ``z_axes`` is None.
     overlay : (nz, ny, nx) array of float, optional
         A per-voxel map (e.g. a picker's score map) drawn over the tomogram in
-        colour (additive, contrast from its own percentiles).
+        colour (additive; its top percent, so peaks stand out).
     labels : (nz, ny, nx) array of int, optional
         Segmentation drawn over the tomogram as a napari Labels layer.
     point_size : float
@@ -382,8 +382,11 @@ def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", grou
         if tuple(np.shape(overlay)) != tuple(volume.shape):
             raise ValueError(f"overlay of shape {np.shape(overlay)} does not match the tomogram "
                              f"{tuple(volume.shape)}")
+        # only the top percent of the map in colour: peaks, not the background's texture
+        sample = np.asarray(overlay[::2, ::2, ::2], dtype=np.float32)
+        low, high = (float(v) for v in np.percentile(sample, [99.0, 100.0]))
         viewer.add_image(overlay, name="score", colormap="inferno", blending="additive",
-                         opacity=0.6, contrast_limits=display.contrast_limits(overlay))
+                         opacity=0.7, contrast_limits=(low, max(high, low + 1e-6)))
     if has_points:
         # rings (the particle stays visible inside), as wide as the particle
         view.points_layer = viewer.add_points(
