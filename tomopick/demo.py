@@ -68,6 +68,18 @@ def _outputs(prot):
     return ", ".join(parts)
 
 
+def _finished(results, count, log):
+    """Whether all ``count`` protocols of a workflow finished; logs their outputs or errors."""
+    failed = [r for r in results if r["status"] != "finished"]
+    for r in failed:
+        log(f"FAILED: {r['label']}: {r['error']}")
+    if failed or len(results) < count:
+        return False
+    for r in results:
+        log(f"   {r['label']:<34s} -> {_outputs(r['protocol'])}")
+    return True
+
+
 def _expected_average(clean, positions, z_axes, box_size):
     """Average of the noise-free volume at given positions and orientations."""
     matrices = homogeneous(rotation_from_z_axis(z_axes)) if z_axes is not None else None
@@ -323,13 +335,8 @@ def run_demo(project_name=None, shape=None, seed=0, log=print):
         "-> extraction -> apply alignment)")
     directional = workflows.run_workflow("directional", project_name,
                                          dict(fields, pointsFile=points_csv), log=log)
-    failed = [r for r in directional if r["status"] != "finished"]
-    if failed or len(directional) < 6:
-        for r in failed:
-            log(f"FAILED: {r['label']}: {r['error']}")
+    if not _finished(directional, 6, log):
         return 1
-    for r in directional:
-        log(f"   {r['label']:<34s} -> {_outputs(r['protocol'])}")
     model = directional[3]["protocol"]
     aligned = directional[5]["protocol"]
     from tomopick.core.formats import read_mrc
@@ -361,13 +368,8 @@ def run_demo(project_name=None, shape=None, seed=0, log=print):
         "non_directional", project_name,
         {"tomoDir": rib_dir, "tomoPattern": "{TS}.mrc", "boxSize": str(rib_box),
          "pointsFile": manual_csv, "particleDiameter": str(RIBOSOME_DIAMETER)}, log=log)
-    failed = [r for r in non_directional if r["status"] != "finished"]
-    if failed or len(non_directional) < 11:
-        for r in failed:
-            log(f"FAILED: {r['label']}: {r['error']}")
+    if not _finished(non_directional, 11, log):
         return 1
-    for r in non_directional:
-        log(f"   {r['label']:<34s} -> {_outputs(r['protocol'])}")
     log("5. Non-directional accuracy against the ground truth")
     _log_tutorial_scores(score_tutorial_run(ribosomes, class_id, non_directional, rib_box), log)
     cpu = sum(r["cpu_seconds"] for r in directional + non_directional)
