@@ -30,12 +30,19 @@ lives on principal components, PickET's on all features).
 With ``--accuracy`` the speed part is skipped and the six workflows x two
 localisations are scored instead on smaller phantoms (96 x 160 x 160) from
 noise-free to SNR 0.1, plus a crowded one and one with vesicles (membrane
-proteins count as particles) and gold beads.
+proteins count as particles) and gold beads.  With ``--lamellae`` they are
+scored on the three 128 x 256 x 256 lamellae of issue 19 (`LAMELLAE`:
+ribosome-like particles of 16 voxels, wedge +-60, SNR 0.15; sparse: 60
+particles; distractors: 110 + 16 membrane proteins on 2 vesicles, 6 gold
+beads; crowded: 260 + 16, centres down to 8 voxels, gold, vesicles and an
+intensity drift across x and z), defaults and the diameter only, one-to-one F1
+within 6 voxels (crowded) or a particle radius.
 
 Usage::
 
     python benchmarks/bench_picket.py [--quick] [--threads 2] [--snr 0.5] [--json FILE]
     python benchmarks/bench_picket.py --accuracy [--json FILE]
+    python benchmarks/bench_picket.py --lamellae [--json FILE]
 """
 import argparse
 import json
@@ -63,12 +70,15 @@ OURS_SLICES = 48
 OURS_REPEATS = 3
 
 
-def make_phantom(shape, snr, seed, directory):
+def make_phantom(shape, snr, seed, directory, distractors=False):
     from tomopick.core.simulate import simulate_tomogram
     n_particles = max(10, int(np.prod(shape) / 30000))
     t = time.perf_counter()
-    ph = simulate_tomogram(shape=shape, n_particles=n_particles, n_vesicles=0, snr=snr,
-                           seed=seed, keep_clean=False)
+    if distractors:
+        ph = simulate_tomogram(seed=seed + 1, **LAMELLA, **LAMELLAE[1][1])
+    else:
+        ph = simulate_tomogram(shape=shape, n_particles=n_particles, n_vesicles=0, snr=snr,
+                               seed=seed, keep_clean=False)
     np.save(os.path.join(directory, "tomogram.npy"), ph.tomogram)
     np.save(os.path.join(directory, "truth.npy"), ph.particles.positions)
     diameter = float(np.median(ph.particle_info["diameter"]))
@@ -110,6 +120,27 @@ def run_workflow(directory, mode, clusterer, diameter, threads, fit_n):
                     "recall_1to1": r["one_to_one"]["recall"], "f1_any": r["any"]["f1"]}
     out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     return out
+
+
+def run_shared(directory, diameter, threads, fit_n):
+    """All six workflows x both localisations in THIS process, sharing stage-1 work.
+
+    `picket.segment_workflows` preprocesses, finds the z ranges and samples the
+    fitting neighbourhoods once; each segmentation serves both localisations.
+    """
+    tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
+    truth = Picks("phantom", np.load(os.path.join(directory, "truth.npy")))
+    t0 = time.perf_counter()
+    f1 = {}
+    for (mode, clusterer), seg in pk.segment_workflows(
+            tomo, WORKFLOWS, particle_diameter=diameter, max_fit_neighborhoods=fit_n,
+            n_threads=threads):
+        for loc in pl.LOCALIZATIONS:
+            picks, _ = pk.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
+            f1[f"{mode} {clusterer} {loc}"] = evaluate_picks(picks, truth,
+                                                             diameter / 2)["one_to_one"]["f1"]
+    return {"total_s": time.perf_counter() - t0, "f1": f1,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
 
 
 # ----------------------------------------------------------------- PickET explicit
@@ -223,6 +254,8 @@ def worker(args):
     if args.worker == "workflow":
         res = run_workflow(args.dir, args.mode, args.clusterer, args.diameter, args.threads,
                            args.fit_n)
+    elif args.worker == "shared":
+        res = run_shared(args.dir, args.diameter, args.threads, args.fit_n)
     else:
         res = explicit_peer(args.dir, args.mode, args.clusterer, args.threads, args.fit_n,
                             tuple(args.sub_shape))
@@ -249,6 +282,60 @@ ACCURACY_CASES = [
     ("vesicles + gold, SNR 0.5", dict(snr=0.5, n_vesicles=2, proteins_per_vesicle=10,
                                       n_gold=6)),
 ]
+
+
+LAMELLA = dict(shape=(128, 256, 256), voxel_size=18.0, particle_classes=(4,), snr=0.15,
+               keep_clean=False)
+LAMELLAE = [
+    ("sparse", dict(n_particles=60, n_vesicles=0, n_gold=0), None),
+    ("distractors", dict(n_particles=110, n_vesicles=2, proteins_per_vesicle=8, n_gold=6),
+     None),
+    ("crowded", dict(n_particles=260, n_vesicles=2, proteins_per_vesicle=8, n_gold=6,
+                     intensity_drift=1.5), 6.0),
+]
+
+
+def lamellae(threads, seed):
+    """One-to-one F1 of the 12 workflows on the sparse, distractor and crowded lamellae."""
+    from tomopick.core.simulate import simulate_tomogram
+    rows = []
+    for name, extra, radius in LAMELLAE:
+        ph = simulate_tomogram(seed=seed + 1, **LAMELLA, **extra)
+        diameter = float(np.median(ph.particle_info["diameter"]))
+        radius = radius or diameter / 2
+        print(f"{name}: {len(ph.particles)} particles, diameter {diameter:.1f} voxels, "
+              f"F1 radius {radius:.1f}", flush=True)
+        for mode, clusterer in WORKFLOWS:
+            t = time.perf_counter()
+            seg = pk.segment_tomogram(ph.tomogram, mode, clusterer, particle_diameter=diameter,
+                                      n_threads=threads, seed=seed)
+            s1 = time.perf_counter() - t
+            lo, hi = seg.pick_range
+            nz, ny, nx = seg.mask.shape
+            for loc in pl.LOCALIZATIONS:
+                obj = pl.localize_particles(seg.mask[lo:hi + 1], loc, diameter,
+                                            evidence=seg.evidence[lo:hi + 1],
+                                            faces=[(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)])
+                picks = Picks("phantom", obj["positions"] + [0, 0, lo])
+                r = evaluate_picks(picks, ph.particles, radius)["one_to_one"]
+                rows.append({"phantom": name, "mode": mode, "clusterer": clusterer,
+                             "localization": loc, "n_true": len(ph.particles),
+                             "n_pred": len(picks), "f1_1to1": r["f1"],
+                             "precision": r["precision"], "recall": r["recall"],
+                             "min_distance": obj["min_distance"],
+                             "particle_fraction": seg.info["particle_fraction"], "s1_s": s1})
+                print(f"  {mode:11s} {clusterer:6s} {loc:20s} n={len(picks):4d} "
+                      f"P={r['precision']:.2f} R={r['recall']:.2f} F1={r['f1']:.3f} "
+                      f"(particle class {seg.info['particle_fraction']:.2f})", flush=True)
+    print(f"\n{'workflow':40s} " + " ".join(f"{n:>11s}" for n, _, _ in LAMELLAE))
+    for mode, clusterer in WORKFLOWS:
+        for loc in pl.LOCALIZATIONS:
+            f1 = [next(r["f1_1to1"] for r in rows if r["phantom"] == n and r["mode"] == mode
+                       and r["clusterer"] == clusterer and r["localization"] == loc)
+                  for n, _, _ in LAMELLAE]
+            print(f"{mode + ' ' + clusterer + ' ' + loc:40s} "
+                  + " ".join(f"{v:11.3f}" for v in f1))
+    return rows
 
 
 def accuracy(threads, seed):
@@ -297,6 +384,12 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--accuracy", action="store_true",
                     help="score the workflows on phantoms from clean to SNR 0.1 instead")
+    ap.add_argument("--distractors", action="store_true",
+                    help="time the distractor lamella of --lamellae (128 x 256 x 256, "
+                    "vesicles and gold, SNR 0.15) instead of the default phantom")
+    ap.add_argument("--lamellae", action="store_true",
+                    help="score the 12 workflows on the sparse / distractor / crowded "
+                    "128 x 256 x 256 lamellae instead")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
@@ -305,17 +398,19 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(args)
-    if args.accuracy:
-        rows = accuracy(args.threads, args.seed)
+    if args.accuracy or args.lamellae:
+        rows = (lamellae if args.lamellae else accuracy)(args.threads, args.seed)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1, default=float)
         return
     shape = tuple(args.shape or ((80, 192, 192) if args.quick else (200, 512, 512)))
+    if args.distractors:
+        shape, args.snr = LAMELLA["shape"], LAMELLA["snr"]
     report = {"shape": shape, "snr": args.snr, "threads": args.threads, "fit_n": args.fit_n,
               "cpu_count": os.cpu_count(), "workflows": [], "explicit": []}
     with tempfile.TemporaryDirectory() as tmp:
-        info = make_phantom(shape, args.snr, args.seed, tmp)
+        info = make_phantom(shape, args.snr, args.seed, tmp, args.distractors)
         report.update(info)
         print(f"phantom {shape} ({np.prod(shape) / 1e6:.1f} M voxels), "
               f"{info['n_particles']} particles, median diameter {info['diameter']:.1f} voxels, "
@@ -339,6 +434,11 @@ def main():
         report["total_s"] = total
         print(f"all six workflows, S1 + both S2: {total:.0f} s on {args.threads} threads; "
               f"peak RAM {max(r['peak_rss_gb'] for r in report['workflows']):.2f} GB")
+        shared = spawn(["--worker", "shared", "--diameter", str(info["diameter"])] + common)
+        report["shared"] = shared
+        print(f"the same twelve sharing stage-1 preparation (segment_workflows) and one "
+              f"segmentation per pair of localisations: {shared['total_s']:.0f} s, "
+              f"peak RAM {shared['peak_rss_gb']:.2f} GB", flush=True)
         sub = [s or full for s, full in zip(args.sub_shape, shape)]
         print(f"\nPrediction, us per voxel: PickET's explicit computation (window by window), "
               f"fastest of {sub[0]} whole slices of {sub[1]} x {sub[2]}; ours, fastest of "

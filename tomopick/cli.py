@@ -33,6 +33,14 @@ def _parser():
     run.add_argument("--project", required=True, help="project name (created if missing)")
     run.add_argument("--set", action="append", default=[], metavar="ALIAS=VALUE",
                      help="value of a template field, by alias (repeatable)")
+    again = run.add_mutually_exclusive_group()
+    again.add_argument("--continue", dest="resume", action="store_const", const=True,
+                       default=None,
+                       help="continue the earlier run of this workflow (same values) in the "
+                            "project: finished protocols and steps are kept (the default "
+                            "when there is one; an error when there is none)")
+    again.add_argument("--new", dest="resume", action="store_const", const=False,
+                       help="load a fresh copy of the workflow even if the project ran it")
 
     sim = sub.add_parser("simulate", help="write a phantom tomogram with its ground truth")
     sim.add_argument("outdir")
@@ -94,7 +102,8 @@ def _run(args):
         alias, value = item.split("=", 1)
         values[alias] = value
     try:
-        results = workflows.run_workflow(args.workflow, args.project, values, log=print)
+        results = workflows.run_workflow(args.workflow, args.project, values, log=print,
+                                         resume=args.resume)
     except (FileNotFoundError, ValueError) as err:
         print(f"tomopick run: {err}", file=sys.stderr)
         return 2

@@ -56,6 +56,10 @@ BLUR_SIGMA = 2.0
 GMM_VARIANCE_KEPT = {"FFT": 0.9999, "Gabor": 0.999, "intensities": 0.999}
 GMM_MAX_COMPONENTS = {"FFT": 24, "Gabor": 12, "intensities": 12}
 NUM_GABOR_FEATURES = 64
+# a particle class holding more than this fraction of the picked voxels means
+# the clusterer split the background (KMeans' bisector does that when the
+# particles are a small, weak-contrast minority): the class is split again
+MAX_PARTICLE_FRACTION = 0.25
 
 
 def check_clusterer(name):
@@ -522,10 +526,105 @@ class Segmentation:
     info: dict = field(default_factory=dict)
 
 
+@dataclass
+class Stage1Inputs:
+    """What every PickET workflow on one tomogram shares (`prepare_stage1`).
+
+    Attributes
+    ----------
+    normalized : (nz, ny, nx) float32 ndarray
+        Blurred, min-max normalised volume.
+    padded : ndarray
+        ``normalized`` padded by n // 2 (`picket_features.pad_volume`).
+    n : int
+        Neighbourhood edge.
+    fit_range, pick_range : (lo, hi)
+    centres : (M, 3) int ndarray
+        [z, y, x] of the sampled fitting neighbourhoods.
+    windows : (M, n^3) float32 ndarray
+        Those neighbourhoods, flattened.
+    timings : dict
+    """
+    normalized: np.ndarray
+    padded: np.ndarray
+    n: int
+    fit_range: tuple
+    pick_range: tuple
+    centres: np.ndarray
+    windows: np.ndarray
+    timings: dict = field(default_factory=dict)
+
+
+def prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z_fit_range=None,
+                   z_pick_range=None, particle_diameter=None, seed=0, n_threads=2):
+    """Preprocessing, z ranges and fitting sample of one tomogram, for any workflow.
+
+    The feature mode and the clusterer do not enter here, so several workflows
+    (`segment_workflows`) share this work and give the same result as
+    `segment_tomogram` run for each alone.  Parameters as `segment_tomogram`.
+
+    Returns
+    -------
+    Stage1Inputs
+    """
+    n = pf.check_neighborhood_size(neighborhood_size)
+    if int(max_fit_neighborhoods) < 100:
+        raise ValueError(f"max_fit_neighborhoods must be >= 100, got {max_fit_neighborhoods}")
+    nz, ny, nx = np.shape(volume)
+    if min(nz, ny, nx) < n:
+        raise ValueError(f"tomogram of shape {np.shape(volume)} is smaller than the "
+                         f"{n}^3 neighbourhood")
+    for name, rng_ in (("z_fit_range", z_fit_range), ("z_pick_range", z_pick_range)):
+        if rng_ is not None and not (0 <= rng_[0] <= rng_[1] < nz):
+            raise ValueError(f"{name} {tuple(rng_)} is outside slices 0..{nz - 1}")
+    t0 = time.perf_counter()
+    normalized = preprocess(volume, n_threads=n_threads)
+    t1 = time.perf_counter()
+    radius = int(np.ceil(particle_diameter / 2)) if particle_diameter else n // 2
+    auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius)
+    fit_range = tuple(z_fit_range) if z_fit_range is not None else auto_fit
+    pick_range = tuple(z_pick_range) if z_pick_range is not None else auto_pick
+    padded = pf.pad_volume(normalized, n)
+    rng = np.random.default_rng(seed)
+    n_slab = (fit_range[1] - fit_range[0] + 1) * ny * nx
+    flat = rng.choice(n_slab, size=min(int(max_fit_neighborhoods), n_slab), replace=False)
+    flat.sort()
+    zz, yy, xx = np.unravel_index(flat, (fit_range[1] - fit_range[0] + 1, ny, nx))
+    centres = np.column_stack([zz + fit_range[0], yy, xx])
+    windows = pf.sample_windows(padded, centres, n)
+    return Stage1Inputs(normalized, padded, n, fit_range, pick_range, centres, windows,
+                        {"preprocess_s": t1 - t0, "sample_s": time.perf_counter() - t1})
+
+
+def segment_workflows(volume, workflows, **kwargs):
+    """PickET stage 1 for several (feature mode, clusterer) pairs sharing their preparation.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+    workflows : sequence of (feature_mode, clusterer)
+    **kwargs
+        `segment_tomogram` parameters (the same for every workflow).
+
+    Yields
+    ------
+    (feature_mode, clusterer), Segmentation
+        One at a time (each holds two volume-sized arrays), in the given order;
+        each equals ``segment_tomogram(volume, feature_mode, clusterer, **kwargs)``.
+    """
+    prep_args = {k: kwargs[k] for k in ("neighborhood_size", "max_fit_neighborhoods",
+                                        "z_fit_range", "z_pick_range", "particle_diameter",
+                                        "seed", "n_threads") if k in kwargs}
+    prepared = prepare_stage1(volume, **prep_args)
+    for mode, clusterer in workflows:
+        yield (mode, clusterer), segment_tomogram(volume, mode, clusterer, prepared=prepared,
+                                                  **kwargs)
+
+
 def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhood_size=5,
                      max_fit_neighborhoods=100000, z_fit_range=None, z_pick_range=None,
                      particle_cluster=-1, particle_diameter=None, seed=0, n_threads=2,
-                     gmm_components=None):
+                     gmm_components=None, prepared=None):
     """PickET stage 1: the particle / background segmentation of one tomogram.
 
     Parameters
@@ -548,6 +647,11 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         Expected particle diameter in voxels (automatic choices).
     seed : int
     n_threads : int
+    gmm_components : int, optional
+        See `fit_model`.
+    prepared : Stage1Inputs, optional
+        `prepare_stage1` of this volume with these parameters (shared between
+        workflows); computed here when not given.
 
     Returns
     -------
@@ -558,49 +662,30 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     ValueError
         On a bad mode, clusterer, neighbourhood size, z range or cluster id.
     """
-    n = pf.check_neighborhood_size(neighborhood_size)
     feature_mode = pf.check_feature_mode(feature_mode)
     clusterer = check_clusterer(clusterer)
     if particle_cluster not in (-1, 0, 1):
         raise ValueError(f"particle cluster id must be -1 (automatic), 0 or 1, "
                          f"got {particle_cluster}")
-    if int(max_fit_neighborhoods) < 100:
-        raise ValueError(f"max_fit_neighborhoods must be >= 100, got {max_fit_neighborhoods}")
-    nz, ny, nx = np.shape(volume)
-    if min(nz, ny, nx) < n:
-        raise ValueError(f"tomogram of shape {np.shape(volume)} is smaller than the "
-                         f"{n}^3 neighbourhood")
-    for name, rng_ in (("z_fit_range", z_fit_range), ("z_pick_range", z_pick_range)):
-        if rng_ is not None and not (0 <= rng_[0] <= rng_[1] < nz):
-            raise ValueError(f"{name} {tuple(rng_)} is outside slices 0..{nz - 1}")
+    if prepared is None:
+        prepared = prepare_stage1(volume, neighborhood_size, max_fit_neighborhoods, z_fit_range,
+                                  z_pick_range, particle_diameter, seed, n_threads)
+    normalized, padded, n = prepared.normalized, prepared.padded, prepared.n
+    fit_range, pick_range = prepared.fit_range, prepared.pick_range
+    windows, centres = prepared.windows, prepared.centres
+    nz, ny, nx = normalized.shape
+    timings = dict(prepared.timings)
     clock = [time.perf_counter()]
-    timings = {}
 
     def lap(name):
         clock.append(time.perf_counter())
         timings[name] = clock[-1] - clock[-2]
 
-    normalized = preprocess(volume, n_threads=n_threads)
-    lap("preprocess_s")
-    radius = int(np.ceil(particle_diameter / 2)) if particle_diameter else n // 2
-    auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius)
-    fit_range = tuple(z_fit_range) if z_fit_range is not None else auto_fit
-    pick_range = tuple(z_pick_range) if z_pick_range is not None else auto_pick
-
-    padded = pf.pad_volume(normalized, n)
-    rng = np.random.default_rng(seed)
-    n_slab = (fit_range[1] - fit_range[0] + 1) * ny * nx
-    flat = rng.choice(n_slab, size=min(int(max_fit_neighborhoods), n_slab), replace=False)
-    flat.sort()
-    zz, yy, xx = np.unravel_index(flat, (fit_range[1] - fit_range[0] + 1, ny, nx))
-    centres = np.column_stack([zz + fit_range[0], yy, xx])
-    windows = pf.sample_windows(padded, centres, n)
     model = fit_model(windows, n, feature_mode, clusterer, seed, gmm_components)
     lap("fit_s")
 
     margin = np.zeros((nz, ny, nx), np.float32)
     predict_margin(padded, model, pick_range, margin, n_threads=n_threads)
-    del padded
     lap("predict_s")
     labels = margin > 0
     if pick_range[0] > 0:
@@ -616,6 +701,10 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         mask = margin > 0
     else:
         mask = labels
+    fraction = float(mask[pick_range[0]:pick_range[1] + 1].mean())
+    if fraction > MAX_PARTICLE_FRACTION:
+        info["first_split"] = {"model": model.info, "particle_fraction": fraction}
+        _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_components)
     mask[:pick_range[0]] = False
     mask[pick_range[1] + 1:] = False
     margin[:pick_range[0]] = 0
@@ -626,6 +715,36 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     info["n_predicted"] = (pick_range[1] - pick_range[0] + 1) * ny * nx
     return Segmentation(mask, margin, normalized, model, int(particle_cluster),
                         fit_range, pick_range, info)
+
+
+def _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_components):
+    """Split a too-large particle class in two and keep its more contrasted half.
+
+    The clusterer is refitted on the fitting neighbourhoods that fell in the
+    particle class; of its two classes the one whose mean intensity departs
+    more from the volume's median is the particles.  ``mask`` and ``margin``
+    are updated in place: the mask loses the other half, and the margin becomes
+    the smaller of the two margins (a voxel is as much a particle as its
+    weaker evidence says).
+    """
+    inside = mask[tuple(prepared.centres.T)]
+    if inside.sum() < 100:
+        return
+    sub = fit_model(prepared.windows[inside], model.n, model.mode, model.clusterer, seed,
+                    gmm_components)
+    second = np.zeros(mask.shape, np.float32)
+    predict_margin(prepared.padded, sub, prepared.pick_range, second, n_threads=n_threads)
+    normalized = prepared.normalized
+    lo, hi = prepared.pick_range
+    vol, m1, m2 = normalized[lo:hi + 1], mask[lo:hi + 1], second[lo:hi + 1] > 0
+    median = float(np.median(vol[::2, ::4, ::4]))
+    a, b = m1 & m2, m1 & ~m2
+    if not (a.any() and b.any()):
+        return
+    if abs(vol[b].mean() - median) > abs(vol[a].mean() - median):
+        np.negative(second, out=second)
+    np.minimum(margin, second, out=margin)
+    mask &= second > 0
 
 
 # --------------------------------------------------------------------------- both stages
@@ -654,13 +773,25 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
         object k = the k-th pick), 'volumes' (in pick order), counts of the
         objects dropped by the filters.
     """
-    from tomopick.core.picks import Picks
-    from tomopick.core.picket_localize import localize_particles
-
     seg = segment_tomogram(volume, feature_mode, clusterer, neighborhood_size,
                            max_fit_neighborhoods, z_fit_range, z_pick_range,
                            particle_cluster, particle_diameter, seed, n_threads,
                            gmm_components)
+    picks, objects = localize_segmentation(seg, localization, particle_diameter, min_distance,
+                                           tomo_id, voxel_size)
+    return picks, seg, objects
+
+
+def localize_segmentation(seg, localization="connected components", particle_diameter=None,
+                          min_distance=0, tomo_id="", voxel_size=None):
+    """PickET stage 2 on a `Segmentation`: objects of its mask, ranked by mass.
+
+    Several localisations of one segmentation share its stage 1.  Parameters
+    and returns as `picket_pick` (without the segmentation).
+    """
+    from tomopick.core.picks import Picks
+    from tomopick.core.picket_localize import localize_particles
+
     lo, hi = seg.pick_range
     # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
     nz, ny, nx = seg.mask.shape
@@ -678,4 +809,4 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
     objects["volumes"] = objects["volumes"][order]
     picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
                   scores=objects["scores"][order], voxel_size=voxel_size)
-    return picks, seg, objects
+    return picks, objects

@@ -8,11 +8,21 @@ watershed of the distance transform (markers: local maxima at least
   (a sphere of ``particle_diameter``) are noise, objects larger than
   ``max_volume_factor`` times it are membranes, gold or merged clutter: both are
   dropped (and counted);
-- watershed markers are spaced by ``MARKER_SPACING`` (0.35) particle diameters
-  when ``min_distance`` is 0 -- close enough to separate touching particles,
-  which the 2-voxel blur fuses into blobs with shallow necks, far enough not to
-  split one particle (chosen on simulated phantoms, SNR 0.1-0.5); every
+- watershed markers are spaced, when ``min_distance`` is 0, by the typical
+  radius of the particles AS THE MASK SHOWS THEM (`marker_spacing`): the median
+  of the distance-transform maximum of the particle-sized components, within
+  0.25-0.5 particle diameters.  Two distance maxima closer than one blob radius
+  lie in one blob; farther ones are the cores of touching particles.  A fixed
+  fraction of the diameter over-split sparse particles (whose mask blobs are
+  large) and under-split crowded ones (whose blobs are small); every
   connected component gets at least one marker;
+- objects whose mass (summed margin) is below ``min_mass_fraction`` (0.35) of
+  the median mass of the objects that pass the size filter are dropped
+  (and counted): noise patches that cross the cluster boundary are
+  large but faint, particles are both;
+- objects whose mean margin per voxel exceeds ``max_density_factor`` (4) times
+  that of the median object are dropped (and counted): gold beads and other
+  metal or ice contamination are far denser than any protein;
 - objects touching the volume border are kept (PickET's peak finder silently
   excludes markers near the border); only slivers whose centroid lies within
   ``edge_margin`` (default D/8) of a face are dropped, and counted: they are
@@ -37,7 +47,8 @@ def _watershed(*args, **kwargs):
 LOCALIZATIONS = ("connected components", "watershed")
 # components whose bounding box exceeds this many voxels are split slab by slab
 SLAB_VOXELS = 16_000_000
-MARKER_SPACING = 0.35
+# bounds of the automatic watershed marker spacing, in particle diameters
+MARKER_SPACING_BOUNDS = (0.25, 0.5)
 
 
 def check_localization(name):
@@ -61,7 +72,54 @@ def expected_volume(particle_diameter):
     return np.pi / 6 * float(particle_diameter) ** 3
 
 
-def split_watershed(mask, min_distance, min_volume=0):
+def marker_spacing(mask, particle_diameter, components=None):
+    """Watershed marker spacing (voxels) from the mask's own particle-sized blobs.
+
+    The median, over the connected components whose volume is 0.1-8 times a
+    sphere of ``particle_diameter``, of the component's largest distance to
+    the background: the radius a particle has in this mask.  Clipped to
+    ``MARKER_SPACING_BOUNDS`` diameters (0.35 D when no component is
+    particle-sized).
+
+    Parameters
+    ----------
+    mask : (nz, ny, nx) bool array
+    particle_diameter : float
+        Voxels.
+    components : (labels, n) from ``scipy.ndimage.label(mask)``, optional
+
+    Returns
+    -------
+    int
+        >= 1.
+
+    Examples
+    --------
+    >>> z, y, x = np.indices((30, 30, 60))
+    >>> mask = ((x - 15) ** 2 + (y - 15) ** 2 + (z - 15) ** 2 < 36) | \\
+    ...        ((x - 45) ** 2 + (y - 15) ** 2 + (z - 15) ** 2 < 36)
+    >>> marker_spacing(mask, 16)            # blobs of radius 6 -> 6 voxels
+    6
+    """
+    lo, hi = (f * float(particle_diameter) for f in MARKER_SPACING_BOUNDS)
+    labels, n = components if components is not None else ndi.label(mask)
+    spacing = 0.35 * float(particle_diameter)
+    if n:
+        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        expected = expected_volume(particle_diameter)
+        plausible = np.flatnonzero((sizes >= 0.1 * expected) & (sizes <= 8 * expected)) + 1
+        if len(plausible):
+            # the distance transform only inside particle-sized components' boxes
+            boxes = ndi.find_objects(labels)
+            radii = []
+            for k in plausible:
+                box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in boxes[k - 1])
+                radii.append(ndi.distance_transform_edt(labels[box] == k).max())
+            spacing = float(np.median(radii))
+    return max(1, int(round(np.clip(spacing, lo, hi))))
+
+
+def split_watershed(mask, min_distance, min_volume=0, components=None):
     """PickET's watershed: distance-transform maxima as markers, at least one per component.
 
     Run component by component inside each bounding box (padded by one voxel):
@@ -82,6 +140,7 @@ def split_watershed(mask, min_distance, min_volume=0):
     min_volume : int
         Components smaller than this are labelled whole, without a watershed
         (they cannot hold two particles worth keeping).
+    components : (labels, n) from ``scipy.ndimage.label(mask)``, optional
 
     Returns
     -------
@@ -90,7 +149,7 @@ def split_watershed(mask, min_distance, min_volume=0):
     """
     if min_distance < 1:
         raise ValueError(f"watershed min_distance must be >= 1 voxel, got {min_distance}")
-    components, ncomp = ndi.label(mask)
+    components, ncomp = components if components is not None else ndi.label(mask)
     labels = np.zeros(mask.shape, np.int32)
     if ncomp == 0:
         return labels
@@ -179,8 +238,9 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
 
 
 def localize_particles(mask, method="connected components", particle_diameter=None,
-                       min_distance=0, evidence=None, min_volume_fraction=0.02,
-                       max_volume_factor=8.0, edge_margin=None, faces=None):
+                       min_distance=0, evidence=None, min_volume_fraction=0.1,
+                       max_volume_factor=8.0, edge_margin=None, faces=None,
+                       min_mass_fraction=0.35, max_density_factor=4.0):
     """Objects of a particle mask and their centroids.
 
     Parameters
@@ -192,12 +252,21 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         Expected particle diameter in voxels; enables the size filter and the
         automatic watershed marker spacing.
     min_distance : int
-        Watershed marker spacing in voxels; 0 = round(MARKER_SPACING * particle_diameter).
+        Watershed marker spacing in voxels; 0 = `marker_spacing` (from the mask
+        and the diameter).
     evidence : (nz, ny, nx) float array, optional
         Per-voxel particle margin; scores are its sums over objects (object
         volume when not given).
     min_volume_fraction, max_volume_factor : float
         Size filter relative to the expected particle volume.
+    min_mass_fraction : float
+        Objects whose mass (summed evidence) is below this fraction of the
+        median mass of the objects that pass the size filter are dropped
+        (needs a diameter; 0 = keep all).
+    max_density_factor : float
+        Objects whose mean evidence per voxel is above this many times the
+        median object's are dropped (needs a diameter and the evidence;
+        0 = keep all).
     edge_margin : float, optional
         Objects whose centroid is closer than this (voxels) to a face are
         dropped; default particle_diameter / 8 (0 without a diameter).
@@ -212,7 +281,8 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         'positions' (N, 3) float (x, y, z) voxels, bottom-left origin (centre of
         [k, j, i] at (i, j, k)); 'scores' (N,); 'volumes' (N,) voxels;
         'labels' (nz, ny, nx) int32, kept objects renumbered 1..N;
-        'n_objects', 'n_too_small', 'n_too_large', 'n_edge_slivers'.
+        'n_objects', 'n_too_small', 'n_too_large', 'n_edge_slivers',
+        'n_faint', 'n_dense'; 'min_distance' (the watershed spacing used, else 0).
 
     Raises
     ------
@@ -222,13 +292,15 @@ def localize_particles(mask, method="connected components", particle_diameter=No
     method = check_localization(method)
     mask = np.asarray(mask, bool)
     if method == "watershed":
+        if not min_distance and not particle_diameter:
+            raise ValueError("watershed needs min_distance > 0 or a particle diameter")
+        components = ndi.label(mask)
         if not min_distance:
-            if not particle_diameter:
-                raise ValueError("watershed needs min_distance > 0 or a particle diameter")
-            min_distance = max(1, int(round(MARKER_SPACING * particle_diameter)))
+            min_distance = marker_spacing(mask, particle_diameter, components)
         min_volume = (min_volume_fraction * expected_volume(particle_diameter)
                       if particle_diameter else 0)
-        labels = split_watershed(mask, min_distance, int(min_volume))
+        labels = split_watershed(mask, min_distance, int(min_volume), components)
+        del components
     else:
         labels, _ = ndi.label(mask)
         labels = labels.astype(np.int32)
@@ -259,9 +331,27 @@ def localize_particles(mask, method="connected components", particle_diameter=No
     to_face = np.minimum(positions - faces[:, 0], faces[:, 1] - positions).min(axis=1)
     slivers = keep & (to_face < edge_margin)
     keep &= ~slivers
+    faint = np.zeros(nobj, bool)
+    if particle_diameter and min_mass_fraction and keep.any():
+        # the reference is the median object that passed the size filter:
+        # measured on simulated lamellae, the median of only the larger objects
+        # was dominated by a few merged blobs and dropped real particles
+        reference = np.median(mass[keep])
+        if reference > 0:
+            faint = keep & (mass < min_mass_fraction * reference)
+            keep &= ~faint
+    dense = np.zeros(nobj, bool)
+    if particle_diameter and max_density_factor and evidence is not None and keep.any():
+        density = mass / np.maximum(volumes, 1)
+        reference = np.median(density[keep])
+        if reference > 0:
+            dense = keep & (density > max_density_factor * reference)
+            keep &= ~dense
     new_id = np.zeros(nobj + 1, np.int32)
     new_id[1:][keep] = np.arange(1, keep.sum() + 1)
     return {"positions": positions[keep], "scores": mass[keep], "volumes": volumes[keep],
             "labels": new_id[labels], "n_objects": nobj,
             "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
-            "n_edge_slivers": int(slivers.sum())}
+            "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
+            "n_dense": int(dense.sum()),
+            "min_distance": int(min_distance) if method == "watershed" else 0}

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import save_npz
+
 _EXTRA = "extra_"
 
 
@@ -175,12 +177,8 @@ class Picks:
             data["voxel_size"] = np.float64(self.voxel_size)
         for name, values in self.extra.items():
             data[_EXTRA + name] = np.asarray(values)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **data)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        save_npz(path, **data)
 
     @classmethod
     def load(cls, path):

@@ -820,7 +820,7 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                       contrast="dark", seed=0, tomo_id="phantom", particle_classes=None,
                       ice_thickness=0.7, ice_density=0.4, background_amplitude=0.1,
                       defocus=3.0, bfactor=50.0, max_attempts=1000, keep_clean=True,
-                      extra_classes=None):
+                      extra_classes=None, intensity_drift=0.0):
     """Build a synthetic tomogram with ground truth.
 
     Parameters
@@ -876,6 +876,15 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         with a shape object such as a density map
         (`tomopick.core.simulate_maps.map_particle_class`); drawn like the
         analytic ones (and by default along with them).
+    intensity_drift : float
+        Peak-to-peak amplitude of a slow linear grey-level ramp across x and z
+        (a direction drawn in the x-z plane), in units of the standard
+        deviation of the filtered signal inside the ice; added after the
+        wedge and CTF, before the noise.  Real reconstructions keep such
+        drifts (thickness-dependent absorption, uneven ice) although the
+        CTF high-pass removes them from the simulated density, so
+        segmentation must cope with particles whose grey level changes
+        across the lamella.  0 = none.
 
     Returns
     -------
@@ -894,6 +903,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         raise ValueError(f"contrast must be 'dark' or 'bright', got {contrast!r}")
     if snr is not None and snr <= 0:
         raise ValueError(f"snr must be positive or None, got {snr}")
+    if not intensity_drift >= 0:
+        raise ValueError(f"intensity_drift must be >= 0, got {intensity_drift}")
     if not 0 < ice_thickness <= 1:
         raise ValueError(f"ice_thickness must be a fraction of nz in (0, 1], got {ice_thickness}")
     for name, value in (("n_particles", n_particles), ("n_vesicles", n_vesicles),
@@ -918,7 +929,8 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                   ice_thickness=ice_thickness, ice_density=ice_density,
                   background_amplitude=background_amplitude, defocus=defocus, bfactor=bfactor,
                   particle_classes=[int(c) for c in classes], tomo_id=str(tomo_id),
-                  extra_classes={int(k): v["name"] for k, v in (extra_classes or {}).items()})
+                  extra_classes={int(k): v["name"] for k, v in (extra_classes or {}).items()},
+                  intensity_drift=float(intensity_drift))
 
     rng = np.random.default_rng(seed)
     nz, ny, nx = shape
@@ -1160,8 +1172,9 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
     # --- missing wedge, CTF, noise ----------------------------------------------
     if tilt_range is None and not ctf:
         tomogram = clean.copy() if keep_clean else clean
+        var_s = _add_drift(tomogram, intensity_drift, z_bot, z_top, rng)
         if snr is not None:
-            var_s = _masked_var(tomogram, z_bot, z_top)
+            var_s = var_s or _masked_var(tomogram, z_bot, z_top)
             noise = rng.standard_normal(shape, dtype=np.float32)
             noise *= np.float32(np.sqrt(var_s / snr / _masked_var(noise)))
             tomogram += noise
@@ -1183,8 +1196,9 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
         # overwrite_x: the spectrum is not needed afterwards (its buffer is
         # reused for the noise), which saves pocketfft a volume-sized copy
         tomogram = sfft.irfftn(spectrum, s=shape, workers=_N_THREADS, overwrite_x=True)
+        var_s = _add_drift(tomogram, intensity_drift, z_bot, z_top, rng)
         if snr is not None:
-            var_s = _masked_var(tomogram, z_bot, z_top)
+            var_s = var_s or _masked_var(tomogram, z_bot, z_top)
             # white noise restricted to the measured Fourier region, drawn
             # straight in Fourier space (one inverse FFT, no forward one)
             spectrum.real = rng.standard_normal(spectrum.shape, dtype=np.float32)
@@ -1215,6 +1229,27 @@ def simulate_tomogram(shape=(64, 96, 96), voxel_size=10.0, n_particles=20, n_ves
                    filament_info=filament_info, gold=gold, templates=templates,
                    voxel_size=float(voxel_size), ice_bounds=(z_bot, z_top), params=params,
                    classes={k: dict(name=v["name"], kind=v["kind"]) for k, v in table.items()})
+
+
+def _add_drift(tomogram, amplitude, z_bot, z_top, rng):
+    """Add a linear grey-level ramp across x and z in place (`simulate_tomogram`).
+
+    Returns the signal variance inside the ice measured BEFORE the ramp (the
+    SNR's reference, so the drift does not change the noise level), or None
+    when there is no drift (no rng draw either: seeds keep their phantoms).
+    """
+    if not amplitude:
+        return None
+    var_s = _masked_var(tomogram, z_bot, z_top)
+    angle = rng.uniform(0, 2 * np.pi)
+    nz, _, nx = tomogram.shape
+    ramp_x = (np.cos(angle) * (np.arange(nx) / max(nx - 1, 1) - 0.5)).astype(np.float32)
+    ramp_z = (np.sin(angle) * (np.arange(nz) / max(nz - 1, 1) - 0.5)).astype(np.float32)
+    # peak-to-peak |cos| + |sin| of the unit ramp, normalised to the amplitude
+    scale = np.float32(amplitude * np.sqrt(var_s) / (abs(np.cos(angle)) + abs(np.sin(angle))))
+    for z in range(nz):
+        tomogram[z] += scale * (ramp_z[z] + ramp_x)[None, :]
+    return var_s
 
 
 def _shape_min_z(shape_obj):

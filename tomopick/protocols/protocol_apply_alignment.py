@@ -11,7 +11,8 @@ from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 from tomopick.convert import (mark_convention, set_subtomogram_matrix, subtomogram_array,
                               subtomogram_groups)
 from tomopick.core.alignment import align_in_batches
-from tomopick.core.formats import write_mrc
+from tomopick.core.atomic import save_npy
+from tomopick.core.formats import read_mrc, write_mrc
 
 # the form's choices, in the order saved workflows store (by index); names are core's
 INTERPOLATION_CHOICES = ["linear", "cubic"]
@@ -70,7 +71,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
         interpolation = INTERPOLATION_CHOICES[self.interpolation.get()]
         total, files = None, []
         matrices = np.array([matrix for _, _, _, matrix in items])
-        for start, aligned in align_in_batches(_SubtomogramFiles(items, self._readSubtomogram),
+        for start, aligned in align_in_batches(_SubtomogramFiles(items, subtomogram_array),
                                                matrices, interpolation,
                                                workers=self.numberOfThreads.get()):
             for (objId, _, _, _), volume in zip(items[start:start + len(aligned)], aligned):
@@ -79,7 +80,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
                 files.append((objId, path))
             part = aligned.sum(axis=0, dtype=np.float64)
             total = part if total is None else total + part
-        np.save(self._sumPath(group), total)
+        save_npy(self._sumPath(group), total)
         with open(self._filesPath(group), "w") as fh:
             json.dump(files, fh)
         self.info(f"{tsId}: {len(items)} subtomograms aligned ({interpolation})")
@@ -124,10 +125,6 @@ class ProtTomoPickApplyAlignment(EMProtocol):
             self._groupCache = subtomogram_groups(self.inputSubtomograms.get())
         return self._groupCache
 
-    @staticmethod
-    def _readSubtomogram(index, path):
-        return subtomogram_array(index, path)
-
     def _sumPath(self, group):
         return self._getExtraPath(f"sum_{group:04d}.npy")
 
@@ -143,7 +140,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
             return [f"The subtomograms {subtomos.getNameId()} are empty."]
         first = subtomos.getFirstItem()
         try:
-            self._readSubtomogram(int(first.getLocation()[0] or 0), first.getFileName())
+            subtomogram_array(int(first.getLocation()[0] or 0), first.getFileName())
         except ValueError as err:
             return [f"Cannot read the first subtomogram of {subtomos.getNameId()}: {err}"]
         return []

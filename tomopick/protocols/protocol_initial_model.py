@@ -9,6 +9,7 @@ from tomo.objects import AverageSubTomogram, SetOfSubTomograms
 
 from tomopick.convert import (mark_convention, set_subtomogram_matrix, subtomogram_array,
                               subtomogram_groups, tilt_range)
+from tomopick.core.atomic import save_npz
 from tomopick.core.averaging import initial_model
 from tomopick.core.formats import read_mrc, write_mrc
 from tomopick.core.fourier import resample_volume
@@ -146,7 +147,7 @@ class ProtTomoPickInitialModel(EMProtocol):
         for h in (0, 1):
             write_mrc(self._getExtraPath(f"half_{h + 1}.mrc"), result.half_maps[h], samplingRate)
         write_mrc(self._getExtraPath("unfiltered.mrc"), result.unfiltered, samplingRate)
-        np.savez(self._resultPath(), matrices=result.matrices, scores=result.scores,
+        save_npz(self._resultPath(), matrices=result.matrices, scores=result.scores,
                  half=result.half, frequency=result.frequency, fsc=result.fsc,
                  resolution=result.resolution, consistency=result.consistency,
                  chosen=result.chosen_restart, frame=result.symmetry_frame)

@@ -164,7 +164,9 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         except ValueError as err:
             raise ValueError(f"{tsId}: {err}") from None
         write_mrc(self._scoreMapPath(tsId), detection.score_map, rate)
-        np.savez(self._picksPath(tsId), positions=detection.positions, scores=detection.scores)
+        n = len(detection.positions)
+        Picks(np.full(n, tsId), detection.positions, scores=detection.scores,
+              voxel_size=rate).save(self._picksPath(tsId))
         how = "automatic (Otsu on peak scores)" if detection.automatic else "given"
         self.info(f"{tsId}: {len(detection.positions)} picks of "
                   f"{len(detection.candidate_scores)} peaks; threshold "
@@ -174,16 +176,12 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         tomoSet = self.inputTomograms.get()
         tomograms = tomograms_by_tsid(tomoSet)
         rate = tomoSet.getSamplingRate()
-        parts = []
-        for tsId in tomograms:
-            with np.load(self._picksPath(tsId)) as data:
-                parts.append(Picks(np.full(len(data["positions"]), tsId), data["positions"],
-                                   scores=data["scores"], voxel_size=rate))
         coords = SetOfCoordinates3D.create(self._getPath(), prefix=OUTPUT_COORDINATES)
         coords.setSamplingRate(rate)
         coords.setBoxSize(self.boxSize.get())
         coords.setPrecedents(self.inputTomograms)
-        append_picks(coords, Picks.concatenate(parts), tomograms)
+        append_picks(coords, Picks.concatenate(Picks.load(self._picksPath(tsId))
+                                          for tsId in tomograms), tomograms)
 
         maps = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_SCORE_MAPS)
         maps.setSamplingRate(rate)

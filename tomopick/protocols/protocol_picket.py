@@ -20,6 +20,8 @@ from tomo.protocols import ProtTomoBase
 from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
 from tomopick.core.formats import mrc_header_info, write_mrc
+from tomopick.core.picket_features import check_feature_mode
+from tomopick.core.picket_localize import check_localization
 from tomopick.core.picks import Picks
 
 OUTPUT_COORDINATES = "coordinates"
@@ -28,6 +30,41 @@ OUTPUT_SEGMENTATIONS = "segmentations"
 FEATURE_MODES = ["FFT", "Gabor", "intensities"]
 CLUSTERERS = ["KMeans", "GMM"]
 LOCALIZATIONS = ["connected components", "watershed"]
+SHORT_LOCALIZATIONS = {"connected components": "cc", "watershed": "watershed"}
+
+
+def parse_workflows(text):
+    """Workflows from the form's text: 'feature clusterer localisation' entries, ';'-separated.
+
+    Returns a list of canonical (feature mode, clusterer, localisation) triples,
+    in order and without repeats.
+
+    Raises
+    ------
+    ValueError
+        Naming the entry that is not a feature mode, a clusterer and a localisation.
+    """
+    workflows = []
+    for entry in (text or "").replace("\n", ";").split(";"):
+        words = entry.split()
+        if not words:
+            continue
+        try:
+            if len(words) < 3:
+                raise ValueError("it needs a feature mode, a clusterer and a localisation")
+            triple = (check_feature_mode(words[0]), picket.check_clusterer(words[1]),
+                      check_localization(" ".join(words[2:])))
+        except ValueError as err:
+            raise ValueError(f"workflow {entry.strip()!r}: {err} (e.g. 'FFT GMM watershed; "
+                             f"intensities KMeans connected components')") from None
+        if triple not in workflows:
+            workflows.append(triple)
+    return workflows
+
+
+def workflow_output_name(mode, clusterer, localization):
+    """Name of the coordinates output of an extra workflow, e.g. coordinates_FFT_GMM_watershed."""
+    return f"{OUTPUT_COORDINATES}_{mode}_{clusterer}_{SHORT_LOCALIZATIONS[localization]}"
 
 
 class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
@@ -71,7 +108,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                       help="Box size stored with the output coordinates (for extraction).")
 
         form.addSection(label="Segmentation")
-        form.addParam("featureExtraction", params.EnumParam, choices=FEATURE_MODES,
+        form.addParam("featureExtraction", params.EnumParam, choices=list(FEATURE_MODES),
                       default=1, label="Features",
                       help="Description of each voxel's neighbourhood (after a Gaussian blur "
                            "of 2 voxels and min-max normalisation):\n"
@@ -79,8 +116,12 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "non-redundant half);\n"
                            "Gabor: responses to PickET's bank of 1000 3D Gabor filters, "
                            "keeping the 64 that vary most;\n"
-                           "intensities: the neighbourhood's voxel values.")
-        form.addParam("clustering", params.EnumParam, choices=CLUSTERERS, default=1,
+                           "intensities: the neighbourhood's voxel values.\n"
+                           "Default Gabor with GMM and watershed: the best one-to-one F1 "
+                           "on crowded simulated cytoplasm, tied with FFT among distractors "
+                           "(vesicles, gold); FFT is better on sparse lamellae "
+                           "(benchmarks/bench_picket.py --accuracy).")
+        form.addParam("clustering", params.EnumParam, choices=list(CLUSTERERS), default=1,
                       label="Clustering",
                       help="Two-class clusterer fitted on sampled neighbourhoods and applied "
                            "to every voxel.\nKMeans: nearest of two centres (exactly "
@@ -120,15 +161,30 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "initialisation: equal seeds give equal picks.")
 
         form.addSection(label="Localisation")
-        form.addParam("localization", params.EnumParam, choices=LOCALIZATIONS,
+        form.addParam("localization", params.EnumParam, choices=list(LOCALIZATIONS),
                       default=1, label="Localisation",
                       help="connected components: each connected particle region is one "
                            "particle.\nwatershed: regions are split at the valleys of their "
                            "distance transform (touching particles).")
         form.addParam("minDistance", params.IntParam, default=0, validators=[params.GE(0)],
                       condition="localization == 1", label="Minimum distance (voxels)",
-                      help="Minimum distance between watershed markers. 0: 0.35 particle "
-                           "diameters.")
+                      help="Minimum distance between watershed markers. 0: automatic, the "
+                           "median radius of the particle-sized blobs of the mask "
+                           "(0.25-0.5 particle diameters), so touching particles are "
+                           "split in crowded regions and lone ones are not.")
+        form.addParam("extraWorkflows", params.StringParam, default="",
+                      label="Also run these workflows",
+                      expertLevel=params.LEVEL_ADVANCED,
+                      help="Compare workflows without recomputing: 'features clusterer "
+                           "localisation' entries separated by ';', e.g. 'FFT GMM watershed; "
+                           "intensities KMeans connected components'. They share the "
+                           "preprocessing, z ranges and fitting sample with the workflow "
+                           "above, and workflows with the same features and clusterer share "
+                           "the whole segmentation. Each gets its own coordinates output, "
+                           "coordinates_<features>_<clusterer>_<cc|watershed>, so it can be "
+                           "fed to any protocol (consensus, extraction, the viewer) on its "
+                           "own; the main 'coordinates' and 'segmentations' stay those of "
+                           "the workflow above.")
         form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------
@@ -145,17 +201,29 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         nz = volume.shape[0]
         samplingRate = self.inputTomograms.get().getSamplingRate()
         diameter = self.particleDiameter.get() / samplingRate or None
-        picks, seg, objects = picket.picket_pick(
-            volume, feature_mode=FEATURE_MODES[self.featureExtraction.get()],
-            clusterer=CLUSTERERS[self.clustering.get()],
-            localization=LOCALIZATIONS[self.localization.get()],
-            neighborhood_size=self.neighborhoodSize.get(),
+        main = self._mainWorkflow()
+        workflows = [main] + [w for w in self._extraWorkflows() if w != main]
+        pairs = list(dict.fromkeys((mode, clusterer) for mode, clusterer, _ in workflows))
+        segmentations = picket.segment_workflows(
+            volume, pairs, neighborhood_size=self.neighborhoodSize.get(),
             max_fit_neighborhoods=self.maxNeighborhoodsForFitting.get(),
             z_fit_range=picket.parse_z_range(self.zFitRange.get(), nz),
             z_pick_range=picket.parse_z_range(self.zPickRange.get(), nz),
             particle_cluster=self.particleClusterId.get(), particle_diameter=diameter,
-            min_distance=self.minDistance.get(), seed=self.seed.get(),
-            n_threads=self._threadsPerStep(), tomo_id=tsId, voxel_size=samplingRate)
+            seed=self.seed.get(), n_threads=self._threadsPerStep())
+        for pair, segmentation in segmentations:
+            for mode, clusterer, localization in workflows:
+                if (mode, clusterer) != pair:
+                    continue
+                found, found_objects = picket.localize_segmentation(
+                    segmentation, localization, diameter, self.minDistance.get(), tsId,
+                    samplingRate)
+                if (mode, clusterer, localization) == main:
+                    picks, seg, objects = found, segmentation, found_objects
+                else:
+                    name = workflow_output_name(mode, clusterer, localization)
+                    found.save(self._picksPath(tsId, name))
+                    self.info(f"{tsId}: {name}: {len(found)} particles")
         labels = objects["labels"]
         dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
         write_mrc(self._maskPath(tsId), labels.astype(dtype), samplingRate)
@@ -173,14 +241,15 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         tomoSet = self.inputTomograms.get()
         tomograms = tomograms_by_tsid(tomoSet)
         samplingRate = tomoSet.getSamplingRate()
-        picks = Picks.concatenate(Picks.load(self._picksPath(tsId)) for tsId in tomograms)
-        coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
-        coords.setSamplingRate(samplingRate)
-        coords.setBoxSize(self.boxSize.get())
-        coords.setPrecedents(self.inputTomograms)
-        append_picks(coords, picks, tomograms)
+        coords = self._coordinateSet(self._loadPicks(tomograms), tomograms)
+        extra = {}
+        for workflow in self._extraWorkflows():
+            if workflow == self._mainWorkflow():
+                continue
+            name = workflow_output_name(*workflow)
+            extra[name] = self._coordinateSet(self._loadPicks(tomograms, name), tomograms, name)
 
-        masks = SetOfTomoMasks.create(self._getPath(), template="tomomasks%s.sqlite")
+        masks = SetOfTomoMasks.create(self._getPath())
         masks.setSamplingRate(samplingRate)
         for tsId, tomogram in tomograms.items():
             mask = TomoMask()
@@ -190,16 +259,36 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
             mask.setTsId(tsId)
             mask.setOrigin(tomogram.getOrigin())
             masks.append(mask)
-        self._defineOutputs(**{OUTPUT_COORDINATES: coords, OUTPUT_SEGMENTATIONS: masks})
-        self._defineSourceRelation(self.inputTomograms, coords)
-        self._defineSourceRelation(self.inputTomograms, masks)
+        self._defineOutputs(**{OUTPUT_COORDINATES: coords, OUTPUT_SEGMENTATIONS: masks},
+                            **extra)
+        for output in [coords, masks] + list(extra.values()):
+            self._defineSourceRelation(self.inputTomograms, output)
 
     # --------------------------- UTILS functions -----------------------------
+    def _coordinateSet(self, picks, tomograms, suffix=None):
+        # create() names the file coordinates3d[_suffix].sqlite (it has no template)
+        coords = SetOfCoordinates3D.create(self._getPath(), suffix=suffix)
+        coords.setSamplingRate(self.inputTomograms.get().getSamplingRate())
+        coords.setBoxSize(self.boxSize.get())
+        coords.setPrecedents(self.inputTomograms)
+        append_picks(coords, picks, tomograms)
+        return coords
+
+    def _loadPicks(self, tomograms, name=OUTPUT_COORDINATES):
+        return Picks.concatenate(Picks.load(self._picksPath(tsId, name)) for tsId in tomograms)
+
+    def _mainWorkflow(self):
+        return (FEATURE_MODES[self.featureExtraction.get()], CLUSTERERS[self.clustering.get()],
+                LOCALIZATIONS[self.localization.get()])
+
+    def _extraWorkflows(self):
+        return parse_workflows(self.extraWorkflows.get())
+
     def _maskPath(self, tsId):
         return self._getExtraPath(f"{tsId}_segmentation.mrc")
 
-    def _picksPath(self, tsId):
-        return self._getExtraPath(f"{tsId}_picks.npz")
+    def _picksPath(self, tsId, name=OUTPUT_COORDINATES):
+        return self._getExtraPath(f"{tsId}_{name}.npz")
 
     def _threadsPerStep(self):
         return threads_per_step(self.numberOfThreads.get(), self.inputTomograms.get().getSize())
@@ -216,8 +305,13 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         if self.particleClusterId.get() not in (-1, 0, 1):
             errors.append(f"Particle cluster must be -1 (automatic), 0 or 1 "
                           f"(got {self.particleClusterId.get()}).")
-        if (self.localization.get() == 1 and not self.minDistance.get()
-                and not self.particleDiameter.get()):
+        try:
+            extra = self._extraWorkflows()
+        except ValueError as err:
+            errors.append(f"Also run these workflows: {err}")
+            extra = []
+        if (any(loc == "watershed" for _, _, loc in [self._mainWorkflow()] + extra)
+                and not self.minDistance.get() and not self.particleDiameter.get()):
             errors.append("The watershed needs a minimum distance or a particle diameter.")
         try:
             tomograms = tomograms_by_tsid(tomoSet)
@@ -253,6 +347,12 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                  f"{self.neighborhoodSize.get()} voxels",
                  "Scores: object mass (summed particle margin); labels in segmentations "
                  "number the picks best first"]
+        for workflow in self._extraWorkflows():
+            if workflow != self._mainWorkflow():
+                name = workflow_output_name(*workflow)
+                output = getattr(self, name, None)
+                if output is not None:
+                    lines.append(f"{name}: {output.getSize()} particles")
         return lines
 
     def _methods(self):

@@ -19,8 +19,9 @@ from pwem.protocols import EMProtocol
 from tomo.objects import SetOfCoordinates3D, SetOfTomograms, Tomogram
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import append_picks, tomogram_array, tomograms_by_tsid
-from tomopick.core.formats import mrc_header_info, read_mrc, write_mrc
+from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
+from tomopick.core.atomic import save_npy, save_npz
+from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
 from tomopick.core.formats.mrc import MrcError
 from tomopick.core.picks import Picks
 from tomopick.core.rotations import homogeneous, symmetry_matrices
@@ -161,10 +162,10 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                            "standard deviations.")
         form.addParam("maxPicks", params.IntParam, default=0, validators=[params.GE(0)],
                       label="Maximum picks per tomogram", help="Best-scoring kept; 0 = no limit.")
-        form.addParam("maxTileVoxels", params.IntParam, default=48_000_000,
+        form.addParam("maxTileVoxels", params.IntParam, default=32_000_000,
                       expertLevel=params.LEVEL_ADVANCED, label="Largest tile (voxels)",
                       help="Tomograms larger than this are searched in overlapping tiles "
-                           "(about 24 bytes of memory per tile voxel).")
+                           "(about 50 bytes of memory per tile voxel: 1.6 GB by default).")
         form.addParallelSection(threads=2, mpi=0)
 
     # --------------------------- INSERT steps functions ----------------------
@@ -185,7 +186,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                 invert=self.invertContrast.get(), log=lambda line: self.info(f"{name}: {line}"))
         except ValueError as err:
             raise ValueError(f"Reference {name}: {err}") from err
-        np.savez(self._templatePath(), template=template, mask=mask, voxel=achieved)
+        save_npz(self._templatePath(), template=template, mask=mask, voxel=achieved)
         self.info(f"reference {name}: box {template.shape[0]} at {achieved:.3f} Å/voxel, "
                   f"symmetry {self.symmetry.get()}")
 
@@ -198,6 +199,9 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         searchMask = self._searchMask(tsId, volume.shape)
         self.info(f"{tsId}: {volume.shape[::-1]} voxels, tilt range "
                   f"{'none' if tilt is None else tilt}")
+        # the maps go straight to memory-mapped files: a big tomogram's never sit in memory
+        scoreMrc = create_mrc(self._scorePath(tsId), volume.shape, samplingRate)
+        angleMrc = create_mrc(self._anglePath(tsId), volume.shape, samplingRate)
         try:
             result = match_template(
                 volume, samplingRate, data["template"], data["mask"],
@@ -210,15 +214,20 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
                 search_mask=searchMask, mask_beads=self.maskBeads.get(),
                 bead_sigma=self.beadSigma.get(), max_tile_voxels=self.maxTileVoxels.get(),
                 progress=lambda line: self.info(f"{tsId}: {line}"),
-                n_threads=self._threadsPerStep())
+                n_threads=self._threadsPerStep(), score_out=scoreMrc.data,
+                angle_out=angleMrc.data)
         except (ValueError, MrcError) as err:
             raise ValueError(f"Tomogram {tsId}: {err}") from err
+        finally:
+            for mrc in (scoreMrc, angleMrc):
+                mrc.update_header_stats()
+                mrc.close()
         st = result.stats
-        write_mrc(self._scorePath(tsId), result.score_map, samplingRate)
-        write_mrc(self._anglePath(tsId), result.angle_map.astype(np.float32), samplingRate)
-        np.save(self._rotationsPath(tsId), result.coarse_rotations)
-        np.savez(self._picksPath(tsId), positions=result.positions,
-                 rotations=result.rotations, scores=result.scores, cc=result.cc)
+        save_npy(self._rotationsPath(tsId), result.coarse_rotations)
+        n = len(result.positions)
+        Picks(np.full(n, tsId), result.positions, np.zeros(n, int),
+              homogeneous(np.reshape(result.rotations, (n, 3, 3))), result.scores, samplingRate,
+              {"cc": np.asarray(result.cc)}).save(self._picksPath(tsId))
         with open(self._statsPath(tsId), "w") as fh:
             json.dump({k: v for k, v in st.items()}, fh, default=float, indent=1)
         self.info(f"{tsId}: {len(result.positions)} picks above {result.threshold:.2f} sigma "
@@ -233,14 +242,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         tomoSet = self.inputTomograms.get()
         tomograms = tomograms_by_tsid(tomoSet)
         samplingRate = tomoSet.getSamplingRate()
-        parts = []
-        for tsId in tomograms:
-            data = np.load(self._picksPath(tsId))
-            n = len(data["positions"])
-            parts.append(Picks(np.full(n, tsId), data["positions"], np.zeros(n, int),
-                               homogeneous(data["rotations"].reshape(n, 3, 3)),
-                               data["scores"], samplingRate))
-        picks = Picks.concatenate(parts)
+        picks = Picks.concatenate(Picks.load(self._picksPath(tsId)) for tsId in tomograms)
         coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
         coords.setSamplingRate(samplingRate)
         coords.setBoxSize(self.boxSize.get())
@@ -324,9 +326,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         return self._getExtraPath(f"{tsId}_stats.json")
 
     def _threadsPerStep(self):
-        threads = max(1, self.numberOfThreads.get() or 1)
-        nTomos = max(1, self.inputTomograms.get().getSize())
-        return max(1, threads // min(threads, nTomos))
+        return threads_per_step(self.numberOfThreads.get(), self.inputTomograms.get().getSize())
 
     # --------------------------- INFO functions ------------------------------
     def _validate(self):

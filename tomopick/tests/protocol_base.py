@@ -107,6 +107,11 @@ class TomoPickProtocolTest(BaseTest):
         return prot
 
     @staticmethod
+    def registeredOutputs(prot):
+        """Names of the outputs a protocol registered (pyworkflow's own ``_...`` left out)."""
+        return [name for name, _ in prot.iterOutputAttributes() if not name.startswith("_")]
+
+    @staticmethod
     def pointer(prot, output):
         """A pointer to a protocol's output, for a protocol parameter."""
         return Pointer(prot, extended=output)

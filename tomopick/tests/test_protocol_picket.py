@@ -40,7 +40,7 @@ class TestPickET(TomoPickProtocolTest):
         self.assertEqual(set(picks.tomo_ids), set(NAMES))
         self.assertTrue(np.all(picks.scores > 0))
         result = evaluate_picks(picks, self.truth, self.diameter / 2)
-        # Gabor + GMM + watershed reaches ~0.8 one-to-one F1 at SNR 0.5 on
+        # Gabor + GMM + watershed reaches 0.85-0.95 one-to-one F1 at SNR 0.15 on
         # larger phantoms; these 48x80x80 ones hold only 12 particles each
         self.assertGreater(result["one_to_one"]["f1"], 0.6, result["one_to_one"])
         masks = prot.segmentations
@@ -70,6 +70,31 @@ class TestPickET(TomoPickProtocolTest):
             labels = read_mrc(mask.getFileName())
             self.assertFalse(labels[:10].any() or labels[31:].any())
 
+    def test_extra_workflows_share_stage_one_and_get_their_own_outputs(self):
+        from tomopick.core import picket
+        prot = self.launch(self._picket(
+            featureExtraction=2, clustering=0, localization=0,
+            extraWorkflows="intensities KMeans watershed; Gabor GMM connected components"))
+        self.assertEqual(prot.coordinates.getSize(),
+                         sum(len(picket.picket_pick(p.tomogram, "intensities", "KMeans",
+                                                    particle_diameter=self.diameter)[0])
+                             for p in self.phantoms.values()))
+        for name, (mode, clusterer, loc) in (
+                ("coordinates_intensities_KMeans_watershed",
+                 ("intensities", "KMeans", "watershed")),
+                ("coordinates_Gabor_GMM_cc", ("Gabor", "GMM", "connected components"))):
+            output = getattr(prot, name)
+            picks = picks_from_coordinates(output)
+            for tsId, phantom in self.phantoms.items():
+                ref, _, _ = picket.picket_pick(phantom.tomogram, mode, clusterer, loc,
+                                               particle_diameter=self.diameter)
+                mine = picks.for_tomogram(tsId)
+                # the same picks as the workflow run alone (positions to the
+                # coordinates' integer rounding)
+                self.assertEqual(len(mine), len(ref), (name, tsId))
+                np.testing.assert_allclose(np.sort(mine.positions[:, 0]),
+                                           np.sort(ref.positions[:, 0]), atol=1.0)
+
     def test_bad_parameters_are_named_before_running(self):
         errors = " ".join(self.validationErrors(self._picket(neighborhoodSize=4)))
         self.assertIn("odd", errors)
@@ -81,5 +106,8 @@ class TestPickET(TomoPickProtocolTest):
         errors = " ".join(self.validationErrors(self._picket(particleDiameter=0,
                                                              localization=1, minDistance=0)))
         self.assertIn("watershed", errors)
+        errors = " ".join(self.validationErrors(self._picket(extraWorkflows="FFT GMM")))
+        self.assertIn("Also run these workflows", errors)
+        self.assertIn("'FFT GMM'", errors)
         errors = " ".join(self.validationErrors(self._picket(particleClusterId=3)))
         self.assertIn("Particle cluster", errors)

@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import pytest
 
 from tomopick import convert
 from tomopick.convert import picks_from_coordinates

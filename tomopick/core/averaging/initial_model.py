@@ -49,8 +49,8 @@ from tomopick.core.averaging.fsc import HALF_MAP_THRESHOLD, fsc, resolution
 from tomopick.core.fourier import (bandpass, fourier_pad_to, randomize_phases, soft_sphere,
                                    wedge_mask)
 from tomopick.core.resample import fourier_crop_to
-from tomopick.core.rotations import (homogeneous, local_rotations, symmetry_matrices,
-                                     uniform_rotations)
+from tomopick.core.rotations import (homogeneous, local_rotations, rotation_angle,
+                                     symmetry_matrices, uniform_rotations)
 
 
 @dataclass
@@ -206,7 +206,8 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
     lowpass : float, optional
         Å: the resolution the alignment uses and the model is filtered to.
     shrink : float, optional
-        Box downsampling (Fourier cropping) for the searches; 1 = none.
+        Box downsampling (Fourier cropping) for the searches; 1 = none. Limited
+        so that the search boxes still hold ``lowpass`` (1.1 x their Nyquist).
     seed : int, optional
     restarts : int, optional
         Independent reference-free runs compared for consistency.
@@ -267,13 +268,19 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
     boxes = boxes - boxes.mean(axis=(1, 2, 3), keepdims=True)
     boxes /= np.maximum(boxes.std(axis=(1, 2, 3), keepdims=True), 1e-12)
     m = max(8, int(round(n / shrink / 2)) * 2)  # even: the box centre stays a voxel
-    m = min(m, n)
+    # never so small that the search cannot reach the low-pass (Nyquist / 1.1): a
+    # search at a coarser resolution lets particles settle on pseudo-symmetric mates
+    needed = int(np.ceil(2.2 * n * voxel_size / lowpass / 2)) * 2
+    m = min(max(m, needed), n)
     factor = n / m                                # input voxels per search voxel
     max_shift = n / 4 if max_shift is None else float(max_shift)
     small_boxes = boxes if m == n else fourier_crop_to(boxes, (m, m, m), axes=(1, 2, 3))
     small = _Scale(small_boxes, voxel_size * factor, tilt_ranges, wedge_ids,
                    particle_diameter, lowpass, max_shift / factor, workers)
     rng = np.random.default_rng(seed)
+    tell(Progress("start", 1, 1, np.nan,
+                  f"{count} subtomograms of {n}^3; searches on {m}^3 boxes "
+                  f"({voxel_size * factor:.2f} Å/voxel)"))
 
     # --- 1. restarts (or the given reference) ------------------------------------
     if reference is not None:
@@ -299,7 +306,20 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
     # --- 2. symmetry axes --------------------------------------------------------
     frame = np.eye(3)
     if len(group) > 1 and reference is None:
-        frame = find_symmetry_frame(model, symmetry, mask=small.mask, workers=workers)
+        # searched on the full-size average of every particle at its restart pose: the
+        # search-size model is limited to its coarser Nyquist
+        poses_full = matrices.copy()
+        poses_full[:, :3, 3] *= factor
+        acc = FourierAverage(n)
+        full_wedges = np.stack([np.ones((n, n, n // 2 + 1), np.float32) if tr is None else
+                                np.broadcast_to(wedge_mask((n,) * 3, tr),
+                                                (n, n, n // 2 + 1)).astype(np.float32)
+                                for tr in tilt_ranges])
+        acc.add(boxes, poses_full, full_wedges, wedge_ids, workers)
+        full_mask = soft_sphere((n,) * 3, particle_diameter / 2 / voxel_size + 1,
+                                edge=max(2.0, 0.1 * n))
+        c1_map = low_pass(acc.result()[0], voxel_size, lowpass)
+        frame = find_symmetry_frame(c1_map, symmetry, mask=full_mask)
         model = small.reference(align_box(model, homogeneous(frame)))
         # aligned(r) = box(R r + t) = model(r) in the old frame: compose with the turn
         matrices = matrices @ homogeneous(frame)
@@ -327,6 +347,15 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
             acc = small.average(members, found)
             half_refs[h] = small.reference(acc.result(group)[0])
         tell(Progress("half-sets", it + 1, half_iterations, float(scores.mean())))
+    # the halves may settle in frames a pseudo-symmetry apart (e.g. turned by 180 deg at
+    # low resolution): bring the second onto the first before the FSC and the sum
+    turn = _relative_pose(small, half_refs[1], half_refs[0], rotations, angular_step,
+                          candidates)
+    members = np.flatnonzero(half == 1)
+    matrices[members] = matrices[members] @ turn
+    half_refs[1] = small.reference(align_box(half_refs[1], turn))
+    tell(Progress("half-sets", half_iterations, half_iterations, float(scores.mean()),
+                  f"half 2 turned by {float(rotation_angle(turn)):.1f} deg onto half 1"))
 
     # --- 4. full size: local refinement, centring, maps ----------------------------
     full_matrices = matrices.copy()
@@ -334,19 +363,39 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
     if m != n:
         full = _Scale(boxes, voxel_size, tilt_ranges, wedge_ids, particle_diameter, lowpass,
                       max_shift, workers)
-        step = angular_step / 4
+        references = [full.reference(acc) for acc in
+                      _half_maps(full, half, full_matrices, group)]
+        turn = _relative_pose(full, references[1], references[0], rotations, angular_step,
+                              candidates)
+        members = np.flatnonzero(half == 1)
+        full_matrices[members] = full_matrices[members] @ turn
+        references[1] = full.reference(align_box(references[1], turn))
+        moved = 0
         for h in (0, 1):
             members = np.flatnonzero(half == h)
-            ref = full.reference(_upsample(half_refs[h], n))
-            full.aligner.set_reference(ref)
-            # refine around the found pose; shifts are searched afresh
-            refined = full.aligner.map(
-                lambda i: full.aligner.refine(i, full_matrices[i, :3, :3][None], step, rounds=1),
-                members)
-            for i, (rotation, shift, score) in zip(members, refined):
+            full.aligner.set_reference(references[h])
+            # the coarse search again, now with the full-size frequencies: a particle
+            # that settled on a pseudo-symmetric mate at the search size moves back
+            coarse, _ = full.aligner.score_rotations(rotations, members)
+
+            def final(row):
+                i = members[row]
+                current = full_matrices[i, :3, :3]
+                here, _ = full.aligner.score_poses(i, current[None], subvoxel=False)
+                best = int(np.argmax(coarse[row]))
+                if coarse[row, best] > here[0]:
+                    return full.aligner.refine(i, rotations[best][None], angular_step / 2,
+                                               rounds=2) + (True,)
+                return full.aligner.refine(i, current[None], angular_step / 4,
+                                           rounds=1) + (False,)
+
+            for i, (rotation, shift, score, jumped) in zip(
+                    members, full.aligner.map(final, range(len(members)))):
                 full_matrices[i] = homogeneous(rotation, shift)
                 scores[i] = score
-        tell(Progress("final", 1, 1, float(scores.mean()), f"poses refined on {n}^3 boxes"))
+                moved += jumped
+        tell(Progress("final", 1, 1, float(scores.mean()),
+                      f"poses refined on {n}^3 boxes; {moved} moved to another coarse pose"))
     else:
         full = small
     maps = _half_maps(full, half, full_matrices, group)
@@ -375,6 +424,16 @@ def _align(aligner, members, rotations, step, candidates):
                                                      rounds=2), range(len(members)))
     matrices = np.array([homogeneous(rotation, shift) for rotation, shift, _ in refined])
     return matrices, np.array([score for _, _, score in refined])
+
+
+def _relative_pose(scale, moving, fixed, rotations, step, candidates):
+    """Pose M of one map against another: moving(M r) ~ fixed(r) (search-size voxels)."""
+    n = scale.n
+    aligner = Aligner(moving[None], np.ones((1, n, n, n // 2 + 1), np.float32), [0],
+                      scale.band, n / 4, scale.workers)
+    aligner.set_reference(fixed)
+    matrices, _ = _align(aligner, np.array([0]), rotations, step, candidates)
+    return matrices[0]
 
 
 def _restart(small, k, restarts, iterations, batch_size, step, candidates, rng, tell):

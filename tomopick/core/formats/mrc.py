@@ -2,12 +2,16 @@
 
 Arrays are indexed [z, y, x]; voxel sizes are in Å/voxel.
 """
+import contextlib
 import math
 import mmap
 import os
 
 import mrcfile
+import mrcfile.mrcmemmap
 import numpy as np
+
+from ..atomic import PART_SUFFIX, atomic_path
 
 
 class MrcError(ValueError):
@@ -102,6 +106,11 @@ def write_mrc(path, data, voxel_size, origin=None):
     origin : (3,) float, optional
         Header origin (x, y, z) in Å.
 
+    Raises
+    ------
+    OSError
+        Naming `path`, when it cannot be written (e.g. no space left).
+
     Notes
     -----
     The file appears under its final name only once complete, so a failure
@@ -111,13 +120,15 @@ def write_mrc(path, data, voxel_size, origin=None):
     data = np.asarray(data)
     if data.dtype not in (np.int8, np.int16, np.uint8, np.uint16, np.float32):
         data = data.astype(np.float32)
-    tmp = path + ".part"
-    with mrcfile.new(tmp, overwrite=True) as mrc:
-        mrc.set_data(data)
-        mrc.voxel_size = float(voxel_size)
-        if origin is not None:
-            mrc.header.origin = tuple(float(v) for v in origin)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(data)
+                mrc.voxel_size = float(voxel_size)
+                if origin is not None:
+                    mrc.header.origin = tuple(float(v) for v in origin)
+    except OSError as err:  # e.g. a full disk: say which file
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from err
 
 
 def create_mrc(path, shape, voxel_size, dtype=np.float32):
@@ -133,14 +144,58 @@ def create_mrc(path, shape, voxel_size, dtype=np.float32):
 
     Returns
     -------
-    mrcfile.mmapfile.MmapFile
+    mrcfile.mrcmemmap.MrcMemmap
         Write slabs into ``mrc.data[z0:z1]``; call ``mrc.update_header_stats()``
-        and ``close()`` at the end.
+        and ``close()`` at the end. The data go to ``<path>.part``, which
+        ``close()`` (or a ``with`` block that ends without an exception) renames
+        to `path`: a writer that dies midway never leaves a truncated `path`.
+
+    Raises
+    ------
+    OSError
+        Naming `path`, when the disk has no room for the whole file.
     """
-    mrc = mrcfile.new_mmap(os.fspath(path), shape=tuple(shape), mrc_mode=_mode(dtype),
-                           overwrite=True)
+    path = os.fspath(path)
+    mrc = _AtomicMrcMemmap(path + PART_SUFFIX, mode="w+", overwrite=True)
+    try:
+        # what mrcfile.new_mmap does, on the subclass
+        mrc._open_memmap(np.dtype(dtype), tuple(shape))
+        # reserve the blocks now: a full disk is an OSError here, not a SIGBUS that
+        # kills the process when a slab is later stored into the sparse mapping
+        fileno = mrc._iostream.fileno()
+        os.posix_fallocate(fileno, 0, os.fstat(fileno).st_size)
+    except OSError as err:
+        mrc.__exit__(type(err), err, None)
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}") from err
+    mrc.update_header_from_data()
     mrc.voxel_size = float(voxel_size)
+    mrc._final = path
     return mrc
+
+
+class _AtomicMrcMemmap(mrcfile.mrcmemmap.MrcMemmap):
+    """A memory-mapped MRC file written as ``.part``, renamed when closed normally."""
+
+    _final = None
+
+    def close(self):
+        final, self._final = self._final, None
+        super().close()
+        if final is not None:
+            os.replace(self._iostream.name, final)
+
+    def __exit__(self, exc_type, exc_val, exc_tb):
+        if exc_type is None:
+            self.close()
+            return
+        self._final = None  # a failed writer publishes nothing
+        super().close()
+        with contextlib.suppress(OSError):
+            os.remove(self._iostream.name)
+
+    def __del__(self):
+        self._final = None  # garbage collected without close(): never published
+        super().__del__()
 
 
 def _mode(dtype):
@@ -224,10 +279,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     ...     float(mrc.header.dmax)
     23.0
     """
-    path = os.fspath(path)
-    tmp = path + ".part"
-    mrc = mrcfile.new_mmap(tmp, shape=data.shape, mrc_mode=2, overwrite=True)
-    try:
+    with create_mrc(path, data.shape, 1.0) as mrc:
         mrc.voxel_size = voxel_size
         if origin is not None:
             mrc.header.origin = tuple(float(v) for v in origin)
@@ -246,9 +298,6 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
         mean = total / n
         mrc.header.dmin, mrc.header.dmax, mrc.header.dmean = lo, hi, mean
         mrc.header.rms = math.sqrt(max(total2 / n - mean * mean, 0.0))
-    finally:
-        mrc.close()
-    os.replace(tmp, path)
 
 
 def release_pages(array):

@@ -49,6 +49,7 @@ from scipy.spatial import cKDTree
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from threadpoolctl import threadpool_limits
 
+from ..atomic import save_npz
 from .features import (SCALE_FRACTIONS, WORKING_DIAMETER, feature_names, features_at,
                        working_volume)
 
@@ -361,13 +362,10 @@ class LearnedPicker:
 
     def save(self, path):
         """Write the picker to ``path`` (.npz, see the module doc), atomically."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.npz")
-        np.savez_compressed(tmp, header=np.array(json.dumps(self.header())),
-                            features=self.training.features, labels=self.training.labels,
-                            groups=self.training.groups)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        save_npz(path, compressed=True, header=np.array(json.dumps(self.header())),
+                 features=self.training.features, labels=self.training.labels,
+                 groups=self.training.groups)
 
     @staticmethod
     def load(path, fit=True, n_threads=2):

@@ -1,6 +1,6 @@
 """Rotation sets for searches over orientations, point-group symmetry and angular distances.
 
-Convention (core's, see `tomopick.core.transforms`): a rotation ``R`` (3x3)
+Convention (core's, see `tomopick.core.rotations`): a rotation ``R`` (3x3)
 turns the particle's canonical frame into the tomogram's; ``R @ (0, 0, 1)``
 is the particle's z-axis in the tomogram, and a template voxel at canonical
 offset r lands at ``position + R @ r``. Sets of rotations are (N, 3, 3)
@@ -431,8 +431,10 @@ def angular_distance(R1, R2, symmetry="c1"):
     Examples
     --------
     >>> a = axis_angle_to_matrix([0, 0, np.radians(100)])
-    >>> round(float(angular_distance(np.eye(3), a)), 6), round(float(angular_distance(np.eye(3), a, "c4")), 6)
-    (100.0, 10.0)
+    >>> round(float(angular_distance(np.eye(3), a)), 6)
+    100.0
+    >>> round(float(angular_distance(np.eye(3), a, "c4")), 6)
+    10.0
     """
     A = np.asarray(R1, dtype=float)[..., :3, :3]
     B = np.asarray(R2, dtype=float)[..., :3, :3]
@@ -465,7 +467,7 @@ def canonical_rotations(rotations, symmetry):
 
 
 def asymmetric_unit(rotations, symmetry):
-    """Keep one rotation of each symmetry class: those closest to the identity among their equivalents.
+    """One rotation of each symmetry class: the one closest to the identity.
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Template matching: FLCF with a missing-wedge-weighted template, coarse search then local refinement, statistical threshold."""
+"""Template matching: FLCF with a wedge-weighted template, coarse search, local refinement, threshold."""
 from .correlate import Correlator, condition_templates, local_scores, pruned_rfftn, \
     rotate_templates
 from .peaks import (effective_tests, gaussian_threshold, high_contrast_mask, local_maxima,

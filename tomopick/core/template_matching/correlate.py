@@ -25,7 +25,7 @@ from scipy import ndimage
 
 
 def _workers():
-    """FFT threads: those of the caller's ``scipy.fft.set_workers`` context (see `match_template`)."""
+    """FFT threads: those of the caller's ``scipy.fft.set_workers`` context (`match_template`)."""
     return scipy.fft.get_workers()
 
 

@@ -6,7 +6,7 @@ from scipy.stats import norm
 
 
 def gaussian_threshold(n_tests, false_positives):
-    """Score (in standard deviations) that ``n_tests`` Gaussian scores exceed ``false_positives`` times.
+    """Score (standard deviations) that ``n_tests`` Gaussian scores exceed ``false_positives`` times.
 
     The false-alarm model of pytom-match-pick: under the null hypothesis
     every (voxel, rotation) score is Gaussian with the background's

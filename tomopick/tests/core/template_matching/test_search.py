@@ -18,7 +18,8 @@ RIBOSOME = "emd3883_80S_ribosome_64px_8.66A.mrc"
 
 
 def _data_file(name):
-    for d in (os.path.join(HERE, "..", "..", "..", "..", "..", "shared", "data"), "/work/shared/data"):
+    repo = os.path.join(HERE, "..", "..", "..", "..")
+    for d in (os.path.join(repo, "..", "shared", "data"), "/work/shared/data"):
         if os.path.exists(os.path.join(d, name)):
             return os.path.join(d, name)
     pytest.skip(f"real data {name} not found in ../shared/data")
