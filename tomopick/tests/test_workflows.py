@@ -99,15 +99,15 @@ def test_tutorial_non_directional_workflow_against_the_truth(tmp_path):
     shared data folder is absent) at SNR 0.3 with a second class and gold: every picker
     is scored one-to-one against the ribosomes at half a diameter.
     """
-    phantom, class_id = demo.simulate_ribosomes(shape=(40, 96, 96), n_particles=20, seed=5,
+    phantom, class_id = demo.simulate_ribosomes(shape=(40, 112, 112), n_particles=24, seed=5,
                                                 log=lambda *_: None)
     phantom.save(str(tmp_path), demo.TOMO_ID)
     points = tmp_path / "manual.csv"
-    assert demo.write_manual_picks(phantom, class_id, str(points), count=10, seed=5) == 10
+    assert demo.write_manual_picks(phantom, class_id, str(points), count=12, seed=5) == 12
     project = f"wf_tutorial_{os.getpid()}"
     result = _run("non_directional", "--project", project, "--set", f"tomoDir={tmp_path}",
                   "--set", f"pointsFile={points}", "--set", "nIter=1", "--set", "boxSize=24",
-                  "--set", "modelIterations=2", "--set", "modelBatchSize=8")
+                  "--set", "modelIterations=4", "--set", "modelBatchSize=8")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     runs = sorted(Manager().loadProject(project).getRuns(), key=lambda r: r.getObjId())
     assert len(runs) == 11
@@ -115,7 +115,7 @@ def test_tutorial_non_directional_workflow_against_the_truth(tmp_path):
     scores = demo.score_tutorial_run(phantom, class_id, [{"protocol": r} for r in runs], 24)
     summary = str(scores)
     print(summary)
-    # at SNR 0.3 with a model made from 10 picks, matching finds nearly every ribosome
+    # at SNR 0.3 with a model made from 12 picks, matching finds nearly every ribosome
     assert scores["template matching"]["f1"] >= 0.85, summary
     assert scores["learned picking"]["f1"] >= 0.8, summary
     # PickET picks every particle class: the consensus of two of three keeps the ribosomes
