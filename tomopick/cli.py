@@ -15,7 +15,7 @@ def _parser():
         prog="tomopick", description="Native cryo-ET particle picking for Scipion.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run both picking workflows on a simulated tomogram, "
+    demo = sub.add_parser("demo", help="run both picking workflows on simulated tomograms, "
                                        "headless, and report accuracy against the ground truth")
     demo.add_argument("--project", default=None,
                       help="project name (default: tomopick_demo_<date-time>)")
@@ -29,7 +29,7 @@ def _parser():
     run = sub.add_parser("run", help="load a saved workflow (JSON or .json.template) into a "
                                      "project and run it headless")
     run.add_argument("workflow", help="workflow file, or the name of a built-in template "
-                                      "(directional, non_directional)")
+                                      "(directional, non_directional, picket)")
     run.add_argument("--project", required=True, help="project name (created if missing)")
     run.add_argument("--set", action="append", default=[], metavar="ALIAS=VALUE",
                      help="value of a template field, by alias (repeatable)")

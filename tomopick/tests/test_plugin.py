@@ -4,6 +4,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+
+import numpy as np
 
 import tomopick
 from pyworkflow import Config
@@ -59,7 +62,7 @@ def test_box_size_wizards_are_found_by_pyworkflow():
 def test_workflow_templates_are_offered_by_the_plugin():
     plugin = Config.getDomain().getPlugins()["tomopick"]._pluginInstance
     names = sorted(t.name for t in plugin.getTemplates())
-    assert names == ["directional", "non_directional"]
+    assert names == ["directional", "non_directional", "picket"]
 
 
 def test_import_tomopick_needs_no_display():
@@ -100,3 +103,40 @@ def test_plugin_class_is_loaded_when_scipion_asks_for_it():
     # pyworkflow names runs and finds templates through the plugin's name and folder
     assert plugin._pluginInstance.getName() == "tomopick"
     assert plugin._pluginInstance.getPath() == os.path.dirname(tomopick.__file__)
+
+
+def test_wizards_of_the_non_directional_forms():
+    from tomo.objects import SetOfTomograms
+
+    from tomopick import wizards
+    from tomopick.core.formats import write_mrc
+    domain = Config.getDomain()
+    protocols = domain.getProtocols()
+    for name, param in (("ProtTomoPickTemplateMatching", "boxSize"),
+                        ("ProtTomoPickTemplateMatching", "angularSampling"),
+                        ("ProtTomoPickInitialModel", "angularSampling"),
+                        ("ProtTomoPickLearnedPicking", "boxSize")):
+        assert param in domain.findWizards(protocols[name](), "tkinter"), (name, param)
+
+    tm = protocols["ProtTomoPickTemplateMatching"]()
+    tm.particleDiameter.set(300.0)
+    tm.lowpass.set(30.0)
+    # Crowther: degrees(30 / 300) = 5.7
+    assert wizards.TemplateMatchingAngularSamplingWizard.angularSampling(tm) == 5.7
+    tm.lowpass.set(0.0)
+    assert wizards.TemplateMatchingAngularSamplingWizard.angularSampling(tm) == 0.0
+    model = protocols["ProtTomoPickInitialModel"]()
+    model.particleDiameter.set(300.0)
+    model.lowpass.set(40.0)
+    assert wizards.InitialModelAngularSamplingWizard.angularSampling(model) == 30.4
+
+    with tempfile.TemporaryDirectory() as folder:
+        # a 40^3 reference at 8.66 Å/voxel is 346 Å wide: 17.3 voxels at 20 Å -> 18
+        path = os.path.join(folder, "ref.mrc")
+        write_mrc(path, np.zeros((40, 40, 40), np.float32), 8.66)
+        tm.referenceFile.set(path)
+        tomograms = SetOfTomograms(filename=os.path.join(folder, "tomograms.sqlite"))
+        assert wizards.TemplateMatchingBoxSizeWizard.boxSize(tm) == 0   # no tomograms yet
+        tomograms.setSamplingRate(20.0)
+        tm.inputTomograms.set(tomograms)
+        assert wizards.TemplateMatchingBoxSizeWizard.boxSize(tm) == 18

@@ -497,6 +497,67 @@ class TestScipionViewer(TomoPickProtocolTest):
         finally:
             views[0].close()
 
+    def test_score_maps_open_over_the_tomogram_and_the_fsc_beside_the_average(self):
+        from types import SimpleNamespace
+
+        from skimage.io import imsave
+        from tomo.objects import AverageSubTomogram, SetOfTomograms, Tomogram
+
+        from tomopick.core.formats.mrc import write_mrc
+        from tomopick.viewers import launch
+        from tomopick.viewers.viewers import write_view_spec
+
+        prot, coords = self._coordinates()
+        directory = os.path.abspath(prot._getTmpPath())
+        os.makedirs(directory, exist_ok=True)
+        tomogram = prot.Tomograms.getFirstItem()
+        score = np.zeros(tomogram.getDim()[::-1], np.float32)
+        score[8, 10, 20] = 5.0
+        write_mrc(os.path.join(directory, "score_t1.mrc"), score, 10.0)
+        maps = SetOfTomograms.create(prot._getPath(), suffix="scoretest")
+        maps.setSamplingRate(10.0)
+        item = Tomogram(location=os.path.join(directory, "score_t1.mrc"))
+        item.setTsId("t1")
+        item.setSamplingRate(10.0)
+        maps.append(item)
+        maps.write()
+        prot._defineOutputs(testScoreMaps=maps)
+        self.proj._storeProtocol(prot)
+        # a picker as the viewer sees it: score maps, the tomograms searched, its picks
+        picker = SimpleNamespace(scoreMaps=maps, coordinates=coords,
+                                 inputTomograms=SimpleNamespace(get=lambda: prot.Tomograms),
+                                 _getExtraPath=lambda name: os.path.join(directory, name))
+        spec = json.load(open(write_view_spec(maps, os.path.join(directory, "sc"), picker)))
+        assert spec["kind"] == "scores"
+        assert spec["tomograms"][0]["path"] == os.path.abspath(tomogram.getFileName())
+        views, _ = launch.open_views(spec, show=False)
+        try:
+            layers = {layer.name: layer for layer in views[0].viewer.layers}
+            np.testing.assert_array_equal(layers["score"].data, score)
+            assert layers["tomogram"].data.shape == score.shape
+            # the picks at the tomogram's voxel size (the set's is twice it)
+            np.testing.assert_allclose(sorted(views[0].positions[:, 0]), [12, 40, 52])
+        finally:
+            views[0].close()
+        # the same set without a producer stays a plain set of tomograms
+        spec = json.load(open(write_view_spec(maps, os.path.join(directory, "sc2"))))
+        assert spec["kind"] == "tomograms"
+
+        plot = np.zeros((20, 30, 3), np.uint8)
+        plot[5, 7] = (255, 0, 0)
+        imsave(os.path.join(directory, "fsc.png"), plot, check_contrast=False)
+        write_mrc(os.path.join(directory, "avg.mrc"), score[:8, :8, :8].copy(), 10.0)
+        average = AverageSubTomogram(location=os.path.join(directory, "avg.mrc"))
+        spec = json.load(open(write_view_spec(average, os.path.join(directory, "fa"), picker)))
+        assert spec["plot"] == os.path.join(directory, "fsc.png")
+        views, _ = launch.open_views(spec, show=False)
+        try:
+            assert len(views) == 2
+            np.testing.assert_array_equal(views[1].viewer.layers[0].data[..., :3], plot)
+        finally:
+            for view in views:
+                view.close()
+
     def _visualize_in(self, process_class, prot, coords):
         """Open the Scipion viewer on ``coords`` with ``process_class`` as the napari
         process; wait for its subset registration."""

@@ -64,7 +64,8 @@ def test_wheel_ships_the_templates_and_runs_the_directional_workflow(tmp_path):
     wheel_path = _build_wheel(tmp_path)
     names = zipfile.ZipFile(wheel_path).namelist()
     for required in ("tomopick/protocols.conf", "tomopick/workflows/directional.json.template",
-                     "tomopick/workflows/non_directional.json.template"):
+                     "tomopick/workflows/non_directional.json.template",
+                     "tomopick/workflows/picket.json.template"):
         assert required in names, f"{required} missing from {os.path.basename(wheel_path)}"
 
     venv, python = _fresh_venv(tmp_path, wheel_path)

@@ -7,11 +7,13 @@ are written as ``subset_NNN.json`` files ({"kept_ids": [...]}) in the spec's
 ``result_dir``; the Scipion side registers them when the process ends.
 
 Spec keys: ``kind`` (tomograms, coordinates, meshes, subtomograms, average,
-masks), ``title``, ``tomograms`` (list of {tsId, path, voxel_size}), ``picks``
+masks, scores), ``title``, ``tomograms`` (list of {tsId, path, voxel_size}), ``picks``
 (a `Picks.save` file: positions in voxels of each tomogram, core matrices and
 scores when the set has them, ``extra['ids']`` the object ids), ``model_types`` and ``interiors`` (meshes, keyed
 "tsId:modelId"), ``subtomograms`` (list of {name, path}),
-``masks`` (list of {tsId, path, tomogram}), ``result_dir``.
+``masks`` (list of {tsId, path, tomogram}), ``scores`` (list of {tsId, path}: score
+maps drawn over the tomogram of the same tsId), ``plot`` (an image shown beside an
+average, e.g. its FSC curve), ``result_dir``.
 """
 import json
 import os
@@ -82,6 +84,14 @@ def open_tomogram(spec, ts_id, show=True, collector=None):
         return slice_viewer.mesh_viewer(volume, sub.positions, sub.group_ids,
                                         model_type=types or "Vesicle", interiors=interiors,
                                         title=title, show=show)
+    if kind == "scores":
+        score = next(m for m in spec["scores"] if m["tsId"] == ts_id)
+        positions = sub.positions if picks is not None else None
+        return slice_viewer.tomogram_viewer(
+            volume, positions, scores=sub.scores if picks is not None else None,
+            colors_by="score" if picks is not None and sub.scores is not None else "group",
+            overlay=read_mrc(score["path"]), point_size=spec.get("point_size", 8.0),
+            title=title, show=show, voxel_size=entry.get("voxel_size"))
     if kind == "masks":
         mask = next(m for m in spec["masks"] if m["tsId"] == ts_id)
         labels = read_mrc(mask["path"])
@@ -123,8 +133,14 @@ def open_views(spec, show=True):
         return [slice_viewer.subtomogram_gallery(volumes, names, title=spec.get("title", kind),
                                                  show=show)], None
     if kind == "average":
-        return [slice_viewer.average_viewer(read_mrc(spec["average"]),
-                                            title=spec.get("title", kind), show=show)], None
+        views = [slice_viewer.average_viewer(read_mrc(spec["average"]),
+                                             title=spec.get("title", kind), show=show)]
+        if spec.get("plot"):
+            from skimage.io import imread
+            views.append(slice_viewer.plot_viewer(imread(spec["plot"]),
+                                                  title=os.path.basename(spec["plot"]),
+                                                  show=show))
+        return views, None
     collector = None
     if kind == "coordinates":
         collector = SubsetCollector(load_picks(spec["picks"]), spec["result_dir"])

@@ -5,7 +5,8 @@
 Renders on a private Xvfb (see `headless`) from a simulated phantom, so the
 images are reproducible: the picker with two vesicle models, coordinates with
 orientation arrows, the fitted vesicle of a mesh, a subtomogram gallery, a
-subtomogram average and a segmentation overlay.
+subtomogram average, a segmentation overlay and a template-matching score map over
+its tomogram.
 """
 import os
 import sys
@@ -134,6 +135,33 @@ def main(argv=None):
     view = slice_viewer.segmentation_viewer(volume, labels, title="segmentation")
     view.set_slice(z)
     written.append(_shoot(view, os.path.join(out, "segmentation.png")))
+    view.close()
+
+    # template matching's score map over a lamella of ribosomes, with its picks
+    from tomopick import demo
+    from tomopick.core.formats import read_mrc
+    from tomopick.core.template_matching import match_template, prepare_template
+
+    ribosomes, class_id = demo.simulate_ribosomes(shape=(40, 112, 112), n_particles=24, seed=5,
+                                                  log=print)
+    map_path = demo.find_data_file(demo.RIBOSOME_MAP)
+    if map_path is not None:
+        reference, reference_voxel = read_mrc(map_path), 8.66
+    else:   # the built-in class the phantom then holds
+        reference = simulate.particle_template(class_id, demo.RIBOSOME_VOXEL)
+        reference_voxel = demo.RIBOSOME_VOXEL
+    template, mask, _ = prepare_template(reference, reference_voxel, demo.RIBOSOME_VOXEL,
+                                         demo.RIBOSOME_DIAMETER, invert=True)
+    match = match_template(ribosomes.tomogram, demo.RIBOSOME_VOXEL, template, mask,
+                           demo.RIBOSOME_DIAMETER, tilt_range=(-60, 60), lowpass=60.0,
+                           coarse_step=30.0)
+    zr = int(round(np.median(match.positions[:, 2]))) if len(match.positions) else 20
+    view = slice_viewer.tomogram_viewer(ribosomes.tomogram, match.positions,
+                                        scores=match.scores, colors_by="score",
+                                        overlay=match.score_map, point_size=15,
+                                        title="template matching score map")
+    view.set_slice(zr)
+    written.append(_shoot(view, os.path.join(out, "score_map.png")))
     view.close()
     for path in written:
         print(path)

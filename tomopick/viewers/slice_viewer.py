@@ -274,7 +274,7 @@ def _controls(view, score_range, subset=True):
 
 
 def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", group_ids=None,
-                    scores=None, ids=None, matrices=None, labels=None, title="tomogram",
+                    scores=None, ids=None, matrices=None, labels=None, overlay=None, title="tomogram",
                     point_size=8.0, arrow_length=None, on_save=None, voxel_size=None,
                     show=True, controls=True):
     """A napari slice viewer of a tomogram with its coordinates.
@@ -298,6 +298,9 @@ def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", grou
         Identifiers returned by `TomogramView.kept_ids`; default 0..N-1.
     matrices : (N, 4, 4) array, optional
         Scipion transforms; their z-axes are drawn when ``z_axes`` is None.
+    overlay : (nz, ny, nx) array of float, optional
+        A per-voxel map (e.g. a picker's score map) drawn over the tomogram in
+        colour (additive; its top percent, so peaks stand out).
     labels : (nz, ny, nx) array of int, optional
         Segmentation drawn over the tomogram as a napari Labels layer.
     point_size : float
@@ -375,6 +378,15 @@ def tomogram_viewer(volume, positions=None, z_axes=None, colors_by="group", grou
             raise ValueError(f"labels of shape {labels.shape} do not match the tomogram "
                              f"{tuple(volume.shape)}")
         viewer.add_labels(labels.astype(np.int32, copy=False), name="segmentation", opacity=0.45)
+    if overlay is not None:
+        if tuple(np.shape(overlay)) != tuple(volume.shape):
+            raise ValueError(f"overlay of shape {np.shape(overlay)} does not match the tomogram "
+                             f"{tuple(volume.shape)}")
+        # only the top percent of the map in colour: peaks, not the background's texture
+        sample = np.asarray(overlay[::2, ::2, ::2], dtype=np.float32)
+        low, high = (float(v) for v in np.percentile(sample, [99.0, 100.0]))
+        viewer.add_image(overlay, name="score", colormap="inferno", blending="additive",
+                         opacity=0.7, contrast_limits=(low, max(high, low + 1e-6)))
     if has_points:
         # rings (the particle stays visible inside), as wide as the particle
         view.points_layer = viewer.add_points(
@@ -479,6 +491,16 @@ def average_viewer(volume, title="average", show=True):
         raise ValueError(f"the average must be a 3D volume, got shape {np.shape(volume)}")
     mosaic, origins = display.sections_panel(volume)
     return _panel_view(mosaic, origins, None, title, ["XY", "XZ", "YZ"], show)
+
+
+def plot_viewer(image, title="plot", show=True):
+    """A 2D image (e.g. an FSC plot read from a PNG, RGB or RGBA) in its own window."""
+    napari = _napari()
+    image = np.asarray(image)
+    viewer = napari.Viewer(title=f"tomopick: {title}", show=show)
+    viewer.add_image(image, name=title, rgb=image.ndim == 3 and image.shape[-1] in (3, 4))
+    viewer.reset_view()
+    return _View(viewer)
 
 
 def mesh_viewer(volume, points, group_ids, model_type="Vesicle", interiors=None,

@@ -31,8 +31,10 @@ def write_view_spec(obj, directory, protocol=None, title=None):
     directory : str
         Where the spec, the coordinate arrays and the saved subsets go.
     protocol : pyworkflow Protocol, optional
-        The producer (its ``modelType`` parameter, when it has one, says how
-        meshes are fitted).
+        The producer: its ``modelType`` parameter, when it has one, says how
+        meshes are fitted; its ``scoreMaps`` output is drawn over its
+        ``inputTomograms`` with its ``coordinates``; an ``extra/fsc.png`` of it
+        is shown beside an average.
 
     Returns
     -------
@@ -60,6 +62,26 @@ def write_view_spec(obj, directory, protocol=None, title=None):
                                       "voxel_size": float(mask.getSamplingRate())})
             spec["masks"].append({"tsId": mask.getTsId(),
                                   "path": os.path.abspath(mask.getFileName())})
+    elif isinstance(obj, SetOfTomograms) and _score_maps_of(protocol, obj):
+        # a picker's score maps (template matching, learned picking): over the tomograms
+        # searched, with the picker's coordinates
+        spec["kind"] = "scores"
+        searched = {t["tsId"]: t for t in _tomogram_entries(protocol.inputTomograms.get())}
+        spec["scores"], spec["tomograms"] = [], []
+        for score in obj.iterItems(orderBy="id"):
+            tsId = score.getTsId()
+            spec["scores"].append({"tsId": tsId, "path": os.path.abspath(score.getFileName())})
+            spec["tomograms"].append(searched.get(tsId) or {
+                "tsId": tsId, "path": os.path.abspath(score.getFileName()),
+                "voxel_size": float(score.getSamplingRate())})
+        coordinates = getattr(protocol, "coordinates", None)
+        if isinstance(coordinates, SetOfCoordinates3D) and coordinates.getSize():
+            picks = convert.picks_from_coordinates(coordinates)
+            spec["point_size"] = _point_size(coordinates.getBoxSize() or 32, picks.voxel_size,
+                                             spec["tomograms"])
+            spec["picks"] = os.path.join(directory, "picks.npz")
+            picks.positions = _positions_in_tomogram_voxels(picks, spec["tomograms"])
+            picks.save(spec["picks"])
     elif isinstance(obj, SetOfTomograms):
         spec["kind"] = "tomograms"
         spec["tomograms"] = _tomogram_entries(obj)
@@ -80,6 +102,10 @@ def write_view_spec(obj, directory, protocol=None, title=None):
     elif isinstance(obj, AverageSubTomogram):
         spec["kind"] = "average"
         spec["average"] = os.path.abspath(obj.getFileName())
+        # the initial model's half-set FSC curve, beside the map
+        plot = protocol._getExtraPath("fsc.png") if protocol is not None else None
+        if plot and os.path.exists(plot):
+            spec["plot"] = os.path.abspath(plot)
     elif isinstance(obj, SetOfSubTomograms):
         spec["kind"] = "subtomograms"
         spec["subtomograms"] = [{"name": str(s.getObjId()),
@@ -91,6 +117,14 @@ def write_view_spec(obj, directory, protocol=None, title=None):
     with open(path, "w") as out:
         json.dump(spec, out, indent=1)
     return path
+
+
+def _score_maps_of(protocol, tomograms):
+    """Whether a set of tomograms is the ``scoreMaps`` output of a picker protocol."""
+    maps = getattr(protocol, "scoreMaps", None) if protocol is not None else None
+    return (maps is not None and hasattr(protocol, "inputTomograms")
+            and protocol.inputTomograms.get() is not None
+            and maps.getObjId() == tomograms.getObjId())
 
 
 def _mesh_spec(spec, meshes, directory, protocol=None):

@@ -145,9 +145,12 @@ def run_workflow(name_or_path, project_name, values=None, log=print, resume=None
     Returns
     -------
     list of dict
-        Per protocol: ``label``, ``status``, ``error``, ``seconds``, ``protocol``,
-        ``resumed`` (True for a protocol already finished by an earlier run).
+        Per protocol: ``label``, ``status``, ``error``, ``seconds`` (wall), ``cpu_seconds``
+        (user + system of the protocol's process, all its threads; 0 for a protocol of an
+        earlier run), ``protocol``, ``resumed`` (True for a protocol already finished by an
+        earlier run).
     """
+    import resource
     import time
     from pyworkflow.project import Manager
     from pyworkflow.protocol.constants import MODE_RESUME
@@ -186,7 +189,7 @@ def run_workflow(name_or_path, project_name, values=None, log=print, resume=None
             f"from {os.path.basename(path)}")
     results = []
     for prot in protocols.values():
-        start = time.time()
+        start, cpu = time.time(), _children_cpu(resource)
         done = prot.isFinished()
         if prot.isActive() and _process_alive(prot.getPid()):
             raise ValueError(f"{prot.getRunName()} is still running (another `tomopick run` "
@@ -197,10 +200,18 @@ def run_workflow(name_or_path, project_name, values=None, log=print, resume=None
             prot = project.getProtocol(prot.getObjId())
         result = {"label": prot.getObjLabel() or prot.getClassName(), "status": prot.getStatus(),
                   "error": prot.getErrorMessage() if prot.isFailed() else "",
-                  "seconds": time.time() - start, "protocol": prot, "resumed": done}
+                  "seconds": time.time() - start, "cpu_seconds": _children_cpu(resource) - cpu,
+                  "protocol": prot, "resumed": done}
         results.append(result)
-        log(f"  {result['label']:<40s} {result['status']:<9s} {result['seconds']:6.1f} s"
-            + ("  (earlier run)" if done else ""))
+        log(f"  {result['label']:<40s} {result['status']:<9s} {result['seconds']:6.1f} s "
+            f"({result['cpu_seconds']:.1f} s CPU)" + ("  (earlier run)" if done else ""))
         if result["status"] != "finished":
             break
     return results
+
+
+def _children_cpu(resource):
+    """CPU seconds (user + system) of the finished child processes (the protocols run
+    in a waited child process, so this counts each protocol's threads too)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
