@@ -166,9 +166,8 @@ def simulate_ribosomes(shape=RIBOSOME_SHAPE, voxel_size=RIBOSOME_VOXEL, n_partic
             f"built-in ribosome-like class instead of the real map")
         class_id, extra = FALLBACK_CLASS, None
     else:
-        from tomopick.core.simulate_maps import map_particle_class
         class_id = RIBOSOME_CLASS
-        extra = {class_id: map_particle_class("ribosome80S", path, None, voxel_size)}
+        extra = {class_id: simulate.map_particle_class("ribosome80S", path, None, voxel_size)}
     phantom = simulate.simulate_tomogram(
         shape=tuple(shape), voxel_size=voxel_size, n_particles=n_particles, n_vesicles=0,
         n_gold=3, tilt_range=(-60, 60), snr=snr, seed=seed, tomo_id=tomo_id,

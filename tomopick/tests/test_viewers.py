@@ -505,7 +505,7 @@ class TestScipionViewer(TomoPickProtocolTest):
 
         from tomopick.core.formats.mrc import write_mrc
         from tomopick.viewers import launch
-        from tomopick.viewers.viewers import write_view_spec
+        from tomopick.viewers.view_spec import write_view_spec
 
         prot, coords = self._coordinates()
         directory = os.path.abspath(prot._getTmpPath())
