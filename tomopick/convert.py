@@ -27,7 +27,7 @@ from pwem.objects import Transform
 from pyworkflow.object import Float, Integer, String
 from tomo.constants import BOTTOM_LEFT_CORNER, SCIPION
 from tomo.convert.mdoc import normalizeTSId
-from tomo.objects import Coordinate3D, MeshPoint, SubTomogram
+from tomo.objects import Coordinate3D, MeshPoint, SubTomogram, Tomogram
 
 from tomopick.core.formats import mrc_header_info, read_mrc
 from tomopick.core.formats.shared import tsid_from_filename
@@ -217,6 +217,22 @@ def tomograms_by_tsid(tomograms):
         result[ts_id] = tomogram.clone()
     if not result:
         raise ValueError(f"the set of tomograms {tomograms.getNameId()} is empty")
+    return result
+
+
+def tomogram_like(tomogram, path):
+    """A new Tomogram for a volume computed from ``tomogram`` (same grid) and stored in ``path``.
+
+    It keeps the tsId, acquisition, sampling rate and origin of ``tomogram``, so
+    coordinates and viewers place it exactly over the tomogram it came from.
+    """
+    result = Tomogram()
+    result.copyInfo(tomogram)
+    result.setObjId(None)
+    result.setFileName(path)
+    result.setSamplingRate(tomogram.getSamplingRate())
+    if tomogram.hasOrigin():
+        result.setOrigin(tomogram.getOrigin())
     return result
 
 

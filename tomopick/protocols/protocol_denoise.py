@@ -2,10 +2,10 @@
 import pyworkflow.protocol.params as params
 from pwem.protocols import EMProtocol
 from pyworkflow.protocol.constants import STEPS_PARALLEL
-from tomo.objects import SetOfTomograms, Tomogram
+from tomo.objects import SetOfTomograms
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import threads_per_step, tomograms_by_tsid
+from tomopick.convert import threads_per_step, tomogram_like, tomograms_by_tsid
 from tomopick.core import denoise
 from tomopick.core.formats import MrcError, mrc_header_info
 
@@ -130,14 +130,7 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
         outputSet = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
         outputSet.copyInfo(inputSet)
         for tsId, tomogram in tomograms_by_tsid(inputSet).items():
-            denoised = Tomogram()
-            denoised.copyInfo(tomogram)
-            denoised.setObjId(None)
-            denoised.setFileName(self._outputPath(tsId))
-            denoised.setSamplingRate(tomogram.getSamplingRate())
-            if tomogram.hasOrigin():
-                denoised.setOrigin(tomogram.getOrigin())
-            outputSet.append(denoised)
+            outputSet.append(tomogram_like(tomogram, self._outputPath(tsId)))
         self._defineOutputs(**{OUTPUT_NAME: outputSet})
         self._defineSourceRelation(self.inputSetTomograms, outputSet)
 

@@ -20,11 +20,11 @@ import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message
 from pwem.protocols import EMProtocol
-from tomo.objects import SetOfCoordinates3D, SetOfTomograms, Tomogram
+from tomo.objects import SetOfCoordinates3D, SetOfTomograms
 from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import (append_picks, outside_tomograms, picks_from_coordinates,
-                              tomogram_array, tomograms_by_tsid)
+                              tomogram_array, tomogram_like, tomograms_by_tsid)
 from tomopick.core.formats import write_mrc
 from tomopick.core.learned import LearnedPicker, ModelFileError, pick
 from tomopick.core.picks import Picks
@@ -186,12 +186,7 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         maps = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_SCORE_MAPS)
         maps.setSamplingRate(rate)
         for tsId, tomogram in tomograms.items():
-            scoreMap = Tomogram()
-            scoreMap.setFileName(self._scoreMapPath(tsId))
-            scoreMap.setSamplingRate(rate)
-            scoreMap.setTsId(tsId)
-            scoreMap.setOrigin(tomogram.getOrigin())
-            maps.append(scoreMap)
+            maps.append(tomogram_like(tomogram, self._scoreMapPath(tsId)))
         self._defineOutputs(**{OUTPUT_COORDINATES: coords, OUTPUT_SCORE_MAPS: maps})
         self._defineSourceRelation(self.inputTomograms, coords)
         self._defineSourceRelation(self.positives, coords)

@@ -16,10 +16,11 @@ import pyworkflow.protocol.params as params
 from pyworkflow.protocol.constants import STEPS_PARALLEL
 from pyworkflow.utils import Message
 from pwem.protocols import EMProtocol
-from tomo.objects import SetOfCoordinates3D, SetOfTomograms, Tomogram
+from tomo.objects import SetOfCoordinates3D, SetOfTomograms
 from tomo.protocols import ProtTomoBase
 
-from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
+from tomopick.convert import (append_picks, threads_per_step, tomogram_array, tomogram_like,
+                              tomograms_by_tsid)
 from tomopick.core.atomic import save_npy, save_npz
 from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
 from tomopick.core.formats.mrc import MrcError
@@ -253,14 +254,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         maps = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
         maps.copyInfo(tomoSet)
         for tsId, tomogram in tomograms.items():
-            scoreMap = Tomogram()
-            scoreMap.copyInfo(tomogram)
-            scoreMap.setObjId(None)
-            scoreMap.setFileName(self._scorePath(tsId))
-            scoreMap.setSamplingRate(tomogram.getSamplingRate())
-            if tomogram.hasOrigin():
-                scoreMap.setOrigin(tomogram.getOrigin())
-            maps.append(scoreMap)
+            maps.append(tomogram_like(tomogram, self._scorePath(tsId)))
         self._defineOutputs(**{OUTPUT_COORDINATES: coords, OUTPUT_SCORE_MAPS: maps})
         self._defineSourceRelation(self.inputTomograms, coords)
         self._defineSourceRelation(self.inputTomograms, maps)
