@@ -186,7 +186,7 @@ def part_examples(threads):
 
 def part_crowded(threads):
     from tomopick.core import picket as pk
-    from tomopick.core import picket_localize as pl
+    from tomopick.core.picket import localize as pl
 
     crowded = dict(n_particles=110, particle_classes=(RIBOSOME,), background_amplitude=0.3,
                    thickness_gradient=True)

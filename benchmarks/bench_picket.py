@@ -59,8 +59,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 
 from tomopick.core import picket as pk  # noqa: E402
-from tomopick.core import picket_features as pf  # noqa: E402
-from tomopick.core import picket_localize as pl  # noqa: E402
+from tomopick.core.picket import features as pf  # noqa: E402
+from tomopick.core.picket import localize as pl  # noqa: E402
+from tomopick.core.picket import segment as stage1  # noqa: E402
 from tomopick.core.evaluate import evaluate_picks  # noqa: E402
 from tomopick.core.picks import Picks  # noqa: E402
 
@@ -178,14 +179,14 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     from sklearn.cluster import KMeans
     from sklearn.mixture import GaussianMixture
     tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
-    normalized = pk.preprocess(tomo, n_threads=threads)
+    normalized = stage1.preprocess(tomo, n_threads=threads)
     fit, _ = pk.lamella_z_ranges(normalized)
     rng = np.random.default_rng(0)
     nz, ny, nx = normalized.shape
     centres = np.column_stack([rng.integers(fit[0], fit[1] + 1, fit_n),
                                rng.integers(0, ny, fit_n), rng.integers(0, nx, fit_n)])
-    windows = pf.sample_windows(pf.pad_volume(normalized, N), centres, N)
-    model = pk.fit_model(windows, N, mode, clusterer, seed=0)
+    windows = pf._sample_windows(pf.pad_volume(normalized, N), centres, N)
+    model = stage1.fit_model(windows, N, mode, clusterer, seed=0)
     if mode == "FFT":
         w = windows.reshape(-1, N, N, N)
         feats = np.abs(np.fft.fftshift(np.fft.fftn(w, axes=(1, 2, 3)), axes=(1, 2, 3)))
@@ -200,7 +201,7 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
         full_model = KMeans(2, random_state=0, n_init=1).fit(feats[:2000].astype(np.float64))
         centers = model.info["centers"] / model.feature_scale
         if mode == "FFT":
-            freqs, _ = pf.fft_half_indices(N)
+            freqs, _ = pf._fft_half_indices(N)
             full = np.zeros((2, N, N, N))
             for j, f in enumerate(freqs):
                 full[(slice(None),) + tuple(f % N)] = centers[:, j]
@@ -232,12 +233,12 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     ours_s = []
     for _ in range(OURS_REPEATS):
         t = time.perf_counter()
-        pk.predict_margin(padded, model, (lo, lo + depth - 1), whole, n_threads=threads)
+        stage1.predict_margin(padded, model, (lo, lo + depth - 1), whole, n_threads=threads)
         ours_s.append(time.perf_counter() - t)
     del padded, whole
     # our labels of the same subvolume, for the agreement
     margin = np.zeros(sub.shape, np.float32)
-    pk.predict_margin(pf.pad_volume(sub, N), model, (0, sz - 1), margin, n_threads=threads)
+    stage1.predict_margin(pf.pad_volume(sub, N), model, (0, sz - 1), margin, n_threads=threads)
     ours = (margin > 0).astype(np.uint8)
     agreement = float(max((ours == ref).mean(), (ours != ref).mean()))
     return {"explicit_us_per_voxel": min(slice_s) / (sy * sx) * 1e6,

@@ -4,7 +4,7 @@ Per tomogram: a two-class segmentation from neighbourhood features (FFT
 magnitudes, Gabor responses or raw intensities) clustered by KMeans or a
 Gaussian mixture, then the particle class is split into objects (connected
 components or watershed) whose centroids are the picks. The algorithms live in
-tomopick.core.picket (segmentation), picket_features and picket_localize; this
+tomopick.core.picket (features, segment, localize, workflow); this
 module reads the form, runs them per tomogram and registers the outputs.
 """
 import os
@@ -20,8 +20,6 @@ from tomo.protocols import ProtTomoBase
 from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
 from tomopick.core.formats import mrc_header_info, write_mrc
-from tomopick.core.picket_features import check_feature_mode
-from tomopick.core.picket_localize import check_localization
 from tomopick.core.picks import Picks
 
 OUTPUT_COORDINATES = "coordinates"
@@ -52,8 +50,8 @@ def parse_workflows(text):
         try:
             if len(words) < 3:
                 raise ValueError("it needs a feature mode, a clusterer and a localisation")
-            triple = (check_feature_mode(words[0]), picket.check_clusterer(words[1]),
-                      check_localization(" ".join(words[2:])))
+            triple = (picket.check_feature_mode(words[0]), picket.check_clusterer(words[1]),
+                      picket.check_localization(" ".join(words[2:])))
         except ValueError as err:
             raise ValueError(f"workflow {entry.strip()!r}: {err} (e.g. 'FFT GMM watershed; "
                              f"intensities KMeans connected components')") from None

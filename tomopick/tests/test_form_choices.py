@@ -9,7 +9,6 @@ from pyworkflow.protocol import params
 
 from tomopick import protocols
 from tomopick.core import alignment, consensus, denoise, extraction, geometry, picket
-from tomopick.core import picket_features, picket_localize
 
 MODEL_TYPES = ["General", "Vesicle", "Ellipsoidal vesicle", "Surface", "Filament"]
 # (protocol, parameter): (choices in SPEC order, names core accepts)
@@ -18,10 +17,10 @@ CHOICES = {
     ("ProtTomoPickVectorialPicking", "modelType"): (MODEL_TYPES, geometry.MODEL_TYPES),
     ("ProtTomoPickModelWorkflow", "modelType"): (MODEL_TYPES, geometry.MODEL_TYPES),
     ("ProtTomoPickPickET", "featureExtraction"): (["FFT", "Gabor", "intensities"],
-                                                  picket_features.FEATURE_MODES),
+                                                  picket.FEATURE_MODES),
     ("ProtTomoPickPickET", "clustering"): (["KMeans", "GMM"], picket.CLUSTERERS),
     ("ProtTomoPickPickET", "localization"): (["connected components", "watershed"],
-                                             picket_localize.LOCALIZATIONS),
+                                             picket.LOCALIZATIONS),
     ("ProtTomoPickConsensus", "mode"): ([">=", "="], consensus.MODES),
     ("ProtTomoPickExtraction", "normproc"): (["normalize", "edge mean"],
                                              extraction.NORMALIZATIONS),

@@ -17,10 +17,10 @@ used only for the bounded fitting sample and as the reference; whole volumes go
 through filters:
 
 - intensities and Gabor features are linear in the window, so any linear
-  combination of them is ONE n^3 correlation kernel (`window_kernels`), applied
-  by FFT (`correlate_kernels`);
+  combination of them is ONE n^3 correlation kernel (`_window_kernels`), applied
+  by FFT (`_correlate_kernels`);
 - FFT magnitudes are moduli of local DFT coefficients, a separable complex
-  filter evaluated axis by axis (`fft_magnitudes`: a radix-n butterfly along x,
+  filter evaluated axis by axis (`_fft_magnitudes`: a radix-n butterfly along x,
   banded DFT matrices along y and z, in cache-sized blocks); only the
   non-redundant half is computed: for a real window F(-k) = conj F(k), so
   (n^3 + 1) / 2 coefficients carry all the information.
@@ -33,6 +33,11 @@ full window.
 """
 import numpy as np
 import scipy.fft
+
+__all__ = [
+    "FEATURE_MODES", "check_neighborhood_size", "check_feature_mode", "pad_volume",
+    "window_features", "feature_volumes", "gabor_bank", "select_gabor_filters",
+]
 
 FEATURE_MODES = ("FFT", "Gabor", "intensities")
 
@@ -73,7 +78,7 @@ def pad_volume(volume, n):
     return np.pad(np.asarray(volume, dtype=np.float32), n // 2, mode="symmetric")
 
 
-def sample_windows(padded, centers, n):
+def _sample_windows(padded, centers, n):
     """Gather the n^3 windows centred on given voxels.
 
     Parameters
@@ -99,7 +104,7 @@ def sample_windows(padded, centers, n):
     return padded[z, y, x].reshape(len(centers), n ** 3).astype(np.float32, copy=False)
 
 
-def all_windows(volume, n):
+def _all_windows(volume, n):
     """Every window of a (small) volume, (nz*ny*nx, n^3): the explicit reference.
 
     Materialises n^3 values per voxel -- only for tests and benchmarks.
@@ -111,7 +116,7 @@ def all_windows(volume, n):
 
 # --------------------------------------------------------------------------- FFT
 
-def fft_half_indices(n):
+def _fft_half_indices(n):
     """The non-redundant half of the n^3 DFT frequencies.
 
     Returns
@@ -133,7 +138,7 @@ def fft_half_indices(n):
     return freqs, weights
 
 
-def window_fft_magnitudes(windows, n):
+def _window_fft_magnitudes(windows, n):
     """PickET's FFT features of explicit windows, restricted to the half-space.
 
     Parameters
@@ -144,7 +149,7 @@ def window_fft_magnitudes(windows, n):
     Returns
     -------
     (M, (n^3 + 1) / 2) float32 ndarray
-        |DFT| of each window at `fft_half_indices` (the other half duplicates
+        |DFT| of each window at `_fft_half_indices` (the other half duplicates
         these values exactly).
     """
     # the half-space coefficients as one real matrix product (cos and sin parts):
@@ -159,7 +164,7 @@ def window_fft_magnitudes(windows, n):
 
 def _half_dft_matrices(n):
     """(n^3, K) cos and -sin matrices of the half-space DFT of a flattened window."""
-    freqs, _ = fft_half_indices(n)
+    freqs, _ = _fft_half_indices(n)
     a, b, c = np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij")
     t = np.column_stack([a.ravel(), b.ravel(), c.ravel()])       # window offsets
     phase = 2 * np.pi * (t @ freqs.T) / n
@@ -228,14 +233,14 @@ def _band_dft_matrix(n, out_len):
     return m.reshape(n * out_len, out_len + 2 * h)
 
 
-def fft_magnitudes(padded, n, out_shape=None):
+def _fft_magnitudes(padded, n, out_shape=None):
     """Half-space local DFT magnitudes of every window, by separable filtering.
 
     The x axis is transformed with the radix-n butterfly (`_axis_dft`, only
     kx >= 0 is needed); the y and z axes with banded DFT matrices, so the bulk of
     the work is two complex matrix products (BLAS) instead of a few hundred
     elementwise passes.  Call it on blocks of a few rows (see
-    `project_fft_magnitudes`) so the intermediates stay in cache.
+    `_project_fft_magnitudes`) so the intermediates stay in cache.
 
     Parameters
     ----------
@@ -249,12 +254,12 @@ def fft_magnitudes(padded, n, out_shape=None):
     Returns
     -------
     (K, nz, ny, nx) float32 ndarray
-        Feature k at voxel x equals ``window_fft_magnitudes`` of the window
-        centred on x, k ordered as `fft_half_indices`.
+        Feature k at voxel x equals ``_window_fft_magnitudes`` of the window
+        centred on x, k ordered as `_fft_half_indices`.
     """
     h = n // 2
     nz, ny, nx = out_shape or tuple(s - 2 * h for s in padded.shape)
-    freqs, _ = fft_half_indices(n)
+    freqs, _ = _fft_half_indices(n)
     out = np.empty((len(freqs), nz, ny, nx), np.float32)
     u = np.asarray(padded, np.float32)
     by = _band_dft_matrix(n, ny)
@@ -340,13 +345,13 @@ def window_features(windows, n, mode, gabor_filters=None):
     if mode == "intensities":
         return windows
     if mode == "FFT":
-        return window_fft_magnitudes(windows, n)
+        return _window_fft_magnitudes(windows, n)
     if gabor_filters is None:
         raise ValueError("Gabor features need the selected filters (gabor_filters)")
     return windows @ np.asarray(gabor_filters, np.float32).T
 
 
-def window_kernels(projection, mode, n, gabor_filters=None):
+def _window_kernels(projection, mode, n, gabor_filters=None):
     """Correlation kernels equivalent to linear maps of linear features.
 
     For intensities (features = window) and Gabor (features = filters @ window),
@@ -372,12 +377,12 @@ def window_kernels(projection, mode, n, gabor_filters=None):
     return kernels.reshape(-1, n, n, n)
 
 
-def transform_shape(shape):
-    """FFT size used by `correlate_kernels` for a padded block of this shape."""
+def _transform_shape(shape):
+    """FFT size used by `_correlate_kernels` for a padded block of this shape."""
     return tuple(scipy.fft.next_fast_len(int(s), real=True) for s in shape)
 
 
-def kernel_spectra(kernels, fshape, workers=1):
+def _kernel_spectra(kernels, fshape, workers=1):
     """Spectra of n^3 kernels for correlation by FFT on transforms of shape ``fshape``.
 
     Correlation is convolution with the flipped kernel (read from offset n-1),
@@ -391,7 +396,7 @@ def kernel_spectra(kernels, fshape, workers=1):
                             workers=workers) for k in kernels]
 
 
-def correlate_kernels(padded, kernels, workers=1, cache=None):
+def _correlate_kernels(padded, kernels, workers=1, cache=None):
     """Valid correlation of a padded volume (or chunk) with several n^3 kernels.
 
     out[p, x] = sum_w padded[x + w] * kernels[p, w], w over the window; with the
@@ -416,11 +421,11 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
     n = kernels.shape[-1]
     shape_in = padded.shape
     out_shape = tuple(s - n + 1 for s in shape_in)
-    fshape = transform_shape(shape_in)
+    fshape = _transform_shape(shape_in)
     spectrum = scipy.fft.rfftn(np.asarray(padded, np.float32), fshape, workers=workers)
     cache = {} if cache is None else cache
     if fshape not in cache:
-        cache[fshape] = kernel_spectra(kernels, fshape, workers)
+        cache[fshape] = _kernel_spectra(kernels, fshape, workers)
     out = np.empty((len(kernels),) + out_shape, np.float32)
     valid_z, valid_y, valid_x = (slice(n - 1, n - 1 + s) for s in out_shape)
     # one product buffer for all kernels, overwritten by the inverse transform:
@@ -437,8 +442,8 @@ def correlate_kernels(padded, kernels, workers=1, cache=None):
     return out
 
 
-def project_fft_magnitudes(padded, n, projection, block=(8, 8)):
-    """``projection @ fft_magnitudes`` at every voxel, in cache-sized blocks.
+def _project_fft_magnitudes(padded, n, projection, block=(8, 8)):
+    """``projection @ _fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache
     between the butterfly and the matrix product: this is ~10x faster than
@@ -449,7 +454,7 @@ def project_fft_magnitudes(padded, n, projection, block=(8, 8)):
     padded : 3D ndarray
         Volume or z-chunk extended by n//2 on every side.
     projection : (P, K) array
-        K = (n^3 + 1) / 2, columns ordered as `fft_half_indices`.
+        K = (n^3 + 1) / 2, columns ordered as `_fft_half_indices`.
 
     Returns
     -------
@@ -464,7 +469,7 @@ def project_fft_magnitudes(padded, n, projection, block=(8, 8)):
         z1 = min(nz, z0 + bz)
         for y0 in range(0, ny, by):
             y1 = min(ny, y0 + by)
-            mags = fft_magnitudes(padded[z0:z1 + 2 * h, y0:y1 + 2 * h], n)
+            mags = _fft_magnitudes(padded[z0:z1 + 2 * h, y0:y1 + 2 * h], n)
             out[:, z0:z1, y0:y1] = (projection @ mags.reshape(len(mags), -1)).reshape(
                 len(projection), z1 - z0, y1 - y0, nx)
     return out
@@ -473,7 +478,7 @@ def project_fft_magnitudes(padded, n, projection, block=(8, 8)):
 def feature_volumes(volume, n, mode, gabor_filters=None, workers=1):
     """Every feature at every voxel of a (small) volume, computed as filters.
 
-    The fast counterpart of ``window_features(all_windows(volume, n), ...)``;
+    The fast counterpart of ``window_features(_all_windows(volume, n), ...)``;
     used for tests and inspection (prediction never needs all features).
 
     Returns
@@ -483,7 +488,7 @@ def feature_volumes(volume, n, mode, gabor_filters=None, workers=1):
     mode = check_feature_mode(mode)
     padded = pad_volume(volume, n)
     if mode == "FFT":
-        return fft_magnitudes(padded, n)
+        return _fft_magnitudes(padded, n)
     d = n ** 3 if mode == "intensities" else len(gabor_filters)
-    kernels = window_kernels(np.eye(d), mode, n, gabor_filters)
-    return correlate_kernels(padded, kernels, workers)
+    kernels = _window_kernels(np.eye(d), mode, n, gabor_filters)
+    return _correlate_kernels(padded, kernels, workers)

@@ -36,6 +36,13 @@ import numpy as np
 import scipy.ndimage as ndi
 from skimage.feature import peak_local_max
 
+from tomopick.core.picks import Picks
+
+__all__ = [
+    "LOCALIZATIONS", "check_localization", "expected_volume", "marker_spacing",
+    "split_watershed", "localize_particles", "localize_segmentation",
+]
+
 
 def _watershed(*args, **kwargs):
     """skimage's watershed, imported on first use: skimage.segmentation imports
@@ -355,3 +362,30 @@ def localize_particles(mask, method="connected components", particle_diameter=No
             "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
             "n_dense": int(dense.sum()),
             "min_distance": int(min_distance) if method == "watershed" else 0}
+
+
+def localize_segmentation(seg, localization="connected components", particle_diameter=None,
+                          min_distance=0, tomo_id="", voxel_size=None):
+    """PickET stage 2 on a `Segmentation`: objects of its mask, ranked by mass.
+
+    Several localisations of one segmentation share its stage 1.  Parameters
+    and returns as `picket_pick` (without the segmentation).
+    """
+    lo, hi = seg.pick_range
+    # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
+    nz, ny, nx = seg.mask.shape
+    faces = [(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)]
+    objects = localize_particles(seg.mask[lo:hi + 1], localization, particle_diameter,
+                                 min_distance, seg.evidence[lo:hi + 1], faces=faces)
+    positions = objects["positions"] + np.array([0.0, 0.0, lo])
+    order = np.argsort(-objects["scores"], kind="stable")
+    # relabel so that object k (1-based) is the k-th pick, best first
+    rank = np.zeros(len(order) + 1, np.int32)
+    rank[order + 1] = np.arange(1, len(order) + 1)
+    labels = np.zeros(seg.mask.shape, np.int32)
+    labels[lo:hi + 1] = rank[objects["labels"]]
+    objects["labels"] = labels
+    objects["volumes"] = objects["volumes"][order]
+    picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
+                  scores=objects["scores"][order], voxel_size=voxel_size)
+    return picks, objects

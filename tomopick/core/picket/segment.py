@@ -2,7 +2,7 @@
 
 The method of PickET (Arvindekar, Golatkar & Viswanath, bioRxiv 2025): blur the
 tomogram (Gaussian, sigma 2 voxels), min-max normalise it, describe every voxel
-by features of its n^3 neighbourhood (`tomopick.core.picket_features`), fit a
+by features of its n^3 neighbourhood (`tomopick.core.picket.features`), fit a
 two-class clusterer (KMeans or a Gaussian mixture) on neighbourhoods sampled
 from a z-slab, label every voxel, and call one class "particle".
 
@@ -19,7 +19,7 @@ What differs from PickET:
   ``GMM_MAX_COMPONENTS[mode]``: 99.99 % / 24 for FFT, 99.9 % / 12 else) and the
   full-covariance mixture is fitted there, so prediction needs only that many
   linear projections per voxel, and its posterior log-odds, a quadratic form,
-  is evaluated in the form's eigenbasis (`gmm_log_odds_form`) as a sum of
+  is evaluated in the form's eigenbasis (`_gmm_log_odds_form`) as a sum of
   squares.  `tests/test_picket.py` checks the log-odds against scikit-learn's
   and measures the agreement with the full-feature mixture.
 - FFT features: only the non-redundant half of the n^3 DFT is computed; the
@@ -46,7 +46,13 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from tomopick.core import picket_features as pf
+from . import features as pf
+
+__all__ = [
+    "CLUSTERERS", "check_clusterer", "parse_z_range", "preprocess", "lamella_z_ranges",
+    "PickETModel", "fit_model", "predict_margin", "choose_particle_cluster", "Segmentation",
+    "segment_tomogram", "segment_workflows",
+]
 
 CLUSTERERS = ("KMeans", "GMM")
 BLUR_SIGMA = 2.0
@@ -284,7 +290,7 @@ class PickETModel:
         return (self.margin_from_projection(proj) > 0).astype(np.uint8)
 
 
-def gmm_log_odds_form(gmm):
+def _gmm_log_odds_form(gmm):
     """The posterior log-odds of a two-component full-covariance mixture as a sum of squares.
 
     log p(1 | z) - log p(0 | z) is quadratic in z.  Centred between the two
@@ -346,7 +352,7 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     features = pf.window_features(windows, n, mode, gabor)
     scale = np.ones(features.shape[1], np.float32)
     if mode == "FFT":
-        scale = np.sqrt(pf.fft_half_indices(n)[1]).astype(np.float32)
+        scale = np.sqrt(pf._fft_half_indices(n)[1]).astype(np.float32)
     features = (features * scale).astype(np.float64)
     info = {"n_fit": len(features), "n_features": features.shape[1]}
     if clusterer == "KMeans":
@@ -369,7 +375,7 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
                           reg_covar=1e-6).fit(z)
     info["pca_components"] = gmm_components
     info["variance_kept"] = float(pca.explained_variance_ratio_[:gmm_components].sum())
-    rotation, centre, quadratic, linear, constant = gmm_log_odds_form(gmm)
+    rotation, centre, quadratic, linear, constant = _gmm_log_odds_form(gmm)
     # y = rotation @ (components @ (f - pca mean) - centre)
     projection = rotation @ components
     offset = -(rotation @ (components @ pca.mean_ + centre))
@@ -404,16 +410,16 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
     # row of the projection, for FFT magnitudes the blocked matrix product
     if model.mode == "FFT":
         def project(block):
-            return pf.project_fft_magnitudes(block, n, projection)
+            return pf._project_fft_magnitudes(block, n, projection)
     else:
-        kernels = pf.window_kernels(projection, model.mode, n, model.gabor_filters)
+        kernels = pf._window_kernels(projection, model.mode, n, model.gabor_filters)
         # the kernel spectra of the common chunk shape, on all threads, before
         # the chunks share them
-        shape = pf.transform_shape((min(chunk, hi - lo + 1) + 2 * h,) + padded.shape[1:])
-        cache = {shape: pf.kernel_spectra(kernels, shape, workers=n_threads)}
+        shape = pf._transform_shape((min(chunk, hi - lo + 1) + 2 * h,) + padded.shape[1:])
+        cache = {shape: pf._kernel_spectra(kernels, shape, workers=n_threads)}
 
         def project(block):
-            return pf.correlate_kernels(block, kernels, cache=cache)
+            return pf._correlate_kernels(block, kernels, cache=cache)
 
     def run(z0):
         z1 = min(hi + 1, z0 + chunk)
@@ -527,15 +533,15 @@ class Segmentation:
 
 
 @dataclass
-class Stage1Inputs:
-    """What every PickET workflow on one tomogram shares (`prepare_stage1`).
+class _Stage1Inputs:
+    """What every PickET workflow on one tomogram shares (`_prepare_stage1`).
 
     Attributes
     ----------
     normalized : (nz, ny, nx) float32 ndarray
         Blurred, min-max normalised volume.
     padded : ndarray
-        ``normalized`` padded by n // 2 (`picket_features.pad_volume`).
+        ``normalized`` padded by n // 2 (`features.pad_volume`).
     n : int
         Neighbourhood edge.
     fit_range, pick_range : (lo, hi)
@@ -555,7 +561,7 @@ class Stage1Inputs:
     timings: dict = field(default_factory=dict)
 
 
-def prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z_fit_range=None,
+def _prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z_fit_range=None,
                    z_pick_range=None, particle_diameter=None, seed=0, n_threads=2):
     """Preprocessing, z ranges and fitting sample of one tomogram, for any workflow.
 
@@ -565,7 +571,7 @@ def prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z_
 
     Returns
     -------
-    Stage1Inputs
+    _Stage1Inputs
     """
     n = pf.check_neighborhood_size(neighborhood_size)
     if int(max_fit_neighborhoods) < 100:
@@ -591,8 +597,8 @@ def prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z_
     flat.sort()
     zz, yy, xx = np.unravel_index(flat, (fit_range[1] - fit_range[0] + 1, ny, nx))
     centres = np.column_stack([zz + fit_range[0], yy, xx])
-    windows = pf.sample_windows(padded, centres, n)
-    return Stage1Inputs(normalized, padded, n, fit_range, pick_range, centres, windows,
+    windows = pf._sample_windows(padded, centres, n)
+    return _Stage1Inputs(normalized, padded, n, fit_range, pick_range, centres, windows,
                         {"preprocess_s": t1 - t0, "sample_s": time.perf_counter() - t1})
 
 
@@ -615,7 +621,7 @@ def segment_workflows(volume, workflows, **kwargs):
     prep_args = {k: kwargs[k] for k in ("neighborhood_size", "max_fit_neighborhoods",
                                         "z_fit_range", "z_pick_range", "particle_diameter",
                                         "seed", "n_threads") if k in kwargs}
-    prepared = prepare_stage1(volume, **prep_args)
+    prepared = _prepare_stage1(volume, **prep_args)
     for mode, clusterer in workflows:
         yield (mode, clusterer), segment_tomogram(volume, mode, clusterer, prepared=prepared,
                                                   **kwargs)
@@ -649,8 +655,8 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     n_threads : int
     gmm_components : int, optional
         See `fit_model`.
-    prepared : Stage1Inputs, optional
-        `prepare_stage1` of this volume with these parameters (shared between
+    prepared : _Stage1Inputs, optional
+        `_prepare_stage1` of this volume with these parameters (shared between
         workflows); computed here when not given.
 
     Returns
@@ -668,7 +674,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         raise ValueError(f"particle cluster id must be -1 (automatic), 0 or 1, "
                          f"got {particle_cluster}")
     if prepared is None:
-        prepared = prepare_stage1(volume, neighborhood_size, max_fit_neighborhoods, z_fit_range,
+        prepared = _prepare_stage1(volume, neighborhood_size, max_fit_neighborhoods, z_fit_range,
                                   z_pick_range, particle_diameter, seed, n_threads)
     normalized, padded, n = prepared.normalized, prepared.padded, prepared.n
     fit_range, pick_range = prepared.fit_range, prepared.pick_range
@@ -745,68 +751,3 @@ def _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_co
         np.negative(second, out=second)
     np.minimum(margin, second, out=margin)
     mask &= second > 0
-
-
-# --------------------------------------------------------------------------- both stages
-
-def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
-                localization="connected components", neighborhood_size=5,
-                max_fit_neighborhoods=100000, z_fit_range=None, z_pick_range=None,
-                particle_cluster=-1, particle_diameter=None, min_distance=0, seed=0,
-                n_threads=2, tomo_id="", voxel_size=None, gmm_components=None):
-    """PickET's two stages on one tomogram: segmentation, then object centroids.
-
-    Parameters are those of `segment_tomogram` plus ``localization``
-    ('connected components' or 'watershed'), ``min_distance`` (watershed marker
-    spacing, voxels; 0 = 0.35 particle diameters), ``tomo_id`` and
-    ``voxel_size`` (Å/voxel) for the returned table.  ``particle_diameter`` is
-    in voxels.
-
-    Returns
-    -------
-    picks : Picks
-        Object centroids (x, y, z) voxels with scores (object mass: summed
-        particle margin), best first.
-    segmentation : Segmentation
-    objects : dict
-        `picket_localize.localize_particles` output: 'labels' (whole volume,
-        object k = the k-th pick), 'volumes' (in pick order), counts of the
-        objects dropped by the filters.
-    """
-    seg = segment_tomogram(volume, feature_mode, clusterer, neighborhood_size,
-                           max_fit_neighborhoods, z_fit_range, z_pick_range,
-                           particle_cluster, particle_diameter, seed, n_threads,
-                           gmm_components)
-    picks, objects = localize_segmentation(seg, localization, particle_diameter, min_distance,
-                                           tomo_id, voxel_size)
-    return picks, seg, objects
-
-
-def localize_segmentation(seg, localization="connected components", particle_diameter=None,
-                          min_distance=0, tomo_id="", voxel_size=None):
-    """PickET stage 2 on a `Segmentation`: objects of its mask, ranked by mass.
-
-    Several localisations of one segmentation share its stage 1.  Parameters
-    and returns as `picket_pick` (without the segmentation).
-    """
-    from tomopick.core.picks import Picks
-    from tomopick.core.picket_localize import localize_particles
-
-    lo, hi = seg.pick_range
-    # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
-    nz, ny, nx = seg.mask.shape
-    faces = [(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)]
-    objects = localize_particles(seg.mask[lo:hi + 1], localization, particle_diameter,
-                                 min_distance, seg.evidence[lo:hi + 1], faces=faces)
-    positions = objects["positions"] + np.array([0.0, 0.0, lo])
-    order = np.argsort(-objects["scores"], kind="stable")
-    # relabel so that object k (1-based) is the k-th pick, best first
-    rank = np.zeros(len(order) + 1, np.int32)
-    rank[order + 1] = np.arange(1, len(order) + 1)
-    labels = np.zeros(seg.mask.shape, np.int32)
-    labels[lo:hi + 1] = rank[objects["labels"]]
-    objects["labels"] = labels
-    objects["volumes"] = objects["volumes"][order]
-    picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
-                  scores=objects["scores"][order], voxel_size=voxel_size)
-    return picks, objects

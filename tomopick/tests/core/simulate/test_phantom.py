@@ -284,3 +284,19 @@ def test_ctf_band_pass_attenuates_low_frequencies_and_has_zeros():
     assert simulate.ctf_band_pass(k0, defocus=3.0, bfactor=0.0) < 1e-3
     minima = np.flatnonzero((h[1:-1] < h[:-2]) & (h[1:-1] < h[2:])) + 1
     assert len(minima) >= 4 and k[minima[0]] == pytest.approx(k0, rel=1e-3)
+
+
+def test_drift_is_a_linear_ramp_across_x_and_z():
+    kwargs = dict(shape=(32, 40, 48), n_particles=4, n_vesicles=0, snr=None, seed=2)
+    flat = simulate_tomogram(**kwargs).tomogram
+    drift = simulate_tomogram(intensity_drift=2.0, **kwargs).tomogram
+    ramp = (drift - flat).astype(np.float64)
+    # linear in x and z, constant along y, peak-to-peak 2 signal standard deviations
+    assert np.abs(ramp - ramp[:, :1]).max() < 1e-4 * np.abs(ramp).max()
+    z, x = np.indices(ramp[:, 0].shape)
+    design = np.column_stack([np.ones(z.size), z.ravel(), x.ravel()])
+    coef, res, *_ = np.linalg.lstsq(design, ramp[:, 0].ravel(), rcond=None)
+    assert res[0] < 1e-8 * (ramp ** 2).sum()
+    assert abs(coef[1]) > 0 and abs(coef[2]) > 0
+    with pytest.raises(ValueError, match="intensity_drift"):
+        simulate_tomogram(intensity_drift=-1, **kwargs)

@@ -1,0 +1,43 @@
+"""One PickET workflow on one tomogram: stage 1 (segmentation) then stage 2 (positions).
+
+A workflow is a (feature mode, clusterer, localisation) triple; `picket_pick`
+runs one.  To compare several on one tomogram without recomputing stage 1, use
+`segment.segment_workflows` and `localize.localize_segmentation`.
+"""
+from .localize import localize_segmentation
+from .segment import segment_tomogram
+
+__all__ = ["picket_pick"]
+
+
+def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
+                localization="connected components", neighborhood_size=5,
+                max_fit_neighborhoods=100000, z_fit_range=None, z_pick_range=None,
+                particle_cluster=-1, particle_diameter=None, min_distance=0, seed=0,
+                n_threads=2, tomo_id="", voxel_size=None, gmm_components=None):
+    """PickET's two stages on one tomogram: segmentation, then object centroids.
+
+    Parameters are those of `segment_tomogram` plus ``localization``
+    ('connected components' or 'watershed'), ``min_distance`` (watershed marker
+    spacing, voxels; 0 = from the mask, `localize.marker_spacing`), ``tomo_id`` and
+    ``voxel_size`` (Å/voxel) for the returned table.  ``particle_diameter`` is
+    in voxels.
+
+    Returns
+    -------
+    picks : Picks
+        Object centroids (x, y, z) voxels with scores (object mass: summed
+        particle margin), best first.
+    segmentation : Segmentation
+    objects : dict
+        `localize.localize_particles` output: 'labels' (whole volume,
+        object k = the k-th pick), 'volumes' (in pick order), counts of the
+        objects dropped by the filters.
+    """
+    seg = segment_tomogram(volume, feature_mode, clusterer, neighborhood_size,
+                           max_fit_neighborhoods, z_fit_range, z_pick_range,
+                           particle_cluster, particle_diameter, seed, n_threads,
+                           gmm_components)
+    picks, objects = localize_segmentation(seg, localization, particle_diameter, min_distance,
+                                           tomo_id, voxel_size)
+    return picks, seg, objects
