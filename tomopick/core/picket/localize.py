@@ -23,6 +23,17 @@ watershed of the distance transform (markers: local maxima at least
 - objects whose mean margin per voxel exceeds ``max_density_factor`` (4) times
   that of the median object are dropped (and counted): gold beads and other
   metal or ice contamination are far denser than any protein;
+- objects flatter than half a ball (smallest principal width below half the
+  middle one, from the object's second moments) are dropped (and counted):
+  slabs lining the tomogram faces;
+- objects whose neighbourhood is a sheet (`object_blobness`: the Hessian of
+  the mask smoothed at D/4 has one strong curvature, across the sheet, and
+  two weak ones along it) are dropped (and counted): membrane patches, which
+  the watershed cuts into particle-sized pieces that size, mass and moments
+  cannot tell from particles;
+- objects with at least 1.75 times the median mass are split into
+  round(mass / median) picks by k-means of their voxels: touching particles
+  the watershed left merged;
 - objects touching the volume border are kept (PickET's peak finder silently
   excludes markers near the border); only slivers whose centroid lies within
   ``edge_margin`` (default D/8) of a face are dropped, and counted: they are
@@ -56,6 +67,14 @@ LOCALIZATIONS = ("connected components", "watershed")
 SLAB_VOXELS = 16_000_000
 # bounds of the automatic watershed marker spacing, in particle diameters
 MARKER_SPACING_BOUNDS = (0.25, 0.5)
+# Hessian scale of `object_blobness`, in particle diameters
+BLOBNESS_SCALE = 0.25
+# widest object (in particle diameters, along its two largest axes) that is not
+# a sheet: the mask shows particles up to ~1.5 D wide (blur, wedge, touching)
+SHEET_WIDTH = 1.5
+# the lowest blobness of anything no wider than SHEET_WIDTH diameters, however
+# thin (see `object_blobness`)
+SHEET_BLOBNESS = BLOBNESS_SCALE ** 2 / (BLOBNESS_SCALE ** 2 + SHEET_WIDTH ** 2 / 20)
 
 
 def check_localization(name):
@@ -247,7 +266,9 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
 def localize_particles(mask, method="connected components", particle_diameter=None,
                        min_distance=0, evidence=None, min_volume_fraction=0.1,
                        max_volume_factor=8.0, edge_margin=None, faces=None,
-                       min_mass_fraction=0.35, max_density_factor=4.0):
+                       min_mass_fraction=0.35, max_density_factor=4.0,
+                       min_flatness=0.5, min_blobness=None,
+                       split_mass_factor=1.75):
     """Objects of a particle mask and their centroids.
 
     Parameters
@@ -274,6 +295,22 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         Objects whose mean evidence per voxel is above this many times the
         median object's are dropped (needs a diameter and the evidence;
         0 = keep all).
+    min_flatness : float
+        Objects whose smallest principal width is below this fraction of the
+        middle one are dropped (needs a diameter; 0 = keep all): 0.5 keeps a
+        ball cut through its centre by a face (0.55) and drops slabs lining
+        the faces (measured 0.2-0.45).
+    min_blobness : float, optional
+        Objects whose `object_blobness` is below this are sheets (membranes)
+        and dropped; default `SHEET_BLOBNESS` (0.36: anything no wider than
+        `SHEET_WIDTH` = 1.5 diameters is above it); 0 = keep all.
+    split_mass_factor : float
+        Objects whose mass is at least this many times the median kept
+        object's are split into round(mass / median) parts (k-means of their
+        voxels weighted by the evidence): touching particles the watershed
+        left merged (needs a diameter; 0 = no split).  1.75: a single
+        particle's mass stayed below 1.46-1.76 median (99th percentile,
+        sparse lamellae, GMM workflows), a merged pair has about 2.
     edge_margin : float, optional
         Objects whose centroid is closer than this (voxels) to a face are
         dropped; default particle_diameter / 8 (0 without a diameter).
@@ -288,8 +325,11 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         'positions' (N, 3) float (x, y, z) voxels, bottom-left origin (centre of
         [k, j, i] at (i, j, k)); 'scores' (N,); 'volumes' (N,) voxels;
         'labels' (nz, ny, nx) int32, kept objects renumbered 1..N;
-        'n_objects', 'n_too_small', 'n_too_large', 'n_edge_slivers',
-        'n_faint', 'n_dense'; 'min_distance' (the watershed spacing used, else 0).
+        'widths' (N, 3) principal widths, smallest first (voxels; a ball of
+        diameter D: D, D, D); 'n_objects', 'n_too_small', 'n_too_large',
+        'n_edge_slivers', 'n_faint', 'n_dense', 'n_flat', 'n_sheets' (objects
+        dropped by each filter), 'n_split' (objects split into several picks);
+        'min_distance' (the watershed spacing used, else 0).
 
     Raises
     ------
@@ -325,6 +365,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
     z, y, x = np.unravel_index(flat, labels.shape)
     sums = np.column_stack([np.bincount(lab, weights=c, minlength=nobj + 1)[1:]
                             for c in (x, y, z)])
+    widths = _principal_widths(lab, (x, y, z), sums, volumes)
     weights = (np.ones(len(flat)) if evidence is None
                else np.asarray(evidence).ravel()[flat].astype(float))
     mass = np.bincount(lab, weights=weights, minlength=nobj + 1)[1:]
@@ -354,14 +395,190 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         if reference > 0:
             dense = keep & (density > max_density_factor * reference)
             keep &= ~dense
+    flattened = np.zeros(nobj, bool)
+    if particle_diameter and min_flatness:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            flattened = keep & (widths[:, 0] < min_flatness * widths[:, 1])
+        keep &= ~flattened
+    sheet = np.zeros(nobj, bool)
+    if particle_diameter and min_blobness != 0 and keep.any():
+        # the Hessian is evaluated only for the objects still kept (the costly test)
+        ids = np.flatnonzero(keep) + 1
+        threshold = SHEET_BLOBNESS if min_blobness is None else min_blobness
+        sheet[ids - 1] = object_blobness(mask, labels, ids, particle_diameter) < threshold
+        keep &= ~sheet
+    n_split, n_found = 0, nobj
+    if particle_diameter and split_mass_factor and keep.sum() > 2:
+        reference = np.median(mass[keep])
+        counts = np.floor(mass / reference + 0.25).astype(int)
+        heavy = np.flatnonzero(keep & (mass >= split_mass_factor * reference) & (counts >= 2))
+        if len(heavy):
+            labels, parts = _split_heavy(labels, flat, lab, weights, heavy + 1, counts[heavy])
+            n_split = len(heavy)
+            extra = len(parts)
+            # the parts replace their object: recompute their statistics
+            keep[heavy] = False
+            nobj2 = nobj + extra
+            lab = labels.ravel()[flat]
+            volumes = np.bincount(lab, minlength=nobj2 + 1)[1:].astype(float)
+            sums = np.column_stack([np.bincount(lab, weights=c, minlength=nobj2 + 1)[1:]
+                                    for c in (x, y, z)])
+            mass = np.bincount(lab, weights=weights, minlength=nobj2 + 1)[1:]
+            widths = _principal_widths(lab, (x, y, z), sums, volumes)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                positions = sums / volumes[:, None]
+            keep = np.concatenate([keep, volumes[nobj:] > 0])
+            nobj = nobj2
     new_id = np.zeros(nobj + 1, np.int32)
     new_id[1:][keep] = np.arange(1, keep.sum() + 1)
     return {"positions": positions[keep], "scores": mass[keep], "volumes": volumes[keep],
-            "labels": new_id[labels], "n_objects": nobj,
+            "labels": new_id[labels], "n_objects": n_found,
             "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
             "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
-            "n_dense": int(dense.sum()),
+            "n_dense": int(dense.sum()), "n_flat": int(flattened.sum()),
+            "n_sheets": int(sheet.sum()), "n_split": n_split,
+            "widths": widths[keep],
             "min_distance": int(min_distance) if method == "watershed" else 0}
+
+
+def object_blobness(mask, labels, ids, particle_diameter):
+    """How blob-like (1) rather than sheet-like (0) the mask is around each object.
+
+    The mask is smoothed with a Gaussian of sigma = D / 4 and its Hessian taken
+    (central differences) at the object's core voxels (its voxels whose
+    smoothed mask value is at least the median of the object's); blobness is
+    the median over the core of lambda_2 / lambda_1, the two most negative
+    eigenvalues.  A blob has three similar negative curvatures (1); on a sheet
+    (a membrane, a face artefact) the curvature across it is negative and the
+    two along it vanish (0), whatever part of the sheet the watershed made
+    into this object; a filament is blob-like here (lambda_1 = lambda_2).
+
+    For a Gaussian-like object of variances v_1 <= v_2 (across, along) the
+    Hessian of the smoothed mask at its centre has lambda_2 / lambda_1 =
+    (v_1 + sigma^2) / (v_2 + sigma^2), which for anything no wider than a
+    ball of diameter D (v_2 <= D^2 / 20), however thin, is at least
+    sigma^2 / (D^2 / 20 + sigma^2) = 5/9 (`SHEET_BLOBNESS`).  Measured on the
+    lamellae of ``benchmarks/bench_picket.py --lamellae``: particles 0.6-0.9
+    (5th-95th percentile), membrane patches on vesicles 0.15-0.21.
+
+    Parameters
+    ----------
+    mask : (nz, ny, nx) bool array
+    labels : (nz, ny, nx) int array
+        Objects of the mask.
+    ids : (K,) int
+        Labels to measure.
+    particle_diameter : float
+        Voxels.
+
+    Returns
+    -------
+    (K,) float ndarray
+
+    Examples
+    --------
+    >>> z, y, x = np.indices((40, 40, 40))
+    >>> ball = (x - 20) ** 2 + (y - 20) ** 2 + (z - 20) ** 2 <= 36
+    >>> sheet = (abs(z - 20) <= 3) & (abs(y - 20) < 15) & (abs(x - 20) < 15)
+    >>> [round(float(object_blobness(m, m.astype(int), [1], 12)[0]), 1)
+    ...  for m in (ball, sheet)]
+    [1.0, 0.2]
+    """
+    sigma = BLOBNESS_SCALE * float(particle_diameter)
+    pad = int(np.ceil(3 * sigma)) + 1
+    boxes = ndi.find_objects(labels)
+    out = np.ones(len(ids))
+    for n, k in enumerate(ids):
+        box = boxes[k - 1] if k - 1 < len(boxes) else None
+        if box is None:
+            continue
+        # the box plus the smoothing's reach: the sheet beyond the object counts
+        outer = tuple(slice(max(0, b.start - pad), min(s, b.stop + pad))
+                      for b, s in zip(box, mask.shape))
+        smooth = ndi.gaussian_filter(mask[outer].astype(np.float32), sigma, mode="nearest")
+        own = labels[outer] == k
+        values = smooth[own]
+        core = own & (smooth >= np.median(values))
+        grads = np.gradient(smooth)
+        hess = np.empty((int(core.sum()), 3, 3), np.float32)
+        for i in range(3):
+            second = np.gradient(grads[i])
+            for j in range(i, 3):
+                hess[:, i, j] = hess[:, j, i] = second[j][core]
+        lam = np.linalg.eigvalsh(hess)          # ascending: lam[:, 0] most negative
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(lam[:, 0] < 0, lam[:, 1] / lam[:, 0], 0.0)
+        out[n] = float(np.median(np.clip(ratio, 0, 1))) if len(ratio) else 1.0
+    return out
+
+
+def _split_heavy(labels, flat, lab, weights, ids, counts):
+    """Split each object ``ids[i]`` into ``counts[i]`` parts (`_weighted_kmeans` of its voxels).
+
+    Parts get new labels after ``labels.max()``; returns (labels, new ids).
+    """
+    order = np.argsort(lab, kind="stable")
+    starts = np.searchsorted(lab[order], ids, side="left")
+    stops = np.searchsorted(lab[order], ids, side="right")
+    next_id = int(labels.max()) + 1
+    out = labels.ravel()
+    new = []
+    for a, b, n in zip(starts, stops, counts):
+        vox = flat[order[a:b]]
+        n = int(min(n, b - a))
+        coords = np.column_stack(np.unravel_index(vox, labels.shape)).astype(float)
+        part = _weighted_kmeans(coords, np.clip(weights[order[a:b]], 0, None) + 1e-6, n)
+        out[vox] = next_id + part
+        new.extend(range(next_id, next_id + n))
+        next_id += n
+    return out.reshape(labels.shape), new
+
+
+def _weighted_kmeans(points, weights, k, iterations=30):
+    """Labels 0..k-1 of ``points`` (n, d) by Lloyd's k-means with sample weights.
+
+    Deterministic: the centres start at the weighted quantiles (i + 0.5) / k
+    of the projection on the principal axis (merged particles lie along it).
+    """
+    mean = np.average(points, axis=0, weights=weights)
+    centred = points - mean
+    cov = (centred * weights[:, None]).T @ centred / weights.sum()
+    axis = np.linalg.eigh(cov)[1][:, -1]
+    t = centred @ axis
+    order = np.argsort(t)
+    cdf = np.cumsum(weights[order]) / weights.sum()
+    starts = order[np.searchsorted(cdf, (np.arange(k) + 0.5) / k).clip(0, len(t) - 1)]
+    centres = points[starts].copy()
+    part = np.zeros(len(points), int)
+    for _ in range(iterations):
+        d = ((points[:, None, :] - centres[None]) ** 2).sum(-1)
+        new = d.argmin(1)
+        if _ and np.array_equal(new, part):
+            break
+        part = new
+        for j in range(k):
+            sel = part == j
+            if sel.any():
+                centres[j] = np.average(points[sel], axis=0, weights=weights[sel])
+    return part
+
+
+def _principal_widths(lab, coords, sums, volumes):
+    """Each object's diameters along its principal axes, smallest first (voxels).
+
+    From the object's second moments: sqrt(20 * eigenvalue of its coordinate
+    covariance), which is D along every axis for a solid ball of diameter D
+    (variance D^2 / 20 along any axis).  (nobj, 3) array.
+    """
+    nobj = len(volumes)
+    n = np.maximum(volumes, 1)[:, None]
+    mean = sums / n
+    cov = np.empty((nobj, 3, 3))
+    for i in range(3):
+        for j in range(i, 3):
+            m = np.bincount(lab, weights=coords[i] * coords[j], minlength=nobj + 1)[1:]
+            cov[:, i, j] = cov[:, j, i] = m / n[:, 0] - mean[:, i] * mean[:, j]
+    return np.sqrt(20 * np.clip(np.linalg.eigvalsh(cov), 0, None))
 
 
 def localize_segmentation(seg, localization="connected components", particle_diameter=None,

@@ -52,3 +52,54 @@ def test_slab_by_slab_watershed_of_a_large_network_equals_the_whole_box(monkeypa
     # the same regions (up to renumbering)
     pairs = {(a, b) for a, b in zip(whole[mask], slabs[mask])}
     assert len(pairs) == whole.max()
+
+
+def _balls(shape, centres, radius):
+    z, y, x = np.indices(shape)
+    mask = np.zeros(shape, bool)
+    for cx, cy, cz in centres:
+        mask |= (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= radius ** 2
+    return mask, (z, y, x)
+
+
+def test_a_ball_is_kept_a_disc_of_its_volume_dropped_and_a_touching_pair_split():
+    # particles of diameter 12: three single balls, a pair with centres 10
+    # apart (one component, twice the mass), a disc 4 voxels thick with the
+    # volume of a ball (radius 8.5: pi 8.5^2 4 = 908 ~ 4/3 pi 6^3 = 905)
+    singles = [(20, 20, 24), (50, 20, 24), (80, 20, 24)]
+    mask, (z, y, x) = _balls((48, 64, 140), singles + [(105, 20, 24), (115, 20, 24)], 6)
+    disc = ((x - 30) ** 2 + (y - 48) ** 2 <= 8.5 ** 2) & (z >= 22) & (z <= 25)
+    mask |= disc
+    assert abs(disc.sum() / mask[:, :, :35][:, :30].sum() - 1) < 0.1   # same volume as a ball
+    out = pl.localize_particles(mask, "connected components", particle_diameter=12,
+                                evidence=mask.astype(np.float32))
+    found = out["positions"][np.argsort(out["positions"][:, 0])]
+    assert np.allclose(found, singles + [(105, 20, 24), (115, 20, 24)], atol=1.0)
+    assert out["n_flat"] == 1 and out["n_split"] == 1
+    # a ball measures its own diameter along every principal axis
+    assert np.allclose(out["widths"][:3], 12, atol=0.6)
+    # without the filters the disc is a pick and the pair one pick between the two
+    plain = pl.localize_particles(mask, "connected components", particle_diameter=12,
+                                  evidence=mask.astype(np.float32), min_flatness=0,
+                                  min_blobness=0, split_mass_factor=0)
+    assert len(plain["positions"]) == 5
+    assert np.any(np.all(np.abs(plain["positions"] - (110, 20, 24)) < 1, axis=1))
+
+
+def test_pieces_of_a_membrane_are_dropped_by_their_blobness():
+    # three particles (diameter 12) and a vesicle: a spherical membrane 7
+    # voxels thick of radius 24 (4 particle diameters across), which the
+    # watershed cuts into particle-sized pieces, not flat by their own moments
+    singles = [(16, 16, 30), (16, 56, 30), (16, 96, 30)]
+    mask, (z, y, x) = _balls((60, 112, 136), singles, 6)
+    r = np.sqrt((x - 90.0) ** 2 + (y - 56.0) ** 2 + (z - 30.0) ** 2)
+    mask |= np.abs(r - 24) <= 3.5
+    evidence = mask.astype(np.float32)
+    out = pl.localize_particles(mask, "watershed", particle_diameter=12, evidence=evidence)
+    assert np.allclose(out["positions"][np.argsort(out["positions"][:, 1])], singles, atol=0.5)
+    assert out["n_sheets"] >= 5
+    without = pl.localize_particles(mask, "watershed", particle_diameter=12, evidence=evidence,
+                                    min_blobness=0)
+    # the membrane's pieces pass every other filter
+    assert len(without["positions"]) >= 3 + out["n_sheets"]
+    assert np.all(pl.object_blobness(mask, out["labels"], [1, 2, 3], 12) > 0.9)
