@@ -582,18 +582,20 @@ def _principal_widths(lab, coords, sums, volumes):
 
 
 def localize_segmentation(seg, localization="connected components", particle_diameter=None,
-                          min_distance=0, tomo_id="", voxel_size=None):
+                          min_distance=0, tomo_id="", voxel_size=None, **filters):
     """PickET stage 2 on a `Segmentation`: objects of its mask, ranked by mass.
 
     Several localisations of one segmentation share its stage 1.  Parameters
-    and returns as `picket_pick` (without the segmentation).
+    and returns as `picket_pick` (without the segmentation); ``filters`` are
+    `localize_particles`' filter settings (``min_flatness``, ``min_blobness``,
+    ``split_mass_factor``...), their defaults when not given.
     """
     lo, hi = seg.pick_range
     # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
     nz, ny, nx = seg.mask.shape
     faces = [(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)]
     objects = localize_particles(seg.mask[lo:hi + 1], localization, particle_diameter,
-                                 min_distance, seg.evidence[lo:hi + 1], faces=faces)
+                                 min_distance, seg.evidence[lo:hi + 1], faces=faces, **filters)
     positions = objects["positions"] + np.array([0.0, 0.0, lo])
     order = np.argsort(-objects["scores"], kind="stable")
     # relabel so that object k (1-based) is the k-th pick, best first
