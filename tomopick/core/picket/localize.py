@@ -32,7 +32,7 @@ watershed of the distance transform (markers: local maxima at least
   the watershed cuts into particle-sized pieces that size, mass and moments
   cannot tell from particles;
 - objects with at least 1.75 times the median mass are split into
-  round(mass / median) picks by k-means of their voxels: touching particles
+  floor(mass / median + 0.25) picks by k-means of their voxels: touching particles
   the watershed left merged;
 - objects touching the volume border are kept (PickET's peak finder silently
   excludes markers near the border); only slivers whose centroid lies within
@@ -51,7 +51,7 @@ from tomopick.core.picks import Picks
 
 __all__ = [
     "LOCALIZATIONS", "check_localization", "expected_volume", "marker_spacing",
-    "split_watershed", "localize_particles", "localize_segmentation",
+    "split_watershed", "object_blobness", "localize_particles", "localize_segmentation",
 ]
 
 
@@ -310,7 +310,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         `SHEET_WIDTH` = 1.5 diameters is above it); 0 = keep all.
     split_mass_factor : float
         Objects whose mass is at least this many times the median kept
-        object's are split into round(mass / median) parts (k-means of their
+        object's are split into floor(mass / median + 0.25) parts (k-means of their
         voxels weighted by the evidence): touching particles the watershed
         left merged (needs a diameter; 0 = no split).  1.75: a single
         particle's mass stayed below 1.46-1.76 median (99th percentile,
@@ -412,8 +412,10 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         sheet[ids - 1] = object_blobness(mask, labels, ids, particle_diameter) < threshold
         keep &= ~sheet
     n_split, n_found = 0, nobj
-    if particle_diameter and split_mass_factor and keep.sum() > 2:
-        reference = np.median(mass[keep])
+    reference = np.median(mass[keep]) if keep.sum() > 2 else 0.0
+    if particle_diameter and split_mass_factor and reference > 0:
+        # a part per median mass, from 1.75 medians up (a single particle's mass
+        # stays below that, see the docstring)
         counts = np.floor(mass / reference + 0.25).astype(int)
         heavy = np.flatnonzero(keep & (mass >= split_mass_factor * reference) & (counts >= 2))
         if len(heavy):
