@@ -83,7 +83,7 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
 
     def createOutputStep(self):
         samplingRate = self._outputSamplingRate()
-        tomoSet = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
+        tomoSet = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_NAME)
         tomoSet.setSamplingRate(samplingRate)
         self._parseAcquisitionData()
         for tsId, path in self._matchedFiles().items():

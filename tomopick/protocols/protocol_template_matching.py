@@ -244,14 +244,14 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         tomograms = tomograms_by_tsid(tomoSet)
         samplingRate = tomoSet.getSamplingRate()
         picks = Picks.concatenate(Picks.load(self._picksPath(tsId)) for tsId in tomograms)
-        coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
+        coords = SetOfCoordinates3D.create(self._getPath(), prefix=OUTPUT_COORDINATES)
         coords.setSamplingRate(samplingRate)
         coords.setBoxSize(self.boxSize.get())
         coords.setPrecedents(self.inputTomograms)
         # core matrices (R @ z = the template's z-axis); convert stores Scipion's
         append_picks(coords, picks, tomograms)
 
-        maps = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
+        maps = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_SCORE_MAPS)
         maps.copyInfo(tomoSet)
         for tsId, tomogram in tomograms.items():
             maps.append(tomogram_like(tomogram, self._scorePath(tsId)))
