@@ -510,7 +510,7 @@ def test_append_subtomograms_and_subtomogram_groups(folder, tomograms, by_tsid):
     coords = new_set(SetOfCoordinates3D, os.path.join(folder, "sub"), "coordinates", tomograms)
     convert.append_picks(coords, picks, by_tsid)
     aligned = core_transforms(3, seed=12)
-    files = [boxes(os.path.join(folder), f"particle_{i}", 1, seed=i)[0] for i in range(3)]
+    files = [boxes(folder, f"particle_{i}", 1, seed=i)[0] for i in range(3)]
     extracted = {1: ("TS_1", files[0], VOXEL, aligned[0]),
                  2: ("TS_2", files[1], VOXEL, aligned[1])}        # coordinate 3 left out
     output = new_set(SetOfSubTomograms, os.path.join(folder, "sub"), "subtomograms")
