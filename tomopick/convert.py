@@ -418,7 +418,9 @@ def append_subtomograms(output, coordinates, extracted, tomograms):
         subtomo.setVolName(ts_id)
         subtomo.setVolId(tomogram.getObjId())
         set_subtomogram_matrix(subtomo, matrix)
-        if tomogram.hasAcquisition():
+        # whenever the tomogram carries one, with tilt angles or not: a set's items share
+        # their columns, and a subtomogram without one after one with it fails to append
+        if tomogram.getAcquisition() is not None:
             subtomo.setAcquisition(tomogram.getAcquisition())
         output.append(subtomo)
 

@@ -67,7 +67,11 @@ class Picks:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.positions = np.asarray(self.positions, dtype=float).reshape(-1, 3)
+        positions = np.asarray(self.positions, dtype=float)
+        if positions.size and positions.shape[-1] != 3:
+            # reshape(-1, 3) alone would turn 3 (x, y) rows into 2 picks
+            raise ValueError(f"positions of shape {positions.shape}: expected (N, 3) (x, y, z)")
+        self.positions = positions.reshape(-1, 3)
         n = len(self.positions)
         self.tomo_ids = np.asarray(self.tomo_ids, dtype=str).reshape(-1)
         if self.tomo_ids.size == 1 and n != 1:
@@ -77,7 +81,11 @@ class Picks:
         self.group_ids = (np.zeros(n, dtype=int) if self.group_ids is None
                           else np.asarray(self.group_ids, dtype=int).reshape(-1))
         if self.matrices is not None:
-            self.matrices = np.asarray(self.matrices, dtype=float).reshape(n, 4, 4)
+            matrices = np.asarray(self.matrices, dtype=float)
+            if matrices.shape[-2:] != (4, 4) or matrices.size != 16 * n:
+                raise ValueError(f"matrices of shape {matrices.shape} for {n} positions: "
+                                 f"expected ({n}, 4, 4)")
+            self.matrices = matrices.reshape(n, 4, 4)
         if self.scores is not None:
             self.scores = np.asarray(self.scores, dtype=float).reshape(-1)
         for name in ("group_ids", "scores"):
@@ -207,7 +215,8 @@ class Picks:
     def concatenate(parts):
         """One table from several of the same voxel size.
 
-        Orientations (scores) are kept when any part has them; rows of the
+        Parts without a voxel size (None) are taken to be in that of the
+        others; rows keep the order of the parts. Orientations (scores) are kept when any part has them; rows of the
         parts without get the identity (score 0), which is what a Scipion
         coordinate without them holds. ``extra`` columns that every part
         has are concatenated.
