@@ -207,11 +207,15 @@ def tomograms_by_tsid(tomograms):
     Raises
     ------
     ValueError
-        If the set is empty or two tomograms share a tsId.
+        If the set is empty, a tomogram has no tsId or two share one.
     """
     result = {}
     for tomogram in tomograms.iterItems(orderBy="id"):
         ts_id = tomogram.getTsId()
+        if not ts_id:
+            raise ValueError(f"tomogram {tomogram.getObjId()} ({tomogram.getFileName()}) of "
+                             f"{tomograms.getNameId()} has no tsId: coordinates and picks are "
+                             "matched to tomograms by tsId")
         if ts_id in result:
             raise ValueError(f"two tomograms share the tsId {ts_id!r} in {tomograms.getNameId()}")
         result[ts_id] = tomogram.clone()

@@ -247,6 +247,15 @@ def test_tomograms_by_tsid_names_a_shared_tsid_and_an_empty_set(folder):
         convert.tomograms_by_tsid(tomo_set)
 
 
+def test_tomograms_by_tsid_names_a_tomogram_without_tsid(folder):
+    tomo_set = new_set(SetOfTomograms, os.path.join(folder, "nots"), "tomograms")
+    tomogram = new_tomogram(os.path.join(folder, "nots"), "TS_9", (4, 4, 4), "centre")
+    tomogram.setTsId(None)
+    tomo_set.append(tomogram)
+    with pytest.raises(ValueError, match=r"tomogram 1 \(.*\.mrc\) of .* has no tsId"):
+        convert.tomograms_by_tsid(tomo_set)
+
+
 def test_tomogram_array_shape_and_memory_map(by_tsid):
     for ts_id, (shape, _) in TOMOGRAMS.items():
         tomogram = by_tsid[ts_id]
