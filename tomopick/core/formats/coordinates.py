@@ -41,7 +41,7 @@ writer ignores the ones it has no use for:
 import os
 
 from . import csv_table, dynamo, imod, ndjson, picket_yaml, star
-from .shared import require_file
+from .shared import _require_file
 
 FORMATS = ("csv", "star", "tbl", "mod", "ndjson", "yaml")
 PER_TOMOGRAM_FORMATS = ("mod", "ndjson", "yaml")
@@ -58,7 +58,7 @@ def _modules():
             "yaml": (picket_yaml.read_picket_yaml, picket_yaml.write_picket_yaml)}
 
 
-def format_from_extension(path):
+def _format_from_extension(path):
     """Format name of a path's extension, or None when it says nothing."""
     return EXTENSIONS.get(os.path.splitext(str(path))[1].lower())
 
@@ -82,8 +82,8 @@ def detect_format(path):
     ValueError
         If neither the extension nor the content identifies a format.
     """
-    require_file(path)
-    fmt = format_from_extension(path)
+    _require_file(path)
+    fmt = _format_from_extension(path)
     if fmt is not None:
         return fmt
     with open(path, "rb") as handle:
@@ -144,7 +144,7 @@ def read_coordinates(path, fmt="auto", voxel_size=None, target_voxel_size=None, 
         For an unknown format or content that does not parse (the message
         names the file and the line or entry).
     """
-    require_file(path)
+    _require_file(path)
     fmt = detect_format(path) if fmt in (None, "auto") else str(fmt).lower()
     modules = _modules()
     if fmt not in modules:
@@ -180,7 +180,7 @@ def write_coordinates(path, picks, fmt="auto", **context):
         missing (named in the message).
     """
     if fmt in (None, "auto"):
-        fmt = format_from_extension(path)
+        fmt = _format_from_extension(path)
         if fmt is None:
             raise ValueError(f"cannot tell the coordinate format from the name {path}; "
                              f"give fmt as one of {', '.join(FORMATS)}")

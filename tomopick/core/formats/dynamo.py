@@ -37,7 +37,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..rotations import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .shared import centre_positions, line_error, require_file, tsid_from_filename
+from .shared import _centre_positions, _line_error, _require_file, tsid_from_filename
 
 N_COLUMNS = 35
 MIN_COLUMNS = 26
@@ -56,7 +56,7 @@ def table_map_path(path):
     return os.path.splitext(path)[0] + ".doc"
 
 
-def read_table_map(path):
+def _read_table_map(path):
     """A Dynamo table map: ``{index: tsId}`` from lines ``index name``.
 
     The tsId is the base name of ``name`` without its extension.
@@ -68,11 +68,11 @@ def read_table_map(path):
             if not fields or fields[0].startswith("#"):
                 continue
             if len(fields) < 2:
-                raise line_error(path, line_number, "expected 'index name'")
+                raise _line_error(path, line_number, "expected 'index name'")
             try:
                 index = int(float(fields[0]))
             except ValueError:
-                raise line_error(path, line_number,
+                raise _line_error(path, line_number,
                                  f"tomogram index {fields[0]!r} is not a number") from None
             name = " ".join(fields[1:])
             mapping[index] = tsid_from_filename(name)
@@ -106,7 +106,7 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
         On a line with too few or non-numeric columns, or a tomogram index
         with no tsId (the message names the file and the line).
     """
-    require_file(path)
+    _require_file(path)
     rows, lines = [], []
     with open(path) as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -114,15 +114,15 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
             if not fields or fields[0].startswith("#"):
                 continue
             if len(fields) < MIN_COLUMNS:
-                raise line_error(path, line_number, f"{len(fields)} columns, a Dynamo table "
+                raise _line_error(path, line_number, f"{len(fields)} columns, a Dynamo table "
                                  f"line needs at least {MIN_COLUMNS}")
             try:
                 values = [float(f) for f in fields[:MIN_COLUMNS]]
             except ValueError:
                 bad = next(f for f in fields if not _is_number(f))
-                raise line_error(path, line_number, f"{bad!r} is not a number") from None
+                raise _line_error(path, line_number, f"{bad!r} is not a number") from None
             if not np.all(np.isfinite(values)):
-                raise line_error(path, line_number, "non-finite value")
+                raise _line_error(path, line_number, "non-finite value")
             rows.append(values)
             lines.append(line_number)
     table = np.array(rows, dtype=float).reshape(-1, MIN_COLUMNS)
@@ -130,14 +130,14 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
     if tomo_index:
         index_to_tsid = {int(i): str(t) for t, i in tomo_index.items()}
     elif os.path.isfile(table_map_path(path)):
-        index_to_tsid = read_table_map(table_map_path(path))
+        index_to_tsid = _read_table_map(table_map_path(path))
     else:
         index_to_tsid = None
     indices = table[:, TOMO].astype(int)
     if index_to_tsid is not None:
         unknown = [k for k, i in enumerate(indices) if i not in index_to_tsid]
         if unknown:
-            raise line_error(path, lines[unknown[0]],
+            raise _line_error(path, lines[unknown[0]],
                              f"tomogram index {indices[unknown[0]]} has no tsId in the table map")
         tomo_ids = np.array([index_to_tsid[i] for i in indices], dtype=str)
     elif tomo_id is not None:
@@ -201,7 +201,7 @@ def write_tbl(path, picks, tomo_index=None, tilt_range=None, write_map=True, **_
     table[:, TOMO] = [tomo_index[t] for t in picks.tomo_ids]
     table[:, REG] = picks.group_ids
     table[:, CLASS] = picks.group_ids
-    table[:, XYZ] = centre_positions(picks)
+    table[:, XYZ] = _centre_positions(picks)
     integer = {TAG, 1, 2, FTYPE, TOMO, REG, CLASS}
     formats = ["%d" if j in integer else "%.6g" if j == CC else "%.4f" for j in range(N_COLUMNS)]
     np.savetxt(path, table, fmt=formats, delimiter=" ")

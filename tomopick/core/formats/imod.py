@@ -32,7 +32,7 @@ import struct
 import numpy as np
 
 from ..picks import Picks
-from .shared import centre_positions, require_file, single_tomogram, tsid_from_filename
+from .shared import _centre_positions, _require_file, _single_tomogram, tsid_from_filename
 
 MODEL_HEADER = struct.Struct(">128s9i6f5ifii3f")    # 232 bytes
 OBJECT_HEADER = struct.Struct(">64s16I4i3fi8B2i")   # 176 bytes
@@ -78,7 +78,7 @@ def read_mod(path, voxel_size=None, tomo_id=None, group_by="object", **_):
         If it is not an IMOD V1.2 binary model or is truncated (the message
         names the byte offset).
     """
-    require_file(path)
+    _require_file(path)
     if group_by not in ("object", "contour"):
         raise ValueError(f"group_by must be 'object' or 'contour', not {group_by!r}")
     with open(path, "rb") as handle:
@@ -172,9 +172,9 @@ def write_mod(path, picks, voxel_size=None, tomo_shapes=None, shape=None, point_
     ValueError
         If the picks span several tomograms.
     """
-    ts_id = single_tomogram(picks, path)
+    ts_id = _single_tomogram(picks, path)
     voxel_size = voxel_size or picks.voxel_size
-    xyz = centre_positions(picks) + HALF_VOXEL
+    xyz = _centre_positions(picks) + HALF_VOXEL
     if shape is None and tomo_shapes and ts_id in tomo_shapes:
         shape = tomo_shapes[ts_id]
     if shape is None:

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from ..picks import Picks
-from .shared import centre_positions, require_file, single_tomogram, tsid_from_filename
+from .shared import _centre_positions, _require_file, _single_tomogram, tsid_from_filename
 
 KEY = "Predicted_Particle_Centroid_Coordinates"
 # libyaml's parser and emitter when PyYAML was built with them (10x faster)
@@ -65,7 +65,7 @@ def read_picket_yaml(path, voxel_size=None, tomo_id=None, **_):
         Predicted_Particle_Centroid_Coordinates list, or an entry lacks
         numeric x, y, z (naming the entry).
     """
-    require_file(path)
+    _require_file(path)
     with open(path) as handle:
         try:
             content = yaml.load(handle, Loader=_LOADER)
@@ -111,9 +111,9 @@ def write_picket_yaml(path, picks, voxel_size=None, tomogram_path=None, **_):
     ValueError
         If the picks span several tomograms.
     """
-    ts_id = single_tomogram(picks, path)
+    ts_id = _single_tomogram(picks, path)
     voxel_size = voxel_size or picks.voxel_size
-    positions = centre_positions(picks)
+    positions = _centre_positions(picks)
     content = {
         "metadata": {"tsId": ts_id if ts_id is not None else "None",
                      "tomogram_path": tomogram_path or "None",

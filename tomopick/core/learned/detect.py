@@ -1,7 +1,7 @@
 """Applying a trained learned picker: dense score map, peaks, threshold, positions.
 
 1. Score map: the classifier's particle probability at every working-grid
-   voxel, slab by slab (`tomopick.core.learned.features.iter_features`), then
+   voxel, slab by slab (`tomopick.core.learned.features._iter_features`), then
    smoothed by a Gaussian of `SMOOTHING` diameters so each particle gives one
    rounded peak.
 2. Peaks: local maxima of the smoothed map, then greedy non-maximum
@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 from threadpoolctl import threadpool_limits
 
-from .features import iter_features, working_volume
+from .features import _iter_features, working_volume
 
 SMOOTHING = 0.08
 MIN_DISTANCE = 0.4
@@ -65,7 +65,7 @@ class Detection:
     score_map: np.ndarray
 
 
-def score_map(picker, work, n_threads=2, memory_mb=512):
+def _score_map(picker, work, n_threads=2, memory_mb=512):
     """Particle probability at every voxel of a working volume (unsmoothed), float32.
 
     Each slab's thread computes its features and classifies them; the
@@ -79,7 +79,7 @@ def score_map(picker, work, n_threads=2, memory_mb=512):
 
     out = np.empty(work.shape, np.float32)
     with threadpool_limits(1):
-        for z0, z1, scores in iter_features(work, picker.scales, n_threads, memory_mb,
+        for z0, z1, scores in _iter_features(work, picker.scales, n_threads, memory_mb,
                                             transform=classify):
             out[z0:z1] = scores
     return out
@@ -207,7 +207,7 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
     """
     work, grid = working_volume(volume, voxel_size, picker.working_voxel_size)
     d = picker.working_diameter
-    raw = score_map(picker, work, n_threads, memory_mb)
+    raw = _score_map(picker, work, n_threads, memory_mb)
     smoothed = ndi.gaussian_filter(raw, max(0.5, SMOOTHING * d), mode="nearest")
     del raw
     if min_distance is None:

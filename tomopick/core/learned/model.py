@@ -70,7 +70,7 @@ class ModelFileError(ValueError):
     """A model file that is missing, unreadable or from an incompatible version."""
 
 
-def make_classifier(name="rf", seed=0, n_threads=2):
+def _make_classifier(name="rf", seed=0, n_threads=2):
     """The scikit-learn classifier of learned picking, with fixed hyper-parameters.
 
     Parameters
@@ -110,7 +110,7 @@ def _voxels_near(centres_xyz, radius, shape):
     return np.unique(voxels[inside], axis=0)
 
 
-def training_voxels(shape, positives, negatives, diameter, rng, background=True):
+def _training_voxels(shape, positives, negatives, diameter, rng, background=True):
     """Working-grid voxels to train on, with their group.
 
     Parameters
@@ -304,7 +304,7 @@ class LearnedPicker:
         work, grid = working_volume(volume, voxel_size, self.working_voxel_size)
         # a seed per call keeps the background draw reproducible tomogram by tomogram
         rng = np.random.default_rng([self.seed, len(self.training)])
-        zyx, groups = training_voxels(work.shape, grid.to_working(positives),
+        zyx, groups = _training_voxels(work.shape, grid.to_working(positives),
                                       grid.to_working(negatives), self.working_diameter, rng,
                                       background)
         added = TrainingSet(features_at(work, zyx, self.scales, n_threads),
@@ -332,7 +332,7 @@ class LearnedPicker:
             raise ValueError("training needs particle voxels and non-particle voxels; got "
                              f"{int(np.sum(labels == 1))} and {int(np.sum(labels == 0))}")
         start = time.perf_counter()
-        estimator = make_classifier(self.classifier, self.seed, n_threads)
+        estimator = _make_classifier(self.classifier, self.seed, n_threads)
         # gradient boosting's OpenMP threads spin-wait for each other on a busy machine
         # (measured 20x slower with 2 than with 1); the forest uses its own n_jobs threads
         with threadpool_limits(1):
@@ -354,7 +354,7 @@ class LearnedPicker:
                 "working_voxel_size_A": self.working_voxel_size, "scales": list(self.scales),
                 "feature_names": feature_names(self.scales),
                 "classifier": {"name": self.classifier,
-                               "params": {k: v for k, v in make_classifier(
+                               "params": {k: v for k, v in _make_classifier(
                                    self.classifier, self.seed).get_params().items()
                                    if isinstance(v, (int, float, str, bool, type(None)))}},
                 "seed": self.seed, "n_examples": dict(self.n_examples),
