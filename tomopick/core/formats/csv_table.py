@@ -34,18 +34,18 @@ def _parse_header(path, line_number, names, tomo_id):
     unknown = [n for n in names if n not in COLUMNS]
     if unknown:
         raise _line_error(path, line_number,
-                         f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}")
+                          f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         raise _line_error(path, line_number, f"column {repeated[0]!r} appears twice")
     missing = [n for n in REQUIRED if n not in names and not (n == "tomoId" and tomo_id)]
     if missing:
         raise _line_error(path, line_number, f"missing column {missing[0]!r} "
-                         f"(the header must name {', '.join(REQUIRED)})")
+                          f"(the header must name {', '.join(REQUIRED)})")
     present = [a for a in ANGLES if a in names]
     if present and len(present) != 3:
         raise _line_error(path, line_number, "the angle columns tdrot, tilt, narot come "
-                         f"together; only {', '.join(present)} given")
+                          f"together; only {', '.join(present)} given")
     return names
 
 
@@ -87,7 +87,7 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
                 continue
             if len(fields) != len(names):
                 raise _line_error(path, line_number,
-                                 f"{len(fields)} fields for {len(names)} columns")
+                                  f"{len(fields)} fields for {len(names)} columns")
             rows.append((line_number, [f.strip() for f in fields]))
     if names is None:
         raise ValueError(f"{path}: no header line (expected {','.join(REQUIRED)}...)")
@@ -106,7 +106,7 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
             labels[row] = fields[column["label"]].lower() or POSITIVE
             if labels[row] not in LABELS:
                 raise _line_error(path, line_number, f"label is {fields[column['label']]!r}, "
-                                 f"not one of {', '.join(LABELS)}")
+                                  f"not one of {', '.join(LABELS)}")
         for name, array in values.items():
             text = fields[column[name]]
             try:

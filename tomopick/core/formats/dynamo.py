@@ -73,7 +73,7 @@ def _read_table_map(path):
                 index = int(float(fields[0]))
             except ValueError:
                 raise _line_error(path, line_number,
-                                 f"tomogram index {fields[0]!r} is not a number") from None
+                                  f"tomogram index {fields[0]!r} is not a number") from None
             name = " ".join(fields[1:])
             mapping[index] = tsid_from_filename(name)
     return mapping
@@ -115,7 +115,7 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
                 continue
             if len(fields) < MIN_COLUMNS:
                 raise _line_error(path, line_number, f"{len(fields)} columns, a Dynamo table "
-                                 f"line needs at least {MIN_COLUMNS}")
+                                  f"line needs at least {MIN_COLUMNS}")
             try:
                 values = [float(f) for f in fields[:MIN_COLUMNS]]
             except ValueError:
@@ -138,7 +138,7 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
         unknown = [k for k, i in enumerate(indices) if i not in index_to_tsid]
         if unknown:
             raise _line_error(path, lines[unknown[0]],
-                             f"tomogram index {indices[unknown[0]]} has no tsId in the table map")
+                              f"tomogram index {indices[unknown[0]]} has no tsId in the table map")
         tomo_ids = np.array([index_to_tsid[i] for i in indices], dtype=str)
     elif tomo_id is not None:
         tomo_ids = np.full(len(table), str(tomo_id))

@@ -65,7 +65,7 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
                 location = [float(record["location"][axis]) for axis in "xyz"]
             except (KeyError, TypeError, ValueError):
                 raise _line_error(path, line_number,
-                                 "location needs numeric 'x', 'y' and 'z'") from None
+                                  "location needs numeric 'x', 'y' and 'z'") from None
             if not np.all(np.isfinite(location)):
                 raise _line_error(path, line_number, f"location {location} is not finite")
             positions.append(location)
@@ -76,11 +76,11 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
                     R = np.array(record["xyz_rotation_matrix"], dtype=float)
                 except (TypeError, ValueError):
                     raise _line_error(path, line_number,
-                                     "xyz_rotation_matrix is not numeric") from None
+                                      "xyz_rotation_matrix is not numeric") from None
                 if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3) \
                         or np.linalg.det(R) < 0:
                     raise _line_error(path, line_number,
-                                     "xyz_rotation_matrix is not a 3x3 rotation")
+                                      "xyz_rotation_matrix is not a 3x3 rotation")
                 rotations.append((line_number, R))
     matrices = None
     if rotations:
@@ -88,7 +88,7 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
             oriented = {ln for ln, _ in rotations}
             first = next(ln for ln in lines if ln not in oriented)
             raise _line_error(path, first, "point without xyz_rotation_matrix in a file of "
-                             "oriented points")
+                              "oriented points")
         matrices = homogeneous(np.array([R for _, R in rotations]))
     try:
         group_ids = np.array(groups, dtype=int)

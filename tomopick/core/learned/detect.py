@@ -80,7 +80,7 @@ def _score_map(picker, work, n_threads=2, memory_mb=512):
     out = np.empty(work.shape, np.float32)
     with threadpool_limits(1):
         for z0, z1, scores in _iter_features(work, picker.scales, n_threads, memory_mb,
-                                            transform=classify):
+                                             transform=classify):
             out[z0:z1] = scores
     return out
 

@@ -305,8 +305,8 @@ class LearnedPicker:
         # a seed per call keeps the background draw reproducible tomogram by tomogram
         rng = np.random.default_rng([self.seed, len(self.training)])
         zyx, groups = _training_voxels(work.shape, grid.to_working(positives),
-                                      grid.to_working(negatives), self.working_diameter, rng,
-                                      background)
+                                       grid.to_working(negatives), self.working_diameter, rng,
+                                       background)
         added = TrainingSet(features_at(work, zyx, self.scales, n_threads),
                             (groups == POSITIVE).astype(np.int8), groups)
         self.training = self.training.extended(added)
