@@ -74,6 +74,18 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     ValueError
         On an unknown or missing column, or a row that does not parse (the
         message names the file and the line).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "picks.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("# picked by hand\\nx,y,z,label\\n10,20,30,\\n11,21,31,negative\\n")
+    >>> picks = read_csv(path, voxel_size=8.0, tomo_id="TS_1")
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.extra["labels"].tolist()
+    (['TS_1', 'TS_1'], [[10.0, 20.0, 30.0], [11.0, 21.0, 31.0]], ['positive', 'negative'])
+    >>> tmp.cleanup()
     """
     _require_file(path)
     names = None
@@ -142,6 +154,24 @@ def write_csv(path, picks, **_):
     ----------
     path : str
     picks : Picks
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tomopick.core.rotations import homogeneous, dynamo_euler_to_matrix
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "picks.csv")
+    >>> matrices = homogeneous(dynamo_euler_to_matrix([30.0], [60.0], [90.0]).reshape(1, 3, 3))
+    >>> matrices[0, :3, 3] = [0.5, 0, 0]       # a shift, folded into x
+    >>> write_csv(path, Picks("TS_1", [[10, 20, 30]], [2], matrices, [0.75]))
+    >>> print(open(path).read())
+    tomoId,x,y,z,groupId,tdrot,tilt,narot,score
+    TS_1,10.5000,20.0000,30.0000,2,30.0000,60.0000,90.0000,0.75
+    <BLANKLINE>
+    >>> back = read_csv(path)
+    >>> np.allclose(back.matrices[:, :3, :3], matrices[:, :3, :3], atol=1e-6)
+    True
+    >>> tmp.cleanup()
     """
     positions = _centre_positions(picks)
     header = list(REQUIRED) + ["groupId"]

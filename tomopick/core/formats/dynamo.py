@@ -52,7 +52,13 @@ dynamo_angles = matrix_to_dynamo_euler
 
 
 def table_map_path(path):
-    """The sidecar table map of a table: ``<stem>.doc`` beside it."""
+    """The sidecar table map of a table: ``<stem>.doc`` beside it.
+
+    Examples
+    --------
+    >>> table_map_path("/data/particles.tbl")
+    '/data/particles.doc'
+    """
     return os.path.splitext(path)[0] + ".doc"
 
 
@@ -105,6 +111,19 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
     ValueError
         On a line with too few or non-numeric columns, or a tomogram index
         with no tsId (the message names the file and the line).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "crop.tbl")
+    >>> write_tbl(path, Picks(["TS_7", "TS_3"], [[10, 20, 30], [1, 2, 3]], [1, 2], scores=[0.5, 0.25]))
+    >>> picks = read_tbl(path)              # the tsIds come from the table map crop.doc
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.group_ids.tolist()
+    (['TS_7', 'TS_3'], [[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]], [1, 2])
+    >>> picks.scores.tolist()
+    [0.5, 0.25]
+    >>> tmp.cleanup()
     """
     _require_file(path)
     rows, lines = [], []
@@ -179,6 +198,21 @@ def write_tbl(path, picks, tomo_index=None, tilt_range=None, write_map=True, **_
     ------
     ValueError
         If ``tomo_index`` lacks a tsId of the table.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "crop.tbl")
+    >>> write_tbl(path, Picks(["TS_7", "TS_3"], [[10, 20, 30], [1, 2, 3]]), tilt_range=(-60, 60))
+    >>> row = np.loadtxt(path)[0]
+    >>> row.shape, row[19], row[23:26].tolist(), row[12:17].tolist()
+    ((35,), 2.0, [10.0, 20.0, 30.0], [1.0, -60.0, 60.0, -60.0, 60.0])
+    >>> print(open(table_map_path(path)).read())
+    1 TS_3
+    2 TS_7
+    <BLANKLINE>
+    >>> tmp.cleanup()
     """
     ids = sorted(set(picks.tomo_ids))
     if tomo_index is None:

@@ -48,6 +48,18 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
         On a line that is not a JSON object with a numeric location, a
         rotation that is not a proper 3x3 rotation, or a file mixing oriented
         and plain points (the message names the file and the line).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.ndjson")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('{"type": "point", "location": {"x": 1, "y": 2, "z": 3}, "instance_id": 5}\\n')
+    >>> picks = read_ndjson(path, voxel_size=10.0)
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.group_ids.tolist()
+    (['TS_1'], [[1.0, 2.0, 3.0]], [5])
+    >>> tmp.cleanup()
     """
     _require_file(path)
     positions, rotations, groups, lines = [], [], [], []
@@ -108,6 +120,19 @@ def write_ndjson(path, picks, **_):
     ------
     ValueError
         If the picks span several tomograms.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.ndjson")
+    >>> write_ndjson(path, Picks("TS_1", [[1, 2, 3]], matrices=np.eye(4)[None]))
+    >>> print(open(path).read())  # doctest: +ELLIPSIS
+    {"type": "orientedPoint", "location": {"x": 1.0, "y": 2.0, "z": 3.0}, "xyz_rotation_matrix": ...}
+    <BLANKLINE>
+    >>> read_ndjson(path).matrices[0].tolist() == np.eye(4).tolist()
+    True
+    >>> tmp.cleanup()
     """
     _single_tomogram(picks, path)
     positions = _centre_positions(picks)

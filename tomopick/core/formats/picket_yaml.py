@@ -64,6 +64,20 @@ def read_picket_yaml(path, voxel_size=None, tomo_id=None, **_):
         If the YAML does not parse (naming the line), has no
         Predicted_Particle_Centroid_Coordinates list, or an entry lacks
         numeric x, y, z (naming the entry).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "out.yaml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("metadata: {tomogram_path: /data/TS_04.mrc}\\n"
+    ...                 "Predicted_Particle_Centroid_Coordinates:\\n"
+    ...                 "- {x: 12, y: 40, z: 7}\\n- {x: 3, y: 4, z: 5}\\n")
+    >>> picks = read_picket_yaml(path)
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist()
+    (['TS_04', 'TS_04'], [[12.0, 40.0, 7.0], [3.0, 4.0, 5.0]])
+    >>> tmp.cleanup()
     """
     _require_file(path)
     with open(path) as handle:
@@ -110,6 +124,27 @@ def write_picket_yaml(path, picks, voxel_size=None, tomogram_path=None, **_):
     ------
     ValueError
         If the picks span several tomograms.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.yaml")
+    >>> write_picket_yaml(path, Picks("TS_1", [[12.5, 40, 7]], voxel_size=10.0))
+    >>> print(open(path).read())
+    Predicted_Particle_Centroid_Coordinates:
+    - x: 12.5
+      y: 40.0
+      z: 7.0
+    metadata:
+      tomogram_path: None
+      tsId: TS_1
+      voxel_size: 10.0
+      written_by: tomopick
+    <BLANKLINE>
+    >>> read_picket_yaml(path).voxel_size
+    10.0
+    >>> tmp.cleanup()
     """
     ts_id = _single_tomogram(picks, path)
     voxel_size = voxel_size or picks.voxel_size

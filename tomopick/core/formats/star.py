@@ -144,6 +144,20 @@ def read_star(path, voxel_size=None, tomo_shapes=None, tomo_id=None, **_):
         If the file does not parse, lacks coordinates, has non-numeric
         values (naming the particle row), or context needed is missing (naming
         the tsId).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "particles.star")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("data_particles\\n\\nloop_\\n_rlnTomoName #1\\n"
+    ...                 "_rlnCenteredCoordinateXAngst #2\\n_rlnCenteredCoordinateYAngst #3\\n"
+    ...                 "_rlnCenteredCoordinateZAngst #4\\nTS_1 100.0 -50.0 0.0\\n")
+    >>> picks = read_star(path, voxel_size=10.0, tomo_shapes={"TS_1": (64, 64, 32)})
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist()    # centre (32, 32, 16) + Å / 10
+    (['TS_1'], [[42.0, 27.0, 16.0]])
+    >>> tmp.cleanup()
     """
     _require_file(path)
     table = _particles_table(path)
@@ -229,6 +243,24 @@ def write_star(path, picks, voxel_size=None, tomo_shapes=None, **_):
     ------
     ValueError
         If the voxel size or a tomogram's dimensions are missing.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "particles.star")
+    >>> rotation = homogeneous(np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])[None])
+    >>> write_star(path, Picks("TS_1", [[42, 27, 16]], [3], rotation, voxel_size=10.0),
+    ...            tomo_shapes={"TS_1": (64, 64, 32)})
+    >>> import starfile
+    >>> row = starfile.read(path).iloc[0]
+    >>> row["rlnCenteredCoordinateXAngst"], row["rlnCenteredCoordinateYAngst"], row["rlnClassNumber"]
+    (100.0, -50.0, 3)
+    >>> back = read_star(path, tomo_shapes={"TS_1": (64, 64, 32)}, voxel_size=10.0)
+    >>> np.round(back.matrices[0, :3, :3], 6).tolist() == rotation[0, :3, :3].tolist()
+    True
+    >>> tmp.cleanup()
     """
     voxel_size = voxel_size or picks.voxel_size
     if not voxel_size:
