@@ -204,6 +204,24 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
     Returns
     -------
     Detection
+
+    Examples
+    --------
+    >>> from tomopick.core.learned import LearnedPicker
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.mgrid[:32, :48, :48]
+    >>> volume = rng.normal(0, 0.3, (32, 48, 48)).astype(np.float32)
+    >>> big = [(10, 12, 10), (34, 14, 20), (12, 36, 16), (36, 36, 22), (24, 24, 12)]
+    >>> small = [(24, 8, 22), (8, 26, 22), (40, 26, 10)]
+    >>> for (cx, cy, cz), r in [(c, 4) for c in big] + [(c, 1.5) for c in small]:
+    ...     volume += (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r
+    >>> picker = LearnedPicker.create(diameter=80.0, voxel_size=10.0, seed=0)
+    >>> _ = picker.add_examples(volume, 10.0, positives=big[:3], negatives=small[:2])
+    >>> detection = pick(picker.fit(), volume, 10.0, threshold=0.5)
+    >>> sorted(np.round(detection.positions).astype(int).tolist())   # the 5 big balls only
+    [[10, 12, 10], [12, 36, 16], [24, 24, 12], [34, 14, 20], [36, 36, 22]]
+    >>> detection.score_map.shape
+    (32, 48, 48)
     """
     work, grid = working_volume(volume, voxel_size, picker.working_voxel_size)
     d = picker.working_diameter

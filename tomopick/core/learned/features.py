@@ -40,7 +40,14 @@ FEATURES_PER_SCALE = ("gaussian", "dog", "gradient", "laplacian", "hessian1", "h
 
 
 def feature_names(scales):
-    """Names of the stack's channels, in order ('gaussian@1.5', ...)."""
+    """Names of the stack's channels, in order ('gaussian@1.5', ...).
+
+    Examples
+    --------
+    >>> names = feature_names((1.5, 3.0))
+    >>> len(names), names[:3], names[-1]
+    (20, ['gaussian@1.5', 'dog@1.5', 'gradient@1.5'], 'structure3@3')
+    """
     return [f"{name}@{s:g}" for s in scales for name in FEATURES_PER_SCALE]
 
 
@@ -222,6 +229,16 @@ def slab_features(work, z0, z1, scales):
         F = 10 per scale, in `feature_names` order. Identical to the same
         rows of the whole-volume stack (scipy's 'reflect' boundary at the
         volume's faces, exact halo inside).
+
+    Examples
+    --------
+    >>> work = np.random.default_rng(0).standard_normal((20, 16, 16)).astype(np.float32)
+    >>> whole = slab_features(work, 0, 20, (1.0, 2.0))
+    >>> part = slab_features(work, 8, 12, (1.0, 2.0))
+    >>> whole.shape, part.shape
+    ((20, 20, 16, 16), (20, 4, 16, 16))
+    >>> np.array_equal(part, whole[:, 8:12])       # a slab is exactly the same rows
+    True
     """
     h = _halo(scales)
     a, b = max(0, z0 - h), min(work.shape[0], z1 + h)

@@ -211,6 +211,30 @@ class LearnedPicker:
     training : TrainingSet
     n_examples : dict
         Counts of positive and negative picks given so far.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.mgrid[:24, :32, :32]
+    >>> volume = rng.normal(0, 0.3, (24, 32, 32)).astype(np.float32)
+    >>> balls = [(8, 8, 8), (22, 10, 14), (10, 22, 12), (24, 24, 16)]
+    >>> for cx, cy, cz in balls:
+    ...     volume += (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= 16
+    >>> picker = LearnedPicker.create(diameter=80.0, voxel_size=10.0)
+    >>> picker.working_voxel_size, picker.scales, picker.n_features
+    (10.0, (1.0, 2.0, 4.0), 30)
+    >>> added = picker.add_examples(volume, 10.0, positives=balls[:2])
+    >>> added.features.shape[1], int(added.labels.sum()) > 0, picker.n_examples
+    (30, True, {'positives': 2, 'negatives': 0})
+    >>> features = added.features[added.labels == 1][:1]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     picker.fit().save(os.path.join(d, "picker.npz"))
+    ...     again = LearnedPicker.load(os.path.join(d, "picker.npz"))
+    >>> bool(np.array_equal(again.predict_proba(features), picker.predict_proba(features)))
+    True
+    >>> bool(picker.predict_proba(features)[0] > 0.5)
+    True
     """
     diameter: float
     working_voxel_size: float
