@@ -177,12 +177,14 @@ class Picks:
         Examples
         --------
         >>> import os, tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "picks.npz")
+        >>> workdir = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(workdir.name, "picks.npz")
         >>> Picks(["TS_1", "TS_2"], [[1, 2, 3], [4, 5, 6]], scores=[0.5, 0.7],
         ...       voxel_size=10.0, extra={"ids": np.array([7, 9])}).save(path)
         >>> back = Picks.load(path)
         >>> back.tomo_ids.tolist(), back.matrices, back.scores.tolist(), back.extra["ids"].tolist()
         (['TS_1', 'TS_2'], None, [0.5, 0.7], [7, 9])
+        >>> workdir.cleanup()
         """
         data = {"tomo_ids": self.tomo_ids, "positions": self.positions,
                 "group_ids": self.group_ids}

@@ -283,11 +283,13 @@ def read_mrc_geometry(path):
     Examples
     --------
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "v.mrc")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(workdir.name, "v.mrc")
     >>> write_mrc(path, np.zeros((2, 3, 4), np.float32), voxel_size=7.5, origin=(1, 2, 3))
     >>> geometry = read_mrc_geometry(path)
     >>> geometry["voxel_size"], geometry["origin"], geometry["start"]
     ((7.5, 7.5, 7.5), (1.0, 2.0, 3.0), (0, 0, 0))
+    >>> workdir.cleanup()
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -328,7 +330,8 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     Examples
     --------
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "v.mrc")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(workdir.name, "v.mrc")
     >>> data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     >>> write_mrc_slabs(path, data, voxel_size=(2.0, 2.0, 3.0), start=(0, 0, 5), slab=1)
     >>> bool(np.array_equal(read_mrc(path), data)), read_mrc_geometry(path)["voxel_size"]
@@ -336,6 +339,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     >>> with mrcfile.open(path) as mrc:
     ...     float(mrc.header.dmax)
     23.0
+    >>> workdir.cleanup()
     """
     with create_mrc(path, data.shape, 1.0) as mrc:
         mrc.voxel_size = voxel_size
