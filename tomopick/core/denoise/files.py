@@ -61,8 +61,6 @@ def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
     >>> workdir.cleanup()
     """
     src = read_mrc(in_path, mmap=True)
-    if src.ndim == 2:
-        src = src[None]
     geometry = read_mrc_geometry(in_path)
     voxel = geometry["voxel_size"]
     if voxel_size is not None:

@@ -71,7 +71,7 @@ def read_mrc(path, mmap=False):
         raise MrcError(f"MRC file {path} holds no 2D/3D volume")
     if mmap:
         # keep the mapping alive through the array; the file handle itself is closed
-        return data
+        return data if data.ndim == 3 else data[None]
     out = np.array(data)
     mrc.close()
     return out if out.ndim == 3 else out[None]
