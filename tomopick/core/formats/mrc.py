@@ -48,6 +48,21 @@ def read_mrc(path, mmap=False):
     ------
     MrcError
         If the file is missing, truncated or not an MRC volume.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "tomo.mrc")
+    >>> write_mrc(path, np.arange(24, dtype=np.float32).reshape(2, 3, 4), voxel_size=10.0)
+    >>> volume = read_mrc(path)
+    >>> volume.shape, volume.dtype.name, volume[1, 2, 3]
+    ((2, 3, 4), 'float32', 23.0)
+    >>> mapped = read_mrc(path, mmap=True)      # only the slabs read are loaded
+    >>> float(mapped[1].sum())
+    210.0
+    >>> del mapped
+    >>> tmp.cleanup()
     """
     mrc = _open(path, mmap)
     data = mrc.data
@@ -56,7 +71,7 @@ def read_mrc(path, mmap=False):
         raise MrcError(f"MRC file {path} holds no 2D/3D volume")
     if mmap:
         # keep the mapping alive through the array; the file handle itself is closed
-        return data
+        return data if data.ndim == 3 else data[None]
     out = np.array(data)
     mrc.close()
     return out if out.ndim == 3 else out[None]
@@ -79,6 +94,17 @@ def mrc_header_info(path):
     ------
     MrcError
         If the file is missing or its header/data size are inconsistent.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "tomo.mrc")
+    >>> write_mrc(path, np.zeros((4, 5, 6), np.float32), voxel_size=13.48, origin=(1, 2, 3))
+    >>> info = mrc_header_info(path)
+    >>> info["shape"], info["voxel_size"], info["origin"], info["dtype"].name
+    ((4, 5, 6), 13.48, (1.0, 2.0, 3.0), 'float32')
+    >>> tmp.cleanup()
     """
     mrc = _open(path, mmap=True)
     try:
@@ -115,6 +141,22 @@ def write_mrc(path, data, voxel_size, origin=None):
     -----
     The file appears under its final name only once complete, so a failure
     never leaves a truncated volume behind.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "labels.mrc")
+    >>> write_mrc(path, np.ones((2, 3, 4), np.int16), voxel_size=5.0)   # integer types are kept
+    >>> write_mrc(os.path.join(tmp.name, "map.mrc"), np.ones((2, 3, 4)), voxel_size=5.0)
+    >>> read_mrc(path).dtype.name, read_mrc(os.path.join(tmp.name, "map.mrc")).dtype.name
+    ('int16', 'float32')
+    >>> write_mrc(path, np.ones((2, 3, 4), np.uint8), voxel_size=5.0)   # MRC mode 6
+    >>> read_mrc(path).dtype.name
+    'uint16'
+    >>> sorted(os.listdir(tmp.name))            # no temporary file left behind
+    ['labels.mrc', 'map.mrc']
+    >>> tmp.cleanup()
     """
     path = os.fspath(path)
     data = np.asarray(data)
@@ -154,6 +196,22 @@ def create_mrc(path, shape, voxel_size, dtype=np.float32):
     ------
     OSError
         Naming `path`, when the disk has no room for the whole file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "big.mrc")
+    >>> mrc = create_mrc(path, (4, 3, 2), voxel_size=10.0)
+    >>> os.path.exists(path)                     # not before close()
+    False
+    >>> for z0 in range(0, 4, 2):
+    ...     mrc.data[z0:z0 + 2] = z0
+    >>> mrc.update_header_stats()
+    >>> mrc.close()
+    >>> read_mrc(path)[:, 0, 0].tolist(), mrc_header_info(path)["voxel_size"]
+    ([0.0, 0.0, 2.0, 2.0], 10.0)
+    >>> tmp.cleanup()
     """
     path = os.fspath(path)
     mrc = _AtomicMrcMemmap(path + PART_SUFFIX, mode="w+", overwrite=True)
@@ -225,11 +283,13 @@ def read_mrc_geometry(path):
     Examples
     --------
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "v.mrc")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(workdir.name, "v.mrc")
     >>> write_mrc(path, np.zeros((2, 3, 4), np.float32), voxel_size=7.5, origin=(1, 2, 3))
     >>> geometry = read_mrc_geometry(path)
     >>> geometry["voxel_size"], geometry["origin"], geometry["start"]
     ((7.5, 7.5, 7.5), (1.0, 2.0, 3.0), (0, 0, 0))
+    >>> workdir.cleanup()
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -270,7 +330,8 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     Examples
     --------
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "v.mrc")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(workdir.name, "v.mrc")
     >>> data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
     >>> write_mrc_slabs(path, data, voxel_size=(2.0, 2.0, 3.0), start=(0, 0, 5), slab=1)
     >>> bool(np.array_equal(read_mrc(path), data)), read_mrc_geometry(path)["voxel_size"]
@@ -278,6 +339,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     >>> with mrcfile.open(path) as mrc:
     ...     float(mrc.header.dmax)
     23.0
+    >>> workdir.cleanup()
     """
     with create_mrc(path, data.shape, 1.0) as mrc:
         mrc.voxel_size = voxel_size

@@ -40,7 +40,14 @@ FEATURES_PER_SCALE = ("gaussian", "dog", "gradient", "laplacian", "hessian1", "h
 
 
 def feature_names(scales):
-    """Names of the stack's channels, in order ('gaussian@1.5', ...)."""
+    """Names of the stack's channels, in order ('gaussian@1.5', ...).
+
+    Examples
+    --------
+    >>> names = feature_names((1.5, 3.0))
+    >>> len(names), names[:3], names[-1]
+    (20, ['gaussian@1.5', 'dog@1.5', 'gradient@1.5'], 'structure3@3')
+    """
     return [f"{name}@{s:g}" for s in scales for name in FEATURES_PER_SCALE]
 
 
@@ -176,7 +183,7 @@ def working_volume(volume, voxel_size, working_voxel_size):
     return work, WorkingGrid(shape, working_shape)
 
 
-def halo(scales):
+def _halo(scales):
     """Voxels a slab needs on each side for exact features at its core."""
     # largest support: the DoG partner (2 sigma_max) or the structure tensor
     # (a derivative at sigma_max then integration at sigma_max)
@@ -222,8 +229,18 @@ def slab_features(work, z0, z1, scales):
         F = 10 per scale, in `feature_names` order. Identical to the same
         rows of the whole-volume stack (scipy's 'reflect' boundary at the
         volume's faces, exact halo inside).
+
+    Examples
+    --------
+    >>> work = np.random.default_rng(0).standard_normal((20, 16, 16)).astype(np.float32)
+    >>> whole = slab_features(work, 0, 20, (1.0, 2.0))
+    >>> part = slab_features(work, 8, 12, (1.0, 2.0))
+    >>> whole.shape, part.shape
+    ((20, 20, 16, 16), (20, 4, 16, 16))
+    >>> np.array_equal(part, whole[:, 8:12])       # a slab is exactly the same rows
+    True
     """
-    h = halo(scales)
+    h = _halo(scales)
     a, b = max(0, z0 - h), min(work.shape[0], z1 + h)
     block = np.asarray(work[a:b], np.float32)
     core = (slice(z0 - a, z1 - a),)
@@ -235,14 +252,14 @@ def slab_features(work, z0, z1, scales):
     return np.stack(channels).astype(np.float32, copy=False)
 
 
-def slab_bounds(nz, ny, nx, n_features, memory_mb=512):
+def _slab_bounds(nz, ny, nx, n_features, memory_mb=512):
     """z-slabs [(z0, z1), ...] whose feature stack fits about ``memory_mb``."""
     per_slice = max(1, ny * nx * 4 * (n_features + 24))  # + temporaries of the block
     depth = int(max(4, min(nz, memory_mb * 2 ** 20 // per_slice)))
     return [(z, min(nz, z + depth)) for z in range(0, nz, depth)]
 
 
-def iter_features(work, scales, n_threads=2, memory_mb=512, transform=None):
+def _iter_features(work, scales, n_threads=2, memory_mb=512, transform=None):
     """Yield ``(z0, z1, result)`` for consecutive slabs of the working volume.
 
     Slabs are computed by ``n_threads`` threads (scipy's filters and
@@ -257,7 +274,7 @@ def iter_features(work, scales, n_threads=2, memory_mb=512, transform=None):
         stack.
     """
     n_features = len(FEATURES_PER_SCALE) * len(scales)
-    bounds = slab_bounds(*work.shape, n_features, memory_mb=memory_mb // max(1, n_threads))
+    bounds = _slab_bounds(*work.shape, n_features, memory_mb=memory_mb // max(1, n_threads))
     transform = transform or (lambda features: features)
 
     def run(zz):
@@ -294,7 +311,7 @@ def features_at(work, zyx, scales, n_threads=2, memory_mb=512):
     zyx = np.asarray(zyx, dtype=int).reshape(-1, 3)
     n_features = len(FEATURES_PER_SCALE) * len(scales)
     out = np.empty((len(zyx), n_features), np.float32)
-    for z0, z1, features in iter_features(work, scales, n_threads, memory_mb):
+    for z0, z1, features in _iter_features(work, scales, n_threads, memory_mb):
         rows = np.nonzero((zyx[:, 0] >= z0) & (zyx[:, 0] < z1))[0]
         if len(rows):
             z, y, x = zyx[rows].T

@@ -225,6 +225,23 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
     ------
     ValueError
         For inconsistent shapes or parameters (named).
+
+    Examples
+    --------
+    >>> from tomopick.core.rotations import angular_distance, euler_zxz_to_matrix
+    >>> from tomopick.core.simulate import particle_template
+    >>> from tomopick.core.template_matching import prepare_template, rotate_templates
+    >>> voxel, diameter = 20.0, 260.0
+    >>> t, m, _ = prepare_template(particle_template(1, voxel), voxel, voxel, diameter)
+    >>> R = euler_zxz_to_matrix(30.0, 50.0, 70.0)
+    >>> tomogram = np.zeros((28, 32, 32), np.float32)     # one copy centred at (17, 14, 13)
+    >>> tomogram[4:23, 5:24, 8:27] = rotate_templates(t, R[None], order=3)[0]
+    >>> result = match_template(tomogram, voxel, t, m, diameter, lowpass=45.0, coarse_step=30.0,
+    ...                         mask_beads=False, return_maps=False, n_threads=1)
+    >>> np.round(result.positions, 1).tolist(), f"{result.cc[0]:.2f}"
+    ([[17.0, 14.0, 13.0]], '1.00')
+    >>> bool(angular_distance(result.rotations[0], R) < result.stats["fine_step"] / 2)
+    True
     """
     n_threads = int(n_threads or os.cpu_count() or 1)
     with scipy.fft.set_workers(n_threads):
