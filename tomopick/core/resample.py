@@ -44,12 +44,19 @@ def fourier_crop_to(data, shape, axes=None):
     # single precision in, single precision out: half the memory of numpy.fft
     spectrum = scipy.fft.rfftn(np.fft.ifftshift(data, axes=axes), axes=axes, workers=-1)
     for axis, n, m in zip(axes[:-1], old[:-1], shape[:-1]):
-        # frequencies 0 .. ceil(m/2)-1 and -floor(m/2) .. -1 (-m/2 included for even m)
-        spectrum = np.take(spectrum, np.r_[0:(m + 1) // 2, n - m // 2:n], axis=axis)
+        spectrum = np.take(spectrum, _kept_frequencies(n, m), axis=axis)
     spectrum = np.take(spectrum, np.arange(shape[-1] // 2 + 1), axis=axes[-1])
     out = scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=-1)
     out *= np.prod(shape, dtype=float) / np.prod(old, dtype=float)
     return np.fft.fftshift(out, axes=axes).astype(np.float32, copy=False)
+
+
+def _kept_frequencies(n, m):
+    """Indices, in a length-`n` complex spectrum, of the frequencies a crop to `m` keeps.
+
+    0 .. ceil(m/2)-1 and -floor(m/2) .. -1 (-m/2 included for even m).
+    """
+    return np.r_[0:(m + 1) // 2, n - m // 2:n]
 
 
 def fourier_crop(volume, factor):
@@ -109,7 +116,7 @@ def binned_shape(shape, binning):
     return tuple(2 * -(-int(n) // (2 * b)) for n in shape)
 
 
-def fourier_bin(volume, binning):
+def fourier_bin(volume, binning, slab=8):
     """Bin a volume by a whole factor, Fourier-cropped, with exactly ``binning`` times the voxel size.
 
     Axes whose size is not a multiple of ``2 * binning`` are first padded at
@@ -117,11 +124,22 @@ def fourier_bin(volume, binning):
     ``binning`` (one sampling rate for x, y and z) and a position maps as
     ``x / binning`` (bottom-left origin: voxel ``n // 2`` lands on ``m // 2``).
 
+    The crop is done one axis at a time, which equals the whole-volume
+    `fourier_crop_to` of the padded volume to float32 rounding (cropping a
+    spectrum to a box is separable): first y and x on ``slab`` z-planes at a
+    time, then z on blocks of y-rows. Only ``slab`` planes of `volume` are
+    read at once (a memory map's pages are released after each), so memory
+    is about ``1 / binning`` of the input plus the output, never the
+    whole-volume spectrum.
+
     Parameters
     ----------
     volume : (nz, ny, nx) array
+        Any real dtype; a memory-mapped tomogram is read slab by slab.
     binning : int
         >= 1.
+    slab : int, optional
+        z-planes read and Fourier-cropped in y and x at a time.
 
     Returns
     -------
@@ -135,12 +153,48 @@ def fourier_bin(volume, binning):
     >>> out.shape, np.unravel_index(out.argmax(), out.shape)
     ((4, 4, 6), (1, 2, 3))
     """
-    shape = binned_shape(np.shape(volume), binning)
-    padded_shape = tuple(m * int(binning) for m in shape)
-    data = np.asarray(volume)
-    if padded_shape != data.shape:
-        padded = np.empty(padded_shape, np.float32)
-        padded[...] = np.float32(data.mean(dtype=np.float64))
-        padded[tuple(slice(0, n) for n in data.shape)] = data
-        data = padded
-    return fourier_crop_to(data, shape)
+    from .formats.mrc import release_pages
+
+    b = int(binning)
+    nz, ny, nx = np.shape(volume)
+    mz, my, mx = binned_shape((nz, ny, nx), binning)
+    pz, py, px = mz * b, my * b, mx * b
+    mean = np.float32(0)
+    if (pz, py, px) != (nz, ny, nx):
+        total = 0.0
+        for z0 in range(0, nz, slab):
+            total += float(np.sum(volume[z0:z0 + slab], dtype=np.float64))
+            release_pages(volume)
+        mean = np.float32(total / (nz * ny * nx))
+    # The steps of fourier_crop_to(padded, (mz, my, mx)) - ifftshift, rfftn,
+    # crop, irfftn, fftshift - one axis at a time (they act on different axes,
+    # so they commute). The spectrum stays half (rfft) along x and complex
+    # until the last step, which keeps the crop's exact Nyquist convention.
+    # First x (real -> half spectrum) and y, slab by slab:
+    half = np.empty((pz, my, mx // 2 + 1), np.complex64)   # ~1 / b**2 of the input
+    y_kept = _kept_frequencies(py, my)
+    for z0 in range(0, pz, slab):
+        z1 = min(z0 + slab, pz)
+        if z1 <= nz and (py, px) == (ny, nx):
+            block = np.asarray(volume[z0:z1], dtype=np.float32)
+        else:
+            block = np.full((z1 - z0, py, px), mean, np.float32)
+            if z0 < nz:
+                block[:min(z1, nz) - z0, :ny, :nx] = volume[z0:min(z1, nz)]
+        release_pages(volume)
+        spectrum = scipy.fft.rfft(np.fft.ifftshift(block, axes=(1, 2)), axis=2, workers=-1)
+        spectrum = scipy.fft.fft(spectrum[:, :, :mx // 2 + 1], axis=1, workers=-1)
+        half[z0:z1] = np.fft.fftshift(
+            scipy.fft.ifft(spectrum[:, y_kept], axis=1, workers=-1), axes=1)
+    # then z, and back to real along x, on blocks of y-rows of about `slab` planes
+    out = np.empty((mz, my, mx), np.float32)
+    z_kept = _kept_frequencies(pz, mz)
+    scale = np.float32(mz * my * mx / (pz * py * px))
+    rows = max(1, slab * py // pz)
+    for y0 in range(0, my, rows):
+        spectrum = scipy.fft.fft(np.fft.ifftshift(half[:, y0:y0 + rows], axes=0), axis=0,
+                                 workers=-1)
+        block = scipy.fft.irfft(scipy.fft.ifft(spectrum[z_kept], axis=0, workers=-1), n=mx,
+                                axis=2, workers=-1)
+        out[:, y0:y0 + rows] = np.fft.fftshift(block, axes=(0, 2)) * scale
+    return out
