@@ -23,7 +23,7 @@ from tomopick.convert import (append_picks, threads_per_step, tomogram_array, to
                               tomograms_by_tsid)
 from tomopick.core.atomic import save_npy, save_npz
 from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
-from tomopick.core.formats.mrc import MrcError
+from tomopick.core.formats.mrc import MrcError, update_header_stats_slabs
 from tomopick.core.picks import Picks
 from tomopick.core.rotations import homogeneous, symmetry_matrices
 from tomopick.core.template_matching import match_template, prepare_template
@@ -221,7 +221,7 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
             raise ValueError(f"Tomogram {tsId}: {err}") from err
         finally:
             for mrc in (scoreMrc, angleMrc):
-                mrc.update_header_stats()
+                update_header_stats_slabs(mrc)
                 mrc.close()
         st = result.stats
         save_npy(self._rotationsPath(tsId), result.coarse_rotations)

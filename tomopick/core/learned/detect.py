@@ -180,7 +180,7 @@ def automatic_threshold(candidate_scores):
 
 
 def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=None,
-         n_threads=2, memory_mb=512):
+         n_threads=2, memory_mb=512, score_out=None):
     """Pick a tomogram with a trained `LearnedPicker`.
 
     Parameters
@@ -200,6 +200,10 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
         Non-maximum suppression distance in tomogram voxels; default
         `MIN_DISTANCE` particle diameters.
     n_threads : int
+    score_out : (nz, ny, nx) array, optional
+        Where to write the score map (e.g. the memory map of
+        `tomopick.core.formats.create_mrc`, so that a big tomogram's map
+        never sits in memory); it is then the result's ``score_map``.
 
     Returns
     -------
@@ -224,4 +228,4 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
     refined = peaks + subvoxel_offsets(smoothed, peaks)
     positions = grid.to_tomogram(refined[:, ::-1]) if len(peaks) else np.zeros((0, 3))
     return Detection(positions, scores[keep].astype(float), chosen, automatic,
-                     scores.astype(float), grid.upsample(smoothed))
+                     scores.astype(float), grid.upsample(smoothed, out=score_out))

@@ -13,7 +13,7 @@ ilastik's pixel classification): at each scale sigma
   integrated over another sigma, times sigma^2).
 
 The stack is computed on a *working grid*: the tomogram Fourier-cropped
-(`tomopick.core.resample.fourier_crop_to`) so that the particle spans about
+(`tomopick.core.resample.fourier_crop_slabs`) so that the particle spans about
 `WORKING_DIAMETER` voxels, whatever the tomogram's voxel size. The same model
 therefore applies to tomograms at other sampling rates, and the cost no longer
 grows with the particle size. The stack is computed in z-slabs with a halo,
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.ndimage as ndi
 
-from tomopick.core.resample import fourier_crop_to
+from tomopick.core.formats.mrc import release_pages, volume_stats
+from tomopick.core.resample import fourier_crop_slabs
 
 #: Particle diameter on the working grid, voxels: large enough to resolve the
 #: particle's shape at the finest scale (diameter / 8 = 1.5 voxels), small
@@ -118,14 +119,36 @@ class WorkingGrid:
         m = np.array([s // 2 for s in self.working_shape])[::-1]
         return n + (np.asarray(positions, dtype=float).reshape(-1, 3) - m) / self.scale_xyz
 
-    def upsample(self, working_volume):
-        """A working-grid map brought back onto the tomogram's grid (trilinear), float32."""
+    def upsample(self, working_volume, out=None, slab=16):
+        """A working-grid map brought back onto the tomogram's grid (trilinear), float32.
+
+        Parameters
+        ----------
+        working_volume : (mz, my, mx) array
+        out : (nz, ny, nx) array, optional
+            Where to write it (e.g. the memory map of
+            `tomopick.core.formats.create_mrc`): filled ``slab`` z-planes at a
+            time, its pages released after each, and returned.
+        slab : int, optional
+        """
+        working_volume = np.asarray(working_volume, np.float32)
         scale = np.array([m / n for m, n in zip(self.working_shape, self.shape)])
         n = np.array([s // 2 for s in self.shape])
         m = np.array([s // 2 for s in self.working_shape])
-        return ndi.affine_transform(np.asarray(working_volume, np.float32), np.diag(scale),
-                                    offset=m - n * scale, output_shape=tuple(self.shape),
-                                    order=1, mode="nearest")
+        if out is None:
+            out = np.empty(tuple(self.shape), np.float32)
+        elif tuple(out.shape) != tuple(self.shape):
+            raise ValueError(f"the output has shape {tuple(out.shape)}, the tomogram "
+                             f"{tuple(self.shape)}")
+        for z0 in range(0, self.shape[0], slab):
+            part = out[z0:z0 + slab]
+            # output plane z0 + k samples the working grid at scale (z0 + k) + offset
+            ndi.affine_transform(working_volume, np.diag(scale),
+                                 offset=m - n * scale + scale * (z0, 0, 0),
+                                 output_shape=part.shape, output=part, order=1,
+                                 mode="nearest")
+            release_pages(out)
+        return out
 
 
 def working_volume(volume, voxel_size, working_voxel_size):
@@ -166,9 +189,9 @@ def working_volume(volume, voxel_size, working_voxel_size):
                          f"model's working voxel size {working_voxel_size:g} Å")
     shape = tuple(int(n) for n in np.shape(volume))
     working_shape = tuple(max(1, int(round(n / factor))) for n in shape)
-    work = fourier_crop_to(volume, working_shape)
-    mean = float(work.mean(dtype=np.float64))
-    std = float(work.std(dtype=np.float64))
+    # streamed: a memory-mapped tomogram is read a few planes at a time
+    work = fourier_crop_slabs(volume, working_shape)
+    _, _, mean, std = volume_stats(work)
     if not std > 0:
         raise ValueError("the tomogram is constant: there is nothing to pick")
     work -= np.float32(mean)

@@ -95,3 +95,18 @@ def test_streamed_binning_equals_the_whole_volume_crop_of_the_mean_padded_volume
     spike[tuple(m * binning // 2 for m in new)] = 1
     peak = np.unravel_index(fourier_bin(spike, binning, slab=slab).argmax(), new)
     assert peak == tuple(m // 2 for m in new)
+
+
+@pytest.mark.parametrize("shape,new", [((33, 31, 29), (20, 17, 11)), ((16, 40, 9), (16, 13, 9)),
+                                       ((10, 12, 14), (10, 12, 14))])
+def test_slab_wise_crop_of_a_memory_map_equals_the_one_shot_crop(tmp_path, shape, new):
+    from tomopick.core.formats.mrc import read_mrc, write_mrc
+    from tomopick.core.resample import fourier_crop_slabs
+
+    volume = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    write_mrc(tmp_path / "v.mrc", volume, 1.0)
+    out = fourier_crop_slabs(read_mrc(tmp_path / "v.mrc", mmap=True), new, slab=5)
+    assert out.dtype == np.float32 and out.shape == new
+    np.testing.assert_allclose(out, fourier_crop_to(volume, new), atol=2e-6)
+    with pytest.raises(ValueError, match="cannot Fourier-crop"):
+        fourier_crop_slabs(volume, (shape[0] + 1,) + shape[1:])

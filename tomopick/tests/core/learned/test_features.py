@@ -45,3 +45,30 @@ def test_working_grid_maps_positions_both_ways_and_back_onto_the_tomogram():
         working_volume(volume, 30.0, 25.0)
 
 
+
+
+def test_tomogram_is_read_and_its_map_written_slab_by_slab_as_if_whole(tmp_path):
+    # the working volume of a memory-mapped tomogram is its whole-volume Fourier
+    # crop, standardised; the map brought back is written into a memory-mapped
+    # file slab by slab, equal to one whole-volume trilinear resampling
+    import scipy.ndimage as ndi
+    from tomopick.core.formats import create_mrc, read_mrc, write_mrc
+    from tomopick.core.resample import fourier_crop_to
+
+    rng = np.random.default_rng(5)
+    volume = (3.0 + 2.0 * rng.normal(size=(21, 34, 45))).astype(np.float32)
+    write_mrc(tmp_path / "t.mrc", volume, 10.0)
+    work, grid = working_volume(read_mrc(tmp_path / "t.mrc", mmap=True), 10.0, 17.0)
+    expected = fourier_crop_to(volume, (12, 20, 26))
+    expected = (expected - expected.mean(dtype=np.float64)) / expected.std(dtype=np.float64)
+    assert work.shape == (12, 20, 26)
+    np.testing.assert_allclose(work, expected, atol=1e-5)
+    scale = np.array(work.shape) / np.array(volume.shape)
+    whole = ndi.affine_transform(work, np.diag(scale),
+                                 offset=np.array([6, 10, 13]) - np.array([10, 17, 22]) * scale,
+                                 output_shape=volume.shape, order=1, mode="nearest")
+    with create_mrc(tmp_path / "map.mrc", volume.shape, 10.0) as mrc:
+        assert grid.upsample(work, out=mrc.data, slab=4) is mrc.data
+    np.testing.assert_allclose(read_mrc(tmp_path / "map.mrc"), whole, atol=1e-5)
+    with pytest.raises(ValueError, match="output has shape"):
+        grid.upsample(work, out=np.zeros((3, 3, 3), np.float32))
