@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tomopick.core.learned import feature_names, features_at, working_volume
-from tomopick.core.learned.features import slab_features, symmetric_eigenvalues
+from tomopick.core.learned.features import block_bounds, block_features, symmetric_eigenvalues
 
 
 def test_closed_form_eigenvalues_match_numpy():
@@ -17,18 +17,22 @@ def test_closed_form_eigenvalues_match_numpy():
                                atol=1e-6)
 
 
-def test_slabs_with_halo_equal_the_whole_volume_stack():
+def test_blocks_with_halo_equal_the_whole_volume_stack():
     rng = np.random.default_rng(3)
-    work = rng.normal(size=(40, 24, 24)).astype(np.float32)
+    work = rng.normal(size=(40, 34, 30)).astype(np.float32)
     scales = (1.0, 2.0)
-    whole = slab_features(work, 0, 40, scales)
-    parts = np.concatenate([slab_features(work, z, min(40, z + 7), scales)
-                            for z in range(0, 40, 7)], axis=1)
-    assert whole.shape == (len(feature_names(scales)), 40, 24, 24)
+    whole = block_features(work, (slice(0, 40), slice(0, 34), slice(0, 30)), scales)
+    assert whole.shape == (len(feature_names(scales)), 40, 34, 30)
+    # blocks cut along every axis, inside and at the faces (halo of 14 voxels)
+    blocks = block_bounds(work.shape, scales, memory_mb=1)
+    assert len(blocks) > 8 and {b[1].stop for b in blocks} > {34}
+    parts = np.zeros_like(whole)
+    for block in blocks:
+        parts[(slice(None),) + block] = block_features(work, block, scales)
     np.testing.assert_allclose(parts, whole, atol=1e-4 * np.abs(whole).max())
-    zyx = np.array([[3, 4, 5], [39, 0, 23]])
-    np.testing.assert_allclose(features_at(work, zyx, scales), whole[:, zyx[:, 0], zyx[:, 1],
-                                                                      zyx[:, 2]].T, atol=1e-5)
+    zyx = np.array([[3, 4, 5], [39, 0, 29], [20, 17, 15]])
+    np.testing.assert_allclose(features_at(work, zyx, scales, memory_mb=2),
+                               whole[:, zyx[:, 0], zyx[:, 1], zyx[:, 2]].T, atol=1e-5)
 
 
 def test_working_grid_maps_positions_both_ways_and_back_onto_the_tomogram():
