@@ -90,7 +90,7 @@ class MappedVolume(np.memmap):
     >>> volume[2:4].copy()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tomopick.core.formats.mrc.MrcError: MRC file .../v.mrc was truncated while in use: 1060 bytes, its header needs 1168
+    tomopick.core.formats.mrc.MrcError: MRC file .../v.mrc was truncated while in use: 1060 bytes, ...
     """
 
     @classmethod
