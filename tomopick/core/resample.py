@@ -6,6 +6,8 @@ gives the same result for whole tomograms read a few planes at a time.
 import numpy as np
 import scipy.fft
 
+from .formats.mrc import release_pages
+
 
 def fourier_crop_to(data, shape, axes=None):
     """Downsample an array by Fourier cropping to a given shape along some axes.
@@ -155,8 +157,6 @@ def fourier_crop_slabs(volume, shape, pad_to=None, fill=0.0, slab=8):
     >>> bool(np.allclose(out, fourier_crop_to(v, (6, 5, 4)), atol=1e-5))
     True
     """
-    from .formats.mrc import release_pages
-
     nz, ny, nx = np.shape(volume)
     pz, py, px = (nz, ny, nx) if pad_to is None else (int(n) for n in pad_to)
     mz, my, mx = (int(m) for m in shape)
@@ -234,8 +234,6 @@ def fourier_bin(volume, binning, slab=8):
     >>> out.shape, np.unravel_index(out.argmax(), out.shape)
     ((4, 4, 6), (1, 2, 3))
     """
-    from .formats.mrc import release_pages
-
     shape = binned_shape(np.shape(volume), binning)
     padded = tuple(m * int(binning) for m in shape)
     mean = 0.0
