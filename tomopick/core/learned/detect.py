@@ -1,7 +1,7 @@
 """Applying a trained learned picker: dense score map, peaks, threshold, positions.
 
 1. Score map: the classifier's particle probability at every working-grid
-   voxel, slab by slab (`tomopick.core.learned.features._iter_features`), then
+   voxel, block by block (`tomopick.core.learned.features.iter_features`), then
    smoothed by a Gaussian of `SMOOTHING` diameters so each particle gives one
    rounded peak.
 2. Peaks: local maxima of the smoothed map, then greedy non-maximum
@@ -65,7 +65,7 @@ class Detection:
     score_map: np.ndarray
 
 
-def _score_map(picker, work, n_threads=2, memory_mb=512):
+def _score_map(picker, work, n_threads=2, memory_mb=1024):
     """Particle probability at every voxel of a working volume (unsmoothed), float32.
 
     Each slab's thread computes its features and classifies them; the
@@ -79,9 +79,9 @@ def _score_map(picker, work, n_threads=2, memory_mb=512):
 
     out = np.empty(work.shape, np.float32)
     with threadpool_limits(1):
-        for z0, z1, scores in _iter_features(work, picker.scales, n_threads, memory_mb,
-                                             transform=classify):
-            out[z0:z1] = scores
+        for block, scores in _iter_features(work, picker.scales, n_threads, memory_mb,
+                                           transform=classify):
+            out[block] = scores
     return out
 
 
@@ -180,7 +180,7 @@ def automatic_threshold(candidate_scores):
 
 
 def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=None,
-         n_threads=2, memory_mb=512):
+         n_threads=2, memory_mb=1024, score_out=None):
     """Pick a tomogram with a trained `LearnedPicker`.
 
     Parameters
@@ -200,6 +200,10 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
         Non-maximum suppression distance in tomogram voxels; default
         `MIN_DISTANCE` particle diameters.
     n_threads : int
+    score_out : (nz, ny, nx) array, optional
+        Where to write the score map (e.g. the memory map of
+        `tomopick.core.formats.create_mrc`, so that a big tomogram's map
+        never sits in memory); it is then the result's ``score_map``.
 
     Returns
     -------
@@ -242,4 +246,4 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
     refined = peaks + subvoxel_offsets(smoothed, peaks)
     positions = grid.to_tomogram(refined[:, ::-1]) if len(peaks) else np.zeros((0, 3))
     return Detection(positions, scores[keep].astype(float), chosen, automatic,
-                     scores.astype(float), grid.upsample(smoothed))
+                     scores.astype(float), grid.upsample(smoothed, out=score_out))

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from ..formats.mrc import release_pages
 from ..fourier import bandpass, radial_power_spectrum, randomize_phases, soft_sphere, \
     soft_wedge, wedge_mask, whitening_filter
 from ..resample import fourier_crop_to
@@ -343,6 +344,8 @@ def _match_template(tomogram, voxel_size, template, mask, diameter, tilt_range, 
         ty0, ty1 = max(0, y0 - overlap), min(ny, y1 + overlap)
         tx0, tx1 = max(0, x0 - overlap), min(nx, x1 + overlap)
         tile = np.array(tomogram[:, ty0:ty1, tx0:tx1], dtype=np.float32)   # a writable copy
+        # a memory map's pages would stay resident tile after tile: the whole file
+        release_pages(tomogram)
         user = None if search_mask is None else \
             np.asarray(search_mask[:, ty0:ty1, tx0:tx1], dtype=bool)
         res = _match_tile(tile, voxel_size, template, mask, b, diameter_vox, tilt_range,
@@ -362,6 +365,8 @@ def _match_template(tomogram, voxel_size, template, mask, diameter, tilt_range, 
             score_map[:, y0:y1, x0:x1] = res["score_map"][sl]
         if angle_map is not None:
             angle_map[:, y0:y1, x0:x1] = res["angle_map"][sl]
+        for out in (score_map, angle_map):   # written to memory-mapped files: drop the pages
+            release_pages(out)
         for key in ("n_candidates", "n_beads_voxels", "coarse_seconds", "refine_seconds",
                     "coarse_voxel_rotations", "n_refine_rotations"):
             stats[key] += res["stats"][key]
