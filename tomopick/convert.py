@@ -207,11 +207,15 @@ def tomograms_by_tsid(tomograms):
     Raises
     ------
     ValueError
-        If the set is empty or two tomograms share a tsId.
+        If the set is empty, a tomogram has no tsId or two share one.
     """
     result = {}
     for tomogram in tomograms.iterItems(orderBy="id"):
         ts_id = tomogram.getTsId()
+        if not ts_id:
+            raise ValueError(f"tomogram {tomogram.getObjId()} ({tomogram.getFileName()}) of "
+                             f"{tomograms.getNameId()} has no tsId: coordinates and picks are "
+                             "matched to tomograms by tsId")
         if ts_id in result:
             raise ValueError(f"two tomograms share the tsId {ts_id!r} in {tomograms.getNameId()}")
         result[ts_id] = tomogram.clone()
@@ -418,7 +422,9 @@ def append_subtomograms(output, coordinates, extracted, tomograms):
         subtomo.setVolName(ts_id)
         subtomo.setVolId(tomogram.getObjId())
         set_subtomogram_matrix(subtomo, matrix)
-        if tomogram.hasAcquisition():
+        # whenever the tomogram carries one, with tilt angles or not: a set's items share
+        # their columns, and a subtomogram without one after one with it fails to append
+        if tomogram.getAcquisition() is not None:
             subtomo.setAcquisition(tomogram.getAcquisition())
         output.append(subtomo)
 

@@ -30,7 +30,8 @@ def atomic_path(path):
     Examples
     --------
     >>> import os, tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "table.txt")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> target = os.path.join(workdir.name, "table.txt")
     >>> with atomic_path(target) as tmp:
     ...     with open(tmp, "w") as handle:
     ...         _ = handle.write("complete")
@@ -45,6 +46,7 @@ def atomic_path(path):
     ...     pass
     >>> open(target).read(), os.path.exists(target + ".part")
     ('complete', False)
+    >>> workdir.cleanup()
     """
     path = os.fspath(path)
     tmp = path + PART_SUFFIX
@@ -72,10 +74,12 @@ def save_npz(path, compressed=False, **arrays):
     Examples
     --------
     >>> import os, tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "picks.npz")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> target = os.path.join(workdir.name, "picks.npz")
     >>> save_npz(target, positions=np.zeros((2, 3), np.float32))
     >>> np.load(target)["positions"].shape
     (2, 3)
+    >>> workdir.cleanup()
     """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
@@ -88,10 +92,12 @@ def save_npy(path, array):
     Examples
     --------
     >>> import os, tempfile
-    >>> target = os.path.join(tempfile.mkdtemp(), "sum.npy")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> target = os.path.join(workdir.name, "sum.npy")
     >>> save_npy(target, np.arange(3, dtype=np.float32))
     >>> np.load(target).tolist()
     [0.0, 1.0, 2.0]
+    >>> workdir.cleanup()
     """
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:

@@ -226,6 +226,8 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
     workers = max(1, workers or os.cpu_count() or 1)
     # slices of a plain ndarray view skip numpy.memmap's Python-level __array_finalize__
     source = volume.view(np.ndarray) if isinstance(volume, np.ndarray) else volume
+    # ... and a MappedVolume's check that its file is whole: done once per batch here
+    check_file = getattr(volume, "check", lambda: None)
 
     slice_bytes = int(np.prod(shape[1:])) * volume.dtype.itemsize
     blocks_per_slab = max(1, slab_bytes // max(1, slice_bytes) // n)
@@ -263,6 +265,7 @@ def iter_boxes(volume, positions, box_size, out_of_bounds="skip", pad_value=None
                 _will_need(volume, z_first, z_last)
             if k + 1 < len(batches) and batches[k + 1][3]:
                 _will_need(volume, batches[k + 1][1], batches[k + 1][2])
+            check_file()
             boxes = allocate(len(batch))
             padded = np.zeros(len(batch), bool)
             parts = np.array_split(np.arange(len(batch)), min(workers, len(batch)))

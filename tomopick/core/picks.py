@@ -30,6 +30,13 @@ def outside_volume(positions, size_xyz, tolerance=0.5):
     Returns
     -------
     (N,) ndarray of bool
+
+    Examples
+    --------
+    >>> outside_volume([[0, 0, 0], [-0.6, 0, 0], [7.5, 3, 3], [7.6, 3, 3]], (8, 8, 8)).tolist()
+    [False, True, False, True]
+    >>> outside_volume([[-0.6, 0, 0]], (8, 8, 8), tolerance=1.0).tolist()
+    [False]
     """
     pos = np.asarray(positions, dtype=float).reshape(-1, 3)
     size = np.asarray(size_xyz, dtype=float)
@@ -57,6 +64,16 @@ class Picks:
     scores : (N,) ndarray of float or None
     voxel_size : float or None
         Å per voxel of ``positions``.
+
+    Examples
+    --------
+    >>> picks = Picks("TS_1", [[10, 20, 5], [30, 40, 6]], scores=[0.9, 0.4], voxel_size=10.0)
+    >>> len(picks), picks.tomo_ids.tolist(), picks.group_ids.tolist(), picks.has_orientations
+    (2, ['TS_1', 'TS_1'], [0, 0], False)
+    >>> picks.subset(picks.scores > 0.5).positions.tolist()
+    [[10.0, 20.0, 5.0]]
+    >>> picks.rescaled(20.0).positions.tolist()
+    [[5.0, 10.0, 2.5], [15.0, 20.0, 3.0]]
     """
     tomo_ids: np.ndarray
     positions: np.ndarray
@@ -67,7 +84,11 @@ class Picks:
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        self.positions = np.asarray(self.positions, dtype=float).reshape(-1, 3)
+        positions = np.asarray(self.positions, dtype=float)
+        if positions.size and positions.shape[-1] != 3:
+            # reshape(-1, 3) alone would turn 3 (x, y) rows into 2 picks
+            raise ValueError(f"positions of shape {positions.shape}: expected (N, 3) (x, y, z)")
+        self.positions = positions.reshape(-1, 3)
         n = len(self.positions)
         self.tomo_ids = np.asarray(self.tomo_ids, dtype=str).reshape(-1)
         if self.tomo_ids.size == 1 and n != 1:
@@ -77,7 +98,11 @@ class Picks:
         self.group_ids = (np.zeros(n, dtype=int) if self.group_ids is None
                           else np.asarray(self.group_ids, dtype=int).reshape(-1))
         if self.matrices is not None:
-            self.matrices = np.asarray(self.matrices, dtype=float).reshape(n, 4, 4)
+            matrices = np.asarray(self.matrices, dtype=float)
+            if matrices.shape[-2:] != (4, 4) or matrices.size != 16 * n:
+                raise ValueError(f"matrices of shape {matrices.shape} for {n} positions: "
+                                 f"expected ({n}, 4, 4)")
+            self.matrices = matrices.reshape(n, 4, 4)
         if self.scores is not None:
             self.scores = np.asarray(self.scores, dtype=float).reshape(-1)
         for name in ("group_ids", "scores"):
@@ -160,12 +185,14 @@ class Picks:
         Examples
         --------
         >>> import os, tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "picks.npz")
+        >>> workdir = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(workdir.name, "picks.npz")
         >>> Picks(["TS_1", "TS_2"], [[1, 2, 3], [4, 5, 6]], scores=[0.5, 0.7],
         ...       voxel_size=10.0, extra={"ids": np.array([7, 9])}).save(path)
         >>> back = Picks.load(path)
         >>> back.tomo_ids.tolist(), back.matrices, back.scores.tolist(), back.extra["ids"].tolist()
         (['TS_1', 'TS_2'], None, [0.5, 0.7], [7, 9])
+        >>> workdir.cleanup()
         """
         data = {"tomo_ids": self.tomo_ids, "positions": self.positions,
                 "group_ids": self.group_ids}
@@ -207,7 +234,8 @@ class Picks:
     def concatenate(parts):
         """One table from several of the same voxel size.
 
-        Orientations (scores) are kept when any part has them; rows of the
+        Parts without a voxel size (None) are taken to be in that of the
+        others; rows keep the order of the parts. Orientations (scores) are kept when any part has them; rows of the
         parts without get the identity (score 0), which is what a Scipion
         coordinate without them holds. ``extra`` columns that every part
         has are concatenated.

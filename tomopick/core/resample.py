@@ -1,6 +1,12 @@
-"""Changing the voxel size of volumes: Fourier cropping (binning without aliasing)."""
+"""Changing the voxel size of volumes: Fourier cropping (binning without aliasing).
+
+`fourier_crop_to` crops arrays (and stacks) in one go; `fourier_crop_slabs`
+gives the same result for whole tomograms read a few planes at a time.
+"""
 import numpy as np
 import scipy.fft
+
+from .formats.mrc import release_pages
 
 
 def fourier_crop_to(data, shape, axes=None):
@@ -44,12 +50,19 @@ def fourier_crop_to(data, shape, axes=None):
     # single precision in, single precision out: half the memory of numpy.fft
     spectrum = scipy.fft.rfftn(np.fft.ifftshift(data, axes=axes), axes=axes, workers=-1)
     for axis, n, m in zip(axes[:-1], old[:-1], shape[:-1]):
-        # frequencies 0 .. ceil(m/2)-1 and -floor(m/2) .. -1 (-m/2 included for even m)
-        spectrum = np.take(spectrum, np.r_[0:(m + 1) // 2, n - m // 2:n], axis=axis)
+        spectrum = np.take(spectrum, _kept_frequencies(n, m), axis=axis)
     spectrum = np.take(spectrum, np.arange(shape[-1] // 2 + 1), axis=axes[-1])
     out = scipy.fft.irfftn(spectrum, s=shape, axes=axes, workers=-1)
     out *= np.prod(shape, dtype=float) / np.prod(old, dtype=float)
     return np.fft.fftshift(out, axes=axes).astype(np.float32, copy=False)
+
+
+def _kept_frequencies(n, m):
+    """Indices, in a length-`n` complex spectrum, of the frequencies a crop to `m` keeps.
+
+    0 .. ceil(m/2)-1 and -floor(m/2) .. -1 (-m/2 included for even m).
+    """
+    return np.r_[0:(m + 1) // 2, n - m // 2:n]
 
 
 def fourier_crop(volume, factor):
@@ -109,19 +122,105 @@ def binned_shape(shape, binning):
     return tuple(2 * -(-int(n) // (2 * b)) for n in shape)
 
 
-def fourier_bin(volume, binning):
+def fourier_crop_slabs(volume, shape, pad_to=None, fill=0.0, slab=8):
+    """`fourier_crop_to` of a whole 3D volume, reading it a few z-planes at a time.
+
+    The crop is done one axis at a time (cropping a spectrum to a box is
+    separable), which equals the one-shot `fourier_crop_to` to float32
+    rounding, Nyquist convention included: first x and y on ``slab`` planes
+    at a time, then z on blocks of y-rows. Only ``slab`` planes of `volume`
+    are read at once, and a memory map's pages are released after each, so
+    memory is the output plus a half spectrum of ``(nz, my, mx // 2 + 1)``
+    complex64 (``my * mx / (ny * nx)`` of the input), never the
+    whole-volume spectrum. Use it for tomograms.
+
+    Parameters
+    ----------
+    volume : (nz, ny, nx) array
+        Any real dtype; a memory-mapped tomogram is read slab by slab.
+    shape : (mz, my, mx) tuple of int
+        Each at most the (padded) size.
+    pad_to : (pz, py, px) tuple of int, optional
+        Crop the volume padded at its far end to this shape with ``fill``.
+    fill : float, optional
+    slab : int, optional
+        z-planes read and cropped in x and y at a time.
+
+    Returns
+    -------
+    (mz, my, mx) ndarray of float32
+
+    Examples
+    --------
+    >>> v = np.random.default_rng(0).normal(size=(12, 10, 9)).astype(np.float32)
+    >>> out = fourier_crop_slabs(v, (6, 5, 4), slab=5)
+    >>> bool(np.allclose(out, fourier_crop_to(v, (6, 5, 4)), atol=1e-5))
+    True
+    """
+    nz, ny, nx = np.shape(volume)
+    pz, py, px = (nz, ny, nx) if pad_to is None else (int(n) for n in pad_to)
+    mz, my, mx = (int(m) for m in shape)
+    if pz < nz or py < ny or px < nx or not (0 < mz <= pz and 0 < my <= py and 0 < mx <= px):
+        raise ValueError(f"cannot Fourier-crop a shape {(nz, ny, nx)} padded to "
+                         f"{(pz, py, px)} to {tuple(shape)}")
+    if (mz, my, mx) == (pz, py, px) == (nz, ny, nx):
+        out = np.empty((nz, ny, nx), np.float32)
+        for z0 in range(0, nz, slab):
+            out[z0:z0 + slab] = volume[z0:z0 + slab]
+            release_pages(volume)
+        return out
+    # The steps of fourier_crop_to - ifftshift, rfftn, crop, irfftn, fftshift -
+    # one axis at a time (they act on different axes, so they commute). The
+    # spectrum stays half (rfft) along x and complex until the last step,
+    # which keeps the one-shot crop's Nyquist convention exactly.
+    half = np.empty((pz, my, mx // 2 + 1), np.complex64)
+    y_kept = _kept_frequencies(py, my)
+    fill = np.float32(fill)
+    for z0 in range(0, pz, slab):
+        z1 = min(z0 + slab, pz)
+        if z1 <= nz and (py, px) == (ny, nx):
+            block = np.asarray(volume[z0:z1], dtype=np.float32)
+        else:
+            block = np.full((z1 - z0, py, px), fill, np.float32)
+            if z0 < nz:
+                block[:min(z1, nz) - z0, :ny, :nx] = volume[z0:min(z1, nz)]
+        release_pages(volume)
+        spectrum = scipy.fft.rfft(np.fft.ifftshift(block, axes=(1, 2)), axis=2, workers=-1)
+        spectrum = scipy.fft.fft(spectrum[:, :, :mx // 2 + 1], axis=1, workers=-1)
+        half[z0:z1] = np.fft.fftshift(
+            scipy.fft.ifft(spectrum[:, y_kept], axis=1, workers=-1), axes=1)
+    # then z, and back to real along x, on blocks of y-rows of about `slab` planes
+    out = np.empty((mz, my, mx), np.float32)
+    z_kept = _kept_frequencies(pz, mz)
+    scale = np.float32(mz * my * mx / (pz * py * px))
+    rows = max(1, slab * py // pz)
+    for y0 in range(0, my, rows):
+        spectrum = scipy.fft.fft(np.fft.ifftshift(half[:, y0:y0 + rows], axes=0), axis=0,
+                                 workers=-1)
+        block = scipy.fft.irfft(scipy.fft.ifft(spectrum[z_kept], axis=0, workers=-1), n=mx,
+                                axis=2, workers=-1)
+        out[:, y0:y0 + rows] = np.fft.fftshift(block, axes=(0, 2)) * scale
+    return out
+
+
+def fourier_bin(volume, binning, slab=8):
     """Bin a volume by a whole factor, Fourier-cropped, with exactly ``binning`` times the voxel size.
 
     Axes whose size is not a multiple of ``2 * binning`` are first padded at
     their far end with the volume mean, so that every axis shrinks by exactly
     ``binning`` (one sampling rate for x, y and z) and a position maps as
     ``x / binning`` (bottom-left origin: voxel ``n // 2`` lands on ``m // 2``).
+    Streamed (`fourier_crop_slabs`): a memory-mapped tomogram is read
+    ``slab`` planes at a time, and memory is about ``1 / binning ** 2`` of
+    the input plus the output.
 
     Parameters
     ----------
     volume : (nz, ny, nx) array
     binning : int
         >= 1.
+    slab : int, optional
+        z-planes read at a time.
 
     Returns
     -------
@@ -136,11 +235,12 @@ def fourier_bin(volume, binning):
     ((4, 4, 6), (1, 2, 3))
     """
     shape = binned_shape(np.shape(volume), binning)
-    padded_shape = tuple(m * int(binning) for m in shape)
-    data = np.asarray(volume)
-    if padded_shape != data.shape:
-        padded = np.empty(padded_shape, np.float32)
-        padded[...] = np.float32(data.mean(dtype=np.float64))
-        padded[tuple(slice(0, n) for n in data.shape)] = data
-        data = padded
-    return fourier_crop_to(data, shape)
+    padded = tuple(m * int(binning) for m in shape)
+    mean = 0.0
+    if padded != tuple(np.shape(volume)):
+        total = 0.0
+        for z0 in range(0, len(volume), slab):
+            total += float(np.sum(volume[z0:z0 + slab], dtype=np.float64))
+            release_pages(volume)
+        mean = total / np.prod(np.shape(volume), dtype=float)
+    return fourier_crop_slabs(volume, shape, pad_to=padded, fill=mean, slab=slab)

@@ -95,7 +95,7 @@ class ProtTomoPickApplyAlignment(EMProtocol):
             part = np.load(self._sumPath(group))
             total = part if total is None else total + part
         count = len(files)
-        outputSet = SetOfSubTomograms.create(self._getPath(), template="subtomograms%s.sqlite")
+        outputSet = SetOfSubTomograms.create(self._getPath(), prefix="outputSubtomograms")
         outputSet.copyInfo(inputSet)
         outputSet.setAlignment(ALIGN_NONE)
         mark_convention(outputSet)

@@ -102,7 +102,7 @@ class ProtTomoPickConsensus(EMProtocol, ProtTomoBase):
     def createOutputStep(self):
         first = self._inputSets()[0]
         tomograms = tomograms_by_tsid(first.getPrecedents())
-        output = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
+        output = SetOfCoordinates3D.create(self._getPath(), prefix=OUTPUT_NAME)
         output.setSamplingRate(first.getSamplingRate())
         output.setBoxSize(first.getBoxSize())
         output.setPrecedents(first.getPrecedents())

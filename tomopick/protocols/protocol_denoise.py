@@ -127,7 +127,7 @@ class ProtTomoPickDenoise(EMProtocol, ProtTomoBase):
 
     def createOutputStep(self):
         inputSet = self.inputSetTomograms.get()
-        outputSet = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
+        outputSet = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_NAME)
         outputSet.copyInfo(inputSet)
         for tsId, tomogram in tomograms_by_tsid(inputSet).items():
             outputSet.append(tomogram_like(tomogram, self._outputPath(tsId)))

@@ -158,7 +158,7 @@ class ProtTomoPickExtraction(EMProtocol):
         wanted = {coordId: (record["tsId"], record["files"][i], record["samplingRate"],
                             np.array(record["matrices"][i]))
                   for record in records for i, coordId in enumerate(record["coordIds"])}
-        subtomos = SetOfSubTomograms.create(self._getPath(), template="subtomograms%s.sqlite")
+        subtomos = SetOfSubTomograms.create(self._getPath(), prefix=OUTPUT_NAME)
         samplingRate = records[0]["samplingRate"] if records else self._outputSamplingRate()
         subtomos.setSamplingRate(samplingRate)
         firstTomo = next(iter(tomograms.values()))

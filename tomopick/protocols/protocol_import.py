@@ -9,7 +9,8 @@ from tomo.objects import SetOfTomograms, Tomogram
 from tomo.protocols.protocol_base import ProtTomoImportAcquisition, ProtTomoImportFiles
 
 from tomopick.convert import tsid_of_file
-from tomopick.core.formats import MrcError, mrc_header_info, read_mrc, write_mrc
+from tomopick.core.formats import MrcError, mrc_header_info, read_mrc
+from tomopick.core.formats.mrc import write_mrc_slabs
 from tomopick.core.resample import fourier_bin
 
 OUTPUT_NAME = "Tomograms"
@@ -74,8 +75,9 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
     def importTomogramStep(self, tsId, path):
         binning = self.binning.get()
         if binning > 1:
+            # streamed: the input is read slab by slab through its memory map
             volume = fourier_bin(read_mrc(path, mmap=True), binning)
-            write_mrc(self._tomogramPath(tsId), volume, self._outputSamplingRate())
+            write_mrc_slabs(self._tomogramPath(tsId), volume, self._outputSamplingRate())
             self.info(f"{tsId}: Fourier-binned by {binning} to {volume.shape[::-1]} (x, y, z)")
         else:
             createAbsLink(os.path.abspath(path), os.path.abspath(self._tomogramPath(tsId)))
@@ -83,7 +85,7 @@ class ProtTomoPickImportTomograms(ProtTomoImportFiles, ProtTomoImportAcquisition
 
     def createOutputStep(self):
         samplingRate = self._outputSamplingRate()
-        tomoSet = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
+        tomoSet = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_NAME)
         tomoSet.setSamplingRate(samplingRate)
         self._parseAcquisitionData()
         for tsId, path in self._matchedFiles().items():

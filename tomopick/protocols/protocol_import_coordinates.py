@@ -121,7 +121,7 @@ class ProtTomoPickImportCoordinates(ProtTomoImportFiles):
         meshes = self.outputType.get() == 1
         name = OUTPUT_TYPES[self.outputType.get()]
         SetClass = SetOfMeshes if meshes else SetOfCoordinates3D
-        output = SetClass.create(self._getPath(), template=f"{name}%s.sqlite")
+        output = SetClass.create(self._getPath(), prefix=name)
         output.setPrecedents(self.inputTomograms)
         output.setSamplingRate(tomoSet.getSamplingRate())
         output.setBoxSize(max(1, int(round(self.boxSize.get() * self._scaleFactor()))))

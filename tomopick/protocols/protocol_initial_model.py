@@ -160,7 +160,7 @@ class ProtTomoPickInitialModel(EMProtocol):
             objIds = json.load(fh)["objIds"]
         found = np.load(self._resultPath())
         rows = {objId: row for row, objId in enumerate(objIds)}
-        outputSet = SetOfSubTomograms.create(self._getPath(), template="subtomograms%s.sqlite")
+        outputSet = SetOfSubTomograms.create(self._getPath(), prefix="outputSubtomograms")
         outputSet.copyInfo(inputSet)
         mark_convention(outputSet)
         for subtomo in inputSet.iterItems(orderBy="id"):

@@ -25,7 +25,8 @@ from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import (append_picks, outside_tomograms, picks_from_coordinates,
                               tomogram_array, tomogram_like, tomograms_by_tsid)
-from tomopick.core.formats import write_mrc
+from tomopick.core.formats import create_mrc
+from tomopick.core.formats.mrc import update_header_stats_slabs
 from tomopick.core.learned import LearnedPicker, ModelFileError, pick
 from tomopick.core.picks import Picks
 
@@ -157,13 +158,16 @@ class ProtTomoPickLearnedPicking(EMProtocol, ProtTomoBase):
         tomogram = tomograms_by_tsid(tomoSet)[tsId]
         rate = tomoSet.getSamplingRate()
         picker = self._trainedPicker()
-        try:
-            detection = pick(picker, tomogram_array(tomogram, mmap=True), rate,
-                             threshold=self.threshold.get(), max_picks=self.maxPicks.get(),
-                             n_threads=self._threads())
-        except ValueError as err:
-            raise ValueError(f"{tsId}: {err}") from None
-        write_mrc(self._scoreMapPath(tsId), detection.score_map, rate)
+        volume = tomogram_array(tomogram, mmap=True)
+        # the map goes straight to a memory-mapped file, published only when complete
+        with create_mrc(self._scoreMapPath(tsId), volume.shape, rate) as scoreMrc:
+            try:
+                detection = pick(picker, volume, rate, threshold=self.threshold.get(),
+                                 max_picks=self.maxPicks.get(), n_threads=self._threads(),
+                                 score_out=scoreMrc.data)
+            except ValueError as err:
+                raise ValueError(f"{tsId}: {err}") from None
+            update_header_stats_slabs(scoreMrc)
         n = len(detection.positions)
         Picks(np.full(n, tsId), detection.positions, scores=detection.scores,
               voxel_size=rate).save(self._picksPath(tsId))

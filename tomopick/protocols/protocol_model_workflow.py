@@ -180,14 +180,14 @@ class ProtTomoPickModelWorkflow(EMProtocol, ProtTomoBase):
             reasons = "; ".join(f"{t} model {m}: {r}" for t, m, r in failed) or "no points"
             raise ValueError(f"no model gave particles ({reasons})")
         outputs = {}
-        coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
+        coords = SetOfCoordinates3D.create(self._getPath(), prefix=OUTPUT_COORDINATES)
         coords.setSamplingRate(meshes.getSamplingRate())
         coords.setBoxSize(self.boxSize.get())
         coords.setPrecedents(meshes.getPrecedents())
         append_picks(coords, picks, tomograms)
         outputs[OUTPUT_COORDINATES] = coords
         if failed:
-            failedSet = SetOfMeshes.create(self._getPath(), template="failedMeshes%s.sqlite")
+            failedSet = SetOfMeshes.create(self._getPath(), prefix=OUTPUT_FAILED)
             failedSet.setSamplingRate(meshes.getSamplingRate())
             failedSet.setBoxSize(meshes.getBoxSize() or self.boxSize.get())
             failedSet.setPrecedents(meshes.getPrecedents())

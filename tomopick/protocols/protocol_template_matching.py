@@ -23,7 +23,7 @@ from tomopick.convert import (append_picks, threads_per_step, tomogram_array, to
                               tomograms_by_tsid)
 from tomopick.core.atomic import save_npy, save_npz
 from tomopick.core.formats import create_mrc, mrc_header_info, read_mrc
-from tomopick.core.formats.mrc import MrcError
+from tomopick.core.formats.mrc import MrcError, update_header_stats_slabs
 from tomopick.core.picks import Picks
 from tomopick.core.rotations import homogeneous, symmetry_matrices
 from tomopick.core.template_matching import match_template, prepare_template
@@ -200,29 +200,30 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         searchMask = self._searchMask(tsId, volume.shape)
         self.info(f"{tsId}: {volume.shape[::-1]} voxels, tilt range "
                   f"{'none' if tilt is None else tilt}")
-        # the maps go straight to memory-mapped files: a big tomogram's never sit in memory
-        scoreMrc = create_mrc(self._scorePath(tsId), volume.shape, samplingRate)
-        angleMrc = create_mrc(self._anglePath(tsId), volume.shape, samplingRate)
-        try:
-            result = match_template(
-                volume, samplingRate, data["template"], data["mask"],
-                self.particleDiameter.get(), tilt_range=tilt, lowpass=self.lowpass.get() or None,
-                highpass=self.highpass.get() or None, whiten=self.whitening.get(),
-                symmetry=self.symmetry.get(), angular_sampling=self.angularSampling.get(),
-                coarse_step=self.coarseStep.get() or None,
-                random_phase=self.randomPhaseCorrection.get(),
-                false_positives=self.falsePositives.get(), max_picks=self.maxPicks.get() or None,
-                search_mask=searchMask, mask_beads=self.maskBeads.get(),
-                bead_sigma=self.beadSigma.get(), max_tile_voxels=self.maxTileVoxels.get(),
-                progress=lambda line: self.info(f"{tsId}: {line}"),
-                n_threads=self._threadsPerStep(), score_out=scoreMrc.data,
-                angle_out=angleMrc.data)
-        except (ValueError, MrcError) as err:
-            raise ValueError(f"Tomogram {tsId}: {err}") from err
-        finally:
+        # the maps go straight to memory-mapped files (a big tomogram's never sit in
+        # memory), published only when the search succeeded
+        with create_mrc(self._scorePath(tsId), volume.shape, samplingRate) as scoreMrc, \
+                create_mrc(self._anglePath(tsId), volume.shape, samplingRate) as angleMrc:
+            try:
+                result = match_template(
+                    volume, samplingRate, data["template"], data["mask"],
+                    self.particleDiameter.get(), tilt_range=tilt,
+                    lowpass=self.lowpass.get() or None, highpass=self.highpass.get() or None,
+                    whiten=self.whitening.get(),
+                    symmetry=self.symmetry.get(), angular_sampling=self.angularSampling.get(),
+                    coarse_step=self.coarseStep.get() or None,
+                    random_phase=self.randomPhaseCorrection.get(),
+                    false_positives=self.falsePositives.get(),
+                    max_picks=self.maxPicks.get() or None,
+                    search_mask=searchMask, mask_beads=self.maskBeads.get(),
+                    bead_sigma=self.beadSigma.get(), max_tile_voxels=self.maxTileVoxels.get(),
+                    progress=lambda line: self.info(f"{tsId}: {line}"),
+                    n_threads=self._threadsPerStep(), score_out=scoreMrc.data,
+                    angle_out=angleMrc.data)
+            except (ValueError, MrcError) as err:
+                raise ValueError(f"Tomogram {tsId}: {err}") from err
             for mrc in (scoreMrc, angleMrc):
-                mrc.update_header_stats()
-                mrc.close()
+                update_header_stats_slabs(mrc)
         st = result.stats
         save_npy(self._rotationsPath(tsId), result.coarse_rotations)
         n = len(result.positions)
@@ -244,14 +245,14 @@ class ProtTomoPickTemplateMatching(EMProtocol, ProtTomoBase):
         tomograms = tomograms_by_tsid(tomoSet)
         samplingRate = tomoSet.getSamplingRate()
         picks = Picks.concatenate(Picks.load(self._picksPath(tsId)) for tsId in tomograms)
-        coords = SetOfCoordinates3D.create(self._getPath(), template="coordinates%s.sqlite")
+        coords = SetOfCoordinates3D.create(self._getPath(), prefix=OUTPUT_COORDINATES)
         coords.setSamplingRate(samplingRate)
         coords.setBoxSize(self.boxSize.get())
         coords.setPrecedents(self.inputTomograms)
         # core matrices (R @ z = the template's z-axis); convert stores Scipion's
         append_picks(coords, picks, tomograms)
 
-        maps = SetOfTomograms.create(self._getPath(), template="tomograms%s.sqlite")
+        maps = SetOfTomograms.create(self._getPath(), prefix=OUTPUT_SCORE_MAPS)
         maps.copyInfo(tomoSet)
         for tsId, tomogram in tomograms.items():
             maps.append(tomogram_like(tomogram, self._scorePath(tsId)))

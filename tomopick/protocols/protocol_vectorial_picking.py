@@ -124,7 +124,7 @@ class ProtTomoPickVectorialPicking(ProtTomoPicking):
         for tsId, modelId, x, y, z, role in rows:
             if role == INTERIOR:
                 interiors[(tsId, modelId)] = (x, y, z)
-        meshes = SetOfMeshes.create(self._getPath(), template="meshes%s.sqlite")
+        meshes = SetOfMeshes.create(self._getPath(), prefix=OUTPUT_NAME)
         meshes.setSamplingRate(self.inputTomograms.get().getSamplingRate())
         meshes.setBoxSize(self.boxSize.get())
         meshes.setPrecedents(self.inputTomograms)

@@ -4,6 +4,8 @@
   step of that tomogram fails naming it; nothing is registered; the finished
   tomograms stay readable; once the file is back, Continue finishes the run
   without redoing them.
+- a tomogram truncated after it was memory-mapped and before a slab is read:
+  a named error, not a SIGBUS that kills the process without a word.
 - the disk fills up (a small tmpfs mounted as the protocol's extra folder):
   the step fails naming the file and "No space left"; no ``.part`` or
   truncated file is left; the earlier output stays readable.
@@ -15,6 +17,7 @@ import's output is still readable.
 import glob
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -31,6 +34,33 @@ from tomopick.tests.protocol_base import TomoPickProtocolTest
 from tomopick.tests.test_resume import N_ITER, SLOW, TSIDS, wait_for_finished_step
 
 SHAPE = (32, 80, 80)  # 819,200 bytes as float32 MRC data
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# run in a subprocess: a SIGBUS there fails the test instead of killing pytest
+TRUNCATED_READS = """
+import os, sys
+import numpy as np
+from tomopick.core.formats import MrcError, read_mrc, write_mrc
+from tomopick.core.extraction import extract_subtomograms
+from tomopick.core.resample import fourier_bin
+path = sys.argv[1]
+write_mrc(path, np.ones((32, 80, 80), np.float32), 10.0)
+volume = read_mrc(path, mmap=True)
+first = float(volume[0:4].sum())          # pages of the first slabs are now mapped
+os.truncate(path, 1024 + 80 * 80 * 4 * 5)  # 5 of 32 planes left
+if sys.argv[2] == "raw":                  # what a plain memory map does: SIGBUS
+    print(float(np.asarray(volume.view(np.memmap))[20:24].sum()))
+reads = {"slab": lambda: np.array(volume[20:24]), "sum": lambda: volume.sum(),
+         "tile": lambda: np.array(volume[:, 10:30, 10:30]), "bin": lambda: fourier_bin(volume, 2),
+         "boxes": lambda: extract_subtomograms(volume, [[40, 40, 20]], 8)}
+for name, read in reads.items():
+    try:
+        read()
+        print(name, "read without error")
+    except MrcError as err:
+        print(name, "MrcError:", err)
+print("first", first)
+"""
 
 
 class TestFailuresUnderLoad(TomoPickProtocolTest):
@@ -144,3 +174,24 @@ class TestFailuresUnderLoad(TomoPickProtocolTest):
             np.testing.assert_array_equal(read_mrc(tomo.getFileName()),
                                           denoise.eed(self.volumes[tomo.getTsId()], n_iter=1))
         self.assertProjectIntact()
+
+
+def test_memory_mapped_tomogram_truncated_before_a_slab_is_read_is_named(tmp_path):
+    path = str(tmp_path / "victim.mrc")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]))
+
+    def run(mode):
+        return subprocess.run([sys.executable, "-c", TRUNCATED_READS, path, mode], env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    checked = run("checked")
+    assert checked.returncode == 0, (checked.returncode, checked.stderr[-2000:])
+    lines = dict(line.split(" ", 1) for line in checked.stdout.splitlines())
+    assert lines.pop("first") == str(4 * 80 * 80.0)  # read before the truncation
+    for name in ("slab", "sum", "tile", "bin", "boxes"):
+        assert lines[name] == (f"MrcError: MRC file {path} was truncated while in use: "
+                               f"{1024 + 80 * 80 * 4 * 5} bytes, its header needs "
+                               f"{1024 + 32 * 80 * 80 * 4}"), (name, lines)
+    # the same read through a plain memory map kills the process: the check matters
+    raw = run("raw")
+    assert raw.returncode == -signal.SIGBUS, (raw.returncode, raw.stdout, raw.stderr[-500:])

@@ -474,3 +474,17 @@ def test_simulator_particle_csv_reads_back_the_phantom_truth(tmp_path):
         back = read_coordinates(path, voxel_size=10.0, tomo_shapes=shapes)
         assert np.abs(back.positions - truth.positions).max() < POS_TOL
         assert rotation_error_deg(back.matrices, truth.matrices).max() < ANGLE_TOL
+
+
+def test_2d_mrc_reads_as_one_section_memory_mapped_or_not(tmp_path):
+    import mrcfile
+
+    from tomopick.core.formats.mrc import read_mrc
+    path = str(tmp_path / "section.mrc")
+    section = np.arange(12, dtype=np.float32).reshape(3, 4)
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(section)
+    loaded, mapped = read_mrc(path), read_mrc(path, mmap=True)
+    assert loaded.shape == mapped.shape == (1, 3, 4)
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped[0], section)

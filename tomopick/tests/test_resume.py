@@ -1,10 +1,10 @@
 """Killed runs continue where they stopped: a protocol (Scipion's Continue) and `tomopick run`.
 
-A denoising protocol with one step per tomogram is killed with SIGKILL right
-after its first tomogram step is recorded finished. Relaunched in resume mode,
-the finished step is not run again (its step record and its output file are
-untouched), the others are, and the outputs equal an uninterrupted run's.
-Nothing is registered while the protocol is dead.
+A protocol with one step per tomogram (denoising; template matching) is
+killed with SIGKILL right after its first tomogram step is recorded finished.
+Relaunched in resume mode, the finished step is not run again (its step
+record and its output files are untouched), the others are, and the outputs
+equal an uninterrupted run's. Nothing is registered while the protocol is dead.
 """
 import glob
 import json
@@ -19,15 +19,19 @@ from pyworkflow.project import Manager
 from pyworkflow.protocol.constants import MODE_RESUME
 from pyworkflow.protocol.protocol import StepSet
 
+from tomopick.convert import picks_from_coordinates
 from tomopick.core import denoise
 from tomopick.core.formats import read_mrc, write_mrc
-from tomopick.protocols import ProtTomoPickDenoise
+from tomopick.protocols import ProtTomoPickDenoise, ProtTomoPickTemplateMatching
 from tomopick.tests.protocol_base import TomoPickProtocolTest
 
 TSIDS = ("TS_0", "TS_1", "TS_2")
 # Beltrami flow, one thread: each tomogram step takes a few seconds, time to kill in between
 N_ITER = 200
 SLOW = dict(method=1, nIterBflow=N_ITER, TimeStepBflow=0.1, numberOfThreads=1)
+# dark Gaussian blobs (sigma 2 voxels, 2.5 x the noise) in each tomogram, (x, y, z):
+# particles for template matching
+BLOBS = ((20, 20, 12), (60, 22, 20), (22, 58, 16), (58, 60, 12), (40, 40, 20))
 
 
 def step_records(stepsFile):
@@ -61,9 +65,17 @@ class TestKillAndResume(TomoPickProtocolTest):
     def setUpClass(cls):
         super().setUpClass()
         rng = np.random.default_rng(7)
+        z, y, x = np.indices((32, 80, 80))
+        particles = sum(np.exp(-((x - bx) ** 2 + (y - by) ** 2 + (z - bz) ** 2) / 8.0)
+                        for bx, by, bz in BLOBS)
         for tsId in TSIDS:
             write_mrc(os.path.join(cls.dataDir, f"{tsId}.mrc"),
-                      rng.normal(size=(32, 80, 80)).astype(np.float32), 10.0)
+                      (rng.normal(size=(32, 80, 80)) - 2.5 * particles).astype(np.float32), 10.0)
+        r = np.arange(-8, 9)
+        os.makedirs(os.path.join(cls.dataDir, "reference"))  # not a tomogram to import
+        cls.template = os.path.join(cls.dataDir, "reference", "blob.mrc")
+        write_mrc(cls.template, np.exp(-(r[:, None, None] ** 2 + r[None, :, None] ** 2
+                                         + r[None, None, :] ** 2) / 8.0).astype(np.float32), 10.0)
         cls.importProt = cls.importTomograms(pattern="{TS}.mrc")
 
     def _denoiser(self):
@@ -71,16 +83,22 @@ class TestKillAndResume(TomoPickProtocolTest):
                                 inputSetTomograms=self.pointer(self.importProt, "Tomograms"),
                                 **SLOW)
 
-    def test_killed_protocol_continues_without_redoing_finished_steps(self):
-        # what an uninterrupted run writes (test_protocol_denoise: the protocol's output is
-        # exactly the core filter's)
-        expected = {t.getTsId(): denoise.beltrami_flow(read_mrc(t.getFileName()), n_iter=N_ITER,
-                                                       time_step=0.1)
-                    for t in self.importProt.Tomograms}
+    def _matcher(self):
+        # one thread: one tomogram at a time, a second or more each (83 rotations); the
+        # blobs are 2.5 sigma deep: smoothed, they would pass for gold beads
+        return self.newProtocol(ProtTomoPickTemplateMatching,
+                                inputTomograms=self.pointer(self.importProt, "Tomograms"),
+                                referenceFile=self.template, particleDiameter=100.0,
+                                coarseStep=45.0, angularSampling=30.0, maskBeads=False,
+                                numberOfThreads=1)
 
-        prot = self._denoiser()
+    def _killAfterFirstStep(self, prot, funcName):
+        """Launch, SIGKILL once a `funcName` step is finished; return (records, finished tsIds).
+
+        Asserts the run is then failed ("not found running") with nothing registered.
+        """
         self.proj.launchProtocol(prot, wait=False)
-        before = wait_for_finished_step(prot.getStepsFile(), "denoiseStep")
+        before = wait_for_finished_step(prot.getStepsFile(), funcName)
         self.proj._updateProtocol(prot)  # the pid the protocol stored for itself
         os.kill(prot.getPid(), signal.SIGKILL)
         time.sleep(0.5)
@@ -89,20 +107,14 @@ class TestKillAndResume(TomoPickProtocolTest):
         self.assertIn("not found running", prot.getErrorMessage())
         self.assertEqual(self.registeredOutputs(prot), [],
                          "the killed run registered an output")
-
-        # what the killed run left: the finished tomogram(s), complete; at most a .part
         finished = [json.loads(r[1])[0] for r in before
-                    if r[0] == "denoiseStep" and r[2] == "finished"]
-        left = {os.path.basename(p) for p in glob.glob(prot._getExtraPath("*"))}
-        self.assertTrue({f"{t}.mrc" for t in finished} <= left, left)
-        for name in left:
-            self.assertTrue(name.endswith(".part") or name[:-4] in finished or
-                            name[:-4] in TSIDS, name)
-            if name.endswith(".mrc"):
-                np.testing.assert_array_equal(read_mrc(prot._getExtraPath(name)),
-                                              expected[name[:-4]])
-        stamps = {t: os.stat(prot._getExtraPath(f"{t}.mrc")).st_mtime_ns for t in finished}
+                    if r[0] == funcName and r[2] == "finished"]
+        self.assertLess(len(finished), len(TSIDS), "every tomogram was done before the kill")
+        return before, finished
 
+    def _continueWithoutRedoing(self, prot, before, files):
+        """Relaunch in resume mode; assert finished steps and their `files` were left alone."""
+        stamps = {path: os.stat(path).st_mtime_ns for path in files}
         prot.runMode.set(MODE_RESUME)
         self.launch(prot)
         after = step_records(prot.getStepsFile())
@@ -113,15 +125,63 @@ class TestKillAndResume(TomoPickProtocolTest):
                 self.assertEqual(old, new)
             else:
                 self.assertGreater(new[3], max(r[4] for r in before if r[2] == "finished"))
-        for tsId in finished:  # its file was not rewritten either
-            self.assertEqual(os.stat(prot._getExtraPath(f"{tsId}.mrc")).st_mtime_ns,
-                             stamps[tsId])
+        for path, stamp in stamps.items():  # the finished steps' files were not rewritten
+            self.assertEqual(os.stat(path).st_mtime_ns, stamp, path)
         with open(prot.getStdoutLog()) as handle:
             self.assertIn("RESUMING", handle.read())
+        self.assertEqual(glob.glob(prot._getExtraPath("*.part")), [])
+
+    def test_killed_protocol_continues_without_redoing_finished_steps(self):
+        # what an uninterrupted run writes (test_protocol_denoise: the protocol's output is
+        # exactly the core filter's)
+        expected = {t.getTsId(): denoise.beltrami_flow(read_mrc(t.getFileName()), n_iter=N_ITER,
+                                                       time_step=0.1)
+                    for t in self.importProt.Tomograms}
+
+        prot = self._denoiser()
+        before, finished = self._killAfterFirstStep(prot, "denoiseStep")
+        # what the killed run left: the finished tomogram(s), complete; at most a .part
+        left = {os.path.basename(p) for p in glob.glob(prot._getExtraPath("*"))}
+        self.assertTrue({f"{t}.mrc" for t in finished} <= left, left)
+        for name in left:
+            self.assertTrue(name.endswith(".part") or name[:-4] in finished or
+                            name[:-4] in TSIDS, name)
+            if name.endswith(".mrc"):
+                np.testing.assert_array_equal(read_mrc(prot._getExtraPath(name)),
+                                              expected[name[:-4]])
+
+        self._continueWithoutRedoing(prot, before,
+                                     [prot._getExtraPath(f"{t}.mrc") for t in finished])
         self.assertEqual(sorted(t.getTsId() for t in prot.tomograms), list(TSIDS))
         for tomo in prot.tomograms:
             np.testing.assert_array_equal(read_mrc(tomo.getFileName()), expected[tomo.getTsId()])
-        self.assertEqual(glob.glob(prot._getExtraPath("*.part")), [])
+
+    def test_killed_template_matching_continues_and_equals_an_uninterrupted_run(self):
+        reference = self.launch(self._matcher())  # uninterrupted
+        expected = picks_from_coordinates(reference.coordinates)
+        # every blob of every tomogram found: the comparison below is about real picks
+        for tsId in TSIDS:
+            found = expected.for_tomogram(tsId).positions
+            distance = np.linalg.norm(found[None] - np.array(BLOBS)[:, None], axis=2).min(1)
+            self.assertLess(distance.max(), 1.0, (tsId, found))
+
+        prot = self._matcher()
+        before, finished = self._killAfterFirstStep(prot, "matchStep")
+        outputs = [prot._getExtraPath(f"{t}{suffix}") for t in finished
+                   for suffix in ("_picks.npz", "_scores.mrc", "_best_rotation_index.mrc",
+                                  "_rotations.npy", "_stats.json")]
+        self._continueWithoutRedoing(prot, before, outputs)
+
+        picks = picks_from_coordinates(prot.coordinates)
+        self.assertEqual(list(picks.tomo_ids), list(expected.tomo_ids))
+        # the same computation on the same data: equal but for rounding
+        np.testing.assert_allclose(picks.positions, expected.positions, atol=1e-6)
+        np.testing.assert_allclose(picks.scores, expected.scores, rtol=1e-6)
+        np.testing.assert_allclose(picks.matrices, expected.matrices, atol=1e-6)
+        self.assertEqual(sorted(t.getTsId() for t in prot.scoreMaps), list(TSIDS))
+        for mine, theirs in zip(prot.scoreMaps, reference.scoreMaps):
+            np.testing.assert_allclose(read_mrc(mine.getFileName()),
+                                       read_mrc(theirs.getFileName()), atol=1e-6)
 
 
 def _workflow(dataDir):

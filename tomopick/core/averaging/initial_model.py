@@ -232,6 +232,28 @@ def initial_model(boxes, voxel_size, particle_diameter, tilt_ranges=None, wedge_
         Boxes not cubic, fewer than ``batch_size`` or than 4 particles, a
         symmetry that does not parse, a reference of another size, a shrink
         below 1, or non-positive sizes (each message names the value).
+
+    Examples
+    --------
+    >>> from tomopick.core.alignment import align_box
+    >>> from tomopick.core.rotations import angular_distance, homogeneous
+    >>> from tomopick.core.simulate import random_rotations
+    >>> z, y, x = np.mgrid[:16, :16, :16] - 8            # an asymmetric particle of 4 blobs
+    >>> truth = sum(np.exp(-((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * s * s))
+    ...             for cx, cy, cz, s in [(0, 0, 0, 2.5), (4, 0, 0, 1.5), (0, 3, 0, 1.2),
+    ...                                   (0, 0, -4, 1.0)]).astype(np.float32)
+    >>> rng = np.random.default_rng(0)
+    >>> poses = random_rotations(12, rng)              # box_i(R_i r) = truth(r)
+    >>> boxes = np.stack([align_box(truth, homogeneous(R.T), "cubic") for R in poses])
+    >>> boxes += rng.normal(0, 0.05, boxes.shape).astype(np.float32)
+    >>> model = initial_model(boxes, 10.0, 140.0, reference=truth, angular_step=30.0,
+    ...                       iterations=1, batch_size=4, shrink=1.0, half_iterations=1,
+    ...                       workers=1)
+    >>> model.average.shape, model.matrices.shape
+    ((16, 16, 16), (12, 4, 4))
+    >>> errors = angular_distance(model.matrices[:, :3, :3], poses)   # degrees
+    >>> bool(errors.max() < 10)
+    True
     """
     boxes = np.asarray(boxes, np.float32)
     if boxes.ndim != 4 or len(set(boxes.shape[1:])) != 1:

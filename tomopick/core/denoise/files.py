@@ -48,7 +48,8 @@ def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
     --------
     >>> import os, tempfile
     >>> from tomopick.core.formats.mrc import read_mrc, write_mrc
-    >>> folder = tempfile.mkdtemp()
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> folder = workdir.name
     >>> source, target = os.path.join(folder, "in.mrc"), os.path.join(folder, "out.mrc")
     >>> volume = np.random.default_rng(0).normal(size=(8, 8, 8)).astype(np.float32)
     >>> write_mrc(source, volume, voxel_size=10.0)
@@ -57,10 +58,9 @@ def denoise_file(in_path, out_path, method="EED", n_threads=1, slab_size=None,
     ((8, 8, 8), (10.0, 10.0, 10.0), False)
     >>> bool(read_mrc(target).std() < volume.std())
     True
+    >>> workdir.cleanup()
     """
     src = read_mrc(in_path, mmap=True)
-    if src.ndim == 2:
-        src = src[None]
     geometry = read_mrc_geometry(in_path)
     voxel = geometry["voxel_size"]
     if voxel_size is not None:

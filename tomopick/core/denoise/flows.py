@@ -12,8 +12,8 @@ import numpy as np
 
 from tomopick.core.formats.mrc import release_pages
 
-from .kernels import (BFLOW_HALO, SCHARR, auto_k2, bflow_gradient_samples, bflow_step,
-                      eed_gradient_samples, eed_halo, eed_step, gaussian_weights)
+from .kernels import (BFLOW_HALO, SCHARR, _auto_k2, _bflow_gradient_samples, _bflow_step,
+                      _eed_gradient_samples, _eed_halo, _eed_step, _gaussian_weights)
 from .plan import Plan
 
 #: the methods `denoise` knows, by name (a form keeps its own choice order)
@@ -204,19 +204,19 @@ def eed(volume, sigma=0.5, n_iter=10, lam=-1.0, time_step=0.1, n_threads=1,
     u = _prepare(volume, out)
     if constant or n_iter == 0:
         return u
-    weights = gaussian_weights(sigma)
-    halo = eed_halo(sigma)
+    weights = _gaussian_weights(sigma)
+    halo = _eed_halo(sigma)
     with Plan(u.shape, halo, n_threads, slab_size, tile) as plan:
         for it in range(n_iter):
             if lam > 0:
                 k2 = lam * lam
             else:
-                k2 = auto_k2(plan.samples(
-                    u, lambda pool, w, h, start: eed_gradient_samples(pool, w, weights, h,
+                k2 = _auto_k2(plan.samples(
+                    u, lambda pool, w, h, start: _eed_gradient_samples(pool, w, weights, h,
                                                                         start)))
                 if k2 <= 0:        # no gradient left anywhere: the flow has stopped
                     break
-            plan.update(u, lambda pool, w: eed_step(pool, w, weights, tau, k2))
+            plan.update(u, lambda pool, w: _eed_step(pool, w, weights, tau, k2))
             if progress is not None:
                 progress(it + 1, n_iter, {"K": math.sqrt(k2)})
     return u
@@ -268,10 +268,10 @@ def beltrami_flow(volume, n_iter=70, time_step=0.15, n_threads=1, slab_size=None
         return u
     halo = BFLOW_HALO
     with Plan(u.shape, halo, n_threads, slab_size, tile) as plan:
-        k2 = auto_k2(plan.samples(u, bflow_gradient_samples)) / (SCHARR * SCHARR)
+        k2 = _auto_k2(plan.samples(u, _bflow_gradient_samples)) / (SCHARR * SCHARR)
         beta2 = BFLOW_EMBEDDING ** 2 / k2 if k2 > 0 else 0.0
         for it in range(n_iter):
-            plan.update(u, lambda pool, w: bflow_step(pool, w, tau, beta2))
+            plan.update(u, lambda pool, w: _bflow_step(pool, w, tau, beta2))
             if progress is not None:
                 progress(it + 1, n_iter, {"beta": math.sqrt(beta2)})
     return u

@@ -65,7 +65,7 @@ SCHARR = 0.5 * (10.0 / 16.0) ** 2
 _TINY = np.float32(1e-30)
 
 
-def gaussian_weights(sigma):
+def _gaussian_weights(sigma):
     """Half of scipy's Gaussian kernel: weights for offsets 0..radius (truncate 4)."""
     if sigma <= 0:
         return np.ones(1)
@@ -190,8 +190,8 @@ def _add_laplacian(u, out):
 
 
 # ------------------------------------------------------------------ EED kernels
-def eed_halo(sigma):
-    return len(gaussian_weights(sigma)) - 1 + 2
+def _eed_halo(sigma):
+    return len(_gaussian_weights(sigma)) - 1 + 2
 
 
 def _smoothed_gradient(pool, window, weights):
@@ -209,10 +209,10 @@ def _smoothed_gradient(pool, window, weights):
     return grad
 
 
-def eed_step(pool, window, weights, tau, k2):
+def _eed_step(pool, window, weights, tau, k2):
     """One explicit EED step on a padded block (pooled buffer, same shape, halo valid).
 
-    ``window`` carries a halo of ``eed_halo`` planes on each side of every
+    ``window`` carries a halo of ``_eed_halo`` planes on each side of every
     axis; ``k2`` is K^2 in true gradient units.  Only the inner block of the
     result is meaningful.
     """
@@ -258,7 +258,7 @@ def eed_step(pool, window, weights, tau, k2):
     return update
 
 
-def eed_gradient_samples(pool, window, weights, h, start):
+def _eed_gradient_samples(pool, window, weights, h, start):
     """|grad u_sigma|^2 (unnormalised) at the voxels of the block with even global indices."""
     with np.errstate(all="ignore"):
         gx, gy, gz = _smoothed_gradient(pool, window, weights)
@@ -275,7 +275,7 @@ def _even(shape, h, start):
     return tuple(slice(h + (-s) % 2, n - h, 2) for s, n in zip(start, shape))
 
 
-def auto_k2(samples):
+def _auto_k2(samples):
     """Squared contrast parameter (true units) from unnormalised squared gradients."""
     samples = np.concatenate(samples) if len(samples) else np.zeros(0, np.float32)
     if samples.size == 0:
@@ -304,7 +304,7 @@ def _bflow_gradient2(pool, u):
     return s
 
 
-def bflow_step(pool, window, tau, beta2):
+def _bflow_step(pool, window, tau, beta2):
     """One explicit Beltrami step on a block with a halo of 2 (pooled buffer, same shape)."""
     with np.errstate(all="ignore"):
         p = _bflow_gradient2(pool, window)
@@ -334,7 +334,7 @@ def bflow_step(pool, window, tau, beta2):
     return div
 
 
-def bflow_gradient_samples(pool, window, h, start):
+def _bflow_gradient_samples(pool, window, h, start):
     with np.errstate(all="ignore"):
         g = _bflow_gradient2(pool, window)
     out = g[_even(window.shape, h, start)].flatten()     # a copy: g goes back to the pool

@@ -81,7 +81,23 @@ def _crop(a, m):
 
 
 class Plan:
-    """How one iteration walks the volume: z-slabs, (y, x) tiles inside them, threads."""
+    """How one iteration walks the volume: z-slabs, (y, x) tiles inside them, threads.
+
+    Examples
+    --------
+    >>> with Plan((6, 10, 10), halo=1, n_threads=2, slab_size=4, tile=(5, 5)) as plan:
+    ...     print(plan.slab, plan.tiles)
+    ...     u = np.arange(600, dtype=np.float32).reshape(6, 10, 10)
+    ...     def step(pool, window):                   # mean of the two z-neighbours
+    ...         out = pool.take(window.shape)
+    ...         out[1:-1] = (window[:-2] + window[2:]) / 2
+    ...         return out
+    ...     plan.update(u, step)
+    4 [(0, 5, 0, 5), (0, 5, 5, 10), (5, 10, 0, 5), (5, 10, 5, 10)]
+    >>> a = np.pad(np.arange(600, dtype=np.float32).reshape(6, 10, 10), 1, mode="symmetric")
+    >>> np.array_equal(u, (a[:-2, 1:-1, 1:-1] + a[2:, 1:-1, 1:-1]) / 2)   # as in one block
+    True
+    """
 
     def __init__(self, shape, halo, n_threads, slab_size=None, tile=None):
         nz, ny, nx = shape

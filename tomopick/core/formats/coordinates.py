@@ -41,7 +41,7 @@ writer ignores the ones it has no use for:
 import os
 
 from . import csv_table, dynamo, imod, ndjson, picket_yaml, star
-from .shared import require_file
+from .shared import _require_file
 
 FORMATS = ("csv", "star", "tbl", "mod", "ndjson", "yaml")
 PER_TOMOGRAM_FORMATS = ("mod", "ndjson", "yaml")
@@ -58,7 +58,7 @@ def _modules():
             "yaml": (picket_yaml.read_picket_yaml, picket_yaml.write_picket_yaml)}
 
 
-def format_from_extension(path):
+def _format_from_extension(path):
     """Format name of a path's extension, or None when it says nothing."""
     return EXTENSIONS.get(os.path.splitext(str(path))[1].lower())
 
@@ -81,9 +81,24 @@ def detect_format(path):
         If the file does not exist.
     ValueError
         If neither the extension nor the content identifies a format.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "picks.txt")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("tomoId,x,y,z\\nTS_1,1,2,3\\n")
+    >>> detect_format(path)
+    'csv'
+    >>> from tomopick.core.picks import Picks
+    >>> write_coordinates(os.path.join(tmp.name, "TS_1.ndjson"), Picks("TS_1", [[1, 2, 3]]))
+    >>> detect_format(os.path.join(tmp.name, "TS_1.ndjson"))
+    'ndjson'
+    >>> tmp.cleanup()
     """
-    require_file(path)
-    fmt = format_from_extension(path)
+    _require_file(path)
+    fmt = _format_from_extension(path)
     if fmt is not None:
         return fmt
     with open(path, "rb") as handle:
@@ -143,8 +158,26 @@ def read_coordinates(path, fmt="auto", voxel_size=None, target_voxel_size=None, 
     ValueError
         For an unknown format or content that does not parse (the message
         names the file and the line or entry).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from tomopick.core.picks import Picks
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "picks.star")
+    >>> write_coordinates(path, Picks("TS_1", [[10, 20, 30], [50, 60, 70]], voxel_size=10.0),
+    ...                   tomo_shapes={"TS_1": (100, 100, 80)})
+    >>> picks = read_coordinates(path, voxel_size=10.0, tomo_shapes={"TS_1": (100, 100, 80)})
+    >>> picks.tomo_ids.tolist(), np.round(picks.positions, 3).tolist()
+    (['TS_1', 'TS_1'], [[10.0, 20.0, 30.0], [50.0, 60.0, 70.0]])
+    >>> coarse = read_coordinates(path, voxel_size=10.0, target_voxel_size=20.0,
+    ...                           tomo_shapes={"TS_1": (100, 100, 80)})
+    >>> np.round(coarse.positions, 3).tolist(), coarse.voxel_size
+    ([[5.0, 10.0, 15.0], [25.0, 30.0, 35.0]], 20.0)
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     fmt = detect_format(path) if fmt in (None, "auto") else str(fmt).lower()
     modules = _modules()
     if fmt not in modules:
@@ -178,9 +211,23 @@ def write_coordinates(path, picks, fmt="auto", **context):
     ValueError
         For an unknown format, or when the format needs context that is
         missing (named in the message).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tomopick.core.picks import Picks
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "out", "picks.csv")
+    >>> write_coordinates(path, Picks(["TS_1", "TS_2"], [[1, 2, 3], [4, 5, 6]]))
+    >>> print(open(path).read())
+    tomoId,x,y,z,groupId
+    TS_1,1.0000,2.0000,3.0000,0
+    TS_2,4.0000,5.0000,6.0000,0
+    <BLANKLINE>
+    >>> tmp.cleanup()
     """
     if fmt in (None, "auto"):
-        fmt = format_from_extension(path)
+        fmt = _format_from_extension(path)
         if fmt is None:
             raise ValueError(f"cannot tell the coordinate format from the name {path}; "
                              f"give fmt as one of {', '.join(FORMATS)}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..rotations import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .shared import centre_positions, line_error, require_file
+from .shared import _centre_positions, _line_error, _require_file
 
 REQUIRED = ("tomoId", "x", "y", "z")
 ANGLES = ("tdrot", "tilt", "narot")
@@ -33,19 +33,19 @@ def _parse_header(path, line_number, names, tomo_id):
     names = [n.strip() for n in names]
     unknown = [n for n in names if n not in COLUMNS]
     if unknown:
-        raise line_error(path, line_number,
-                         f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}")
+        raise _line_error(path, line_number,
+                          f"unknown column {unknown[0]!r}; the columns are {', '.join(COLUMNS)}")
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise line_error(path, line_number, f"column {repeated[0]!r} appears twice")
+        raise _line_error(path, line_number, f"column {repeated[0]!r} appears twice")
     missing = [n for n in REQUIRED if n not in names and not (n == "tomoId" and tomo_id)]
     if missing:
-        raise line_error(path, line_number, f"missing column {missing[0]!r} "
-                         f"(the header must name {', '.join(REQUIRED)})")
+        raise _line_error(path, line_number, f"missing column {missing[0]!r} "
+                          f"(the header must name {', '.join(REQUIRED)})")
     present = [a for a in ANGLES if a in names]
     if present and len(present) != 3:
-        raise line_error(path, line_number, "the angle columns tdrot, tilt, narot come "
-                         f"together; only {', '.join(present)} given")
+        raise _line_error(path, line_number, "the angle columns tdrot, tilt, narot come "
+                          f"together; only {', '.join(present)} given")
     return names
 
 
@@ -74,8 +74,20 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     ValueError
         On an unknown or missing column, or a row that does not parse (the
         message names the file and the line).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "picks.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("# picked by hand\\nx,y,z,label\\n10,20,30,\\n11,21,31,negative\\n")
+    >>> picks = read_csv(path, voxel_size=8.0, tomo_id="TS_1")
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.extra["labels"].tolist()
+    (['TS_1', 'TS_1'], [[10.0, 20.0, 30.0], [11.0, 21.0, 31.0]], ['positive', 'negative'])
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     names = None
     rows = []
     with open(path, newline="") as handle:
@@ -86,8 +98,8 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
                 names = _parse_header(path, line_number, fields, tomo_id)
                 continue
             if len(fields) != len(names):
-                raise line_error(path, line_number,
-                                 f"{len(fields)} fields for {len(names)} columns")
+                raise _line_error(path, line_number,
+                                  f"{len(fields)} fields for {len(names)} columns")
             rows.append((line_number, [f.strip() for f in fields]))
     if names is None:
         raise ValueError(f"{path}: no header line (expected {','.join(REQUIRED)}...)")
@@ -101,22 +113,22 @@ def read_csv(path, voxel_size=None, tomo_id=None, **_):
     for row, (line_number, fields) in enumerate(rows):
         tomo_ids[row] = fields[column["tomoId"]] if "tomoId" in column else tomo_id
         if not tomo_ids[row]:
-            raise line_error(path, line_number, "empty tomoId")
+            raise _line_error(path, line_number, "empty tomoId")
         if "label" in column:
             labels[row] = fields[column["label"]].lower() or POSITIVE
             if labels[row] not in LABELS:
-                raise line_error(path, line_number, f"label is {fields[column['label']]!r}, "
-                                 f"not one of {', '.join(LABELS)}")
+                raise _line_error(path, line_number, f"label is {fields[column['label']]!r}, "
+                                  f"not one of {', '.join(LABELS)}")
         for name, array in values.items():
             text = fields[column[name]]
             try:
                 array[row] = float(text)
             except ValueError:
-                raise line_error(path, line_number, f"{name} is {text!r}, not a number") from None
+                raise _line_error(path, line_number, f"{name} is {text!r}, not a number") from None
             if not np.isfinite(array[row]):
-                raise line_error(path, line_number, f"{name} is {text!r}")
+                raise _line_error(path, line_number, f"{name} is {text!r}")
             if name == "groupId" and array[row] != int(array[row]):
-                raise line_error(path, line_number, f"groupId is {text!r}, not an integer")
+                raise _line_error(path, line_number, f"groupId is {text!r}, not an integer")
 
     positions = np.column_stack([values[a] for a in "xyz"]) if n else np.zeros((0, 3))
     matrices = None
@@ -142,8 +154,26 @@ def write_csv(path, picks, **_):
     ----------
     path : str
     picks : Picks
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tomopick.core.rotations import homogeneous, dynamo_euler_to_matrix
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "picks.csv")
+    >>> matrices = homogeneous(dynamo_euler_to_matrix([30.0], [60.0], [90.0]).reshape(1, 3, 3))
+    >>> matrices[0, :3, 3] = [0.5, 0, 0]       # a shift, folded into x
+    >>> write_csv(path, Picks("TS_1", [[10, 20, 30]], [2], matrices, [0.75]))
+    >>> print(open(path).read())
+    tomoId,x,y,z,groupId,tdrot,tilt,narot,score
+    TS_1,10.5000,20.0000,30.0000,2,30.0000,60.0000,90.0000,0.75
+    <BLANKLINE>
+    >>> back = read_csv(path)
+    >>> np.allclose(back.matrices[:, :3, :3], matrices[:, :3, :3], atol=1e-6)
+    True
+    >>> tmp.cleanup()
     """
-    positions = centre_positions(picks)
+    positions = _centre_positions(picks)
     header = list(REQUIRED) + ["groupId"]
     if picks.matrices is not None:
         angles = np.column_stack(matrix_to_dynamo_euler(picks.matrices)) if len(picks) \

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..rotations import dynamo_euler_to_matrix, homogeneous, matrix_to_dynamo_euler
-from .shared import centre_positions, line_error, require_file, tsid_from_filename
+from .shared import _centre_positions, _line_error, _require_file, tsid_from_filename
 
 N_COLUMNS = 35
 MIN_COLUMNS = 26
@@ -52,11 +52,17 @@ dynamo_angles = matrix_to_dynamo_euler
 
 
 def table_map_path(path):
-    """The sidecar table map of a table: ``<stem>.doc`` beside it."""
+    """The sidecar table map of a table: ``<stem>.doc`` beside it.
+
+    Examples
+    --------
+    >>> table_map_path("/data/particles.tbl")
+    '/data/particles.doc'
+    """
     return os.path.splitext(path)[0] + ".doc"
 
 
-def read_table_map(path):
+def _read_table_map(path):
     """A Dynamo table map: ``{index: tsId}`` from lines ``index name``.
 
     The tsId is the base name of ``name`` without its extension.
@@ -68,12 +74,12 @@ def read_table_map(path):
             if not fields or fields[0].startswith("#"):
                 continue
             if len(fields) < 2:
-                raise line_error(path, line_number, "expected 'index name'")
+                raise _line_error(path, line_number, "expected 'index name'")
             try:
                 index = int(float(fields[0]))
             except ValueError:
-                raise line_error(path, line_number,
-                                 f"tomogram index {fields[0]!r} is not a number") from None
+                raise _line_error(path, line_number,
+                                  f"tomogram index {fields[0]!r} is not a number") from None
             name = " ".join(fields[1:])
             mapping[index] = tsid_from_filename(name)
     return mapping
@@ -105,8 +111,21 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
     ValueError
         On a line with too few or non-numeric columns, or a tomogram index
         with no tsId (the message names the file and the line).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "crop.tbl")
+    >>> write_tbl(path, Picks(["TS_7", "TS_3"], [[10, 20, 30], [1, 2, 3]], [1, 2], scores=[0.5, 0.25]))
+    >>> picks = read_tbl(path)              # the tsIds come from the table map crop.doc
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.group_ids.tolist()
+    (['TS_7', 'TS_3'], [[10.0, 20.0, 30.0], [1.0, 2.0, 3.0]], [1, 2])
+    >>> picks.scores.tolist()
+    [0.5, 0.25]
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     rows, lines = [], []
     with open(path) as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -114,15 +133,15 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
             if not fields or fields[0].startswith("#"):
                 continue
             if len(fields) < MIN_COLUMNS:
-                raise line_error(path, line_number, f"{len(fields)} columns, a Dynamo table "
-                                 f"line needs at least {MIN_COLUMNS}")
+                raise _line_error(path, line_number, f"{len(fields)} columns, a Dynamo table "
+                                  f"line needs at least {MIN_COLUMNS}")
             try:
                 values = [float(f) for f in fields[:MIN_COLUMNS]]
             except ValueError:
                 bad = next(f for f in fields if not _is_number(f))
-                raise line_error(path, line_number, f"{bad!r} is not a number") from None
+                raise _line_error(path, line_number, f"{bad!r} is not a number") from None
             if not np.all(np.isfinite(values)):
-                raise line_error(path, line_number, "non-finite value")
+                raise _line_error(path, line_number, "non-finite value")
             rows.append(values)
             lines.append(line_number)
     table = np.array(rows, dtype=float).reshape(-1, MIN_COLUMNS)
@@ -130,15 +149,15 @@ def read_tbl(path, voxel_size=None, tomo_index=None, tomo_id=None, **_):
     if tomo_index:
         index_to_tsid = {int(i): str(t) for t, i in tomo_index.items()}
     elif os.path.isfile(table_map_path(path)):
-        index_to_tsid = read_table_map(table_map_path(path))
+        index_to_tsid = _read_table_map(table_map_path(path))
     else:
         index_to_tsid = None
     indices = table[:, TOMO].astype(int)
     if index_to_tsid is not None:
         unknown = [k for k, i in enumerate(indices) if i not in index_to_tsid]
         if unknown:
-            raise line_error(path, lines[unknown[0]],
-                             f"tomogram index {indices[unknown[0]]} has no tsId in the table map")
+            raise _line_error(path, lines[unknown[0]],
+                              f"tomogram index {indices[unknown[0]]} has no tsId in the table map")
         tomo_ids = np.array([index_to_tsid[i] for i in indices], dtype=str)
     elif tomo_id is not None:
         tomo_ids = np.full(len(table), str(tomo_id))
@@ -179,6 +198,21 @@ def write_tbl(path, picks, tomo_index=None, tilt_range=None, write_map=True, **_
     ------
     ValueError
         If ``tomo_index`` lacks a tsId of the table.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "crop.tbl")
+    >>> write_tbl(path, Picks(["TS_7", "TS_3"], [[10, 20, 30], [1, 2, 3]]), tilt_range=(-60, 60))
+    >>> row = np.loadtxt(path)[0]
+    >>> row.shape, row[19], row[23:26].tolist(), row[12:17].tolist()
+    ((35,), 2.0, [10.0, 20.0, 30.0], [1.0, -60.0, 60.0, -60.0, 60.0])
+    >>> print(open(table_map_path(path)).read())
+    1 TS_3
+    2 TS_7
+    <BLANKLINE>
+    >>> tmp.cleanup()
     """
     ids = sorted(set(picks.tomo_ids))
     if tomo_index is None:
@@ -201,7 +235,7 @@ def write_tbl(path, picks, tomo_index=None, tilt_range=None, write_map=True, **_
     table[:, TOMO] = [tomo_index[t] for t in picks.tomo_ids]
     table[:, REG] = picks.group_ids
     table[:, CLASS] = picks.group_ids
-    table[:, XYZ] = centre_positions(picks)
+    table[:, XYZ] = _centre_positions(picks)
     integer = {TAG, 1, 2, FTYPE, TOMO, REG, CLASS}
     formats = ["%d" if j in integer else "%.6g" if j == CC else "%.4f" for j in range(N_COLUMNS)]
     np.savetxt(path, table, fmt=formats, delimiter=" ")

@@ -32,7 +32,7 @@ import struct
 import numpy as np
 
 from ..picks import Picks
-from .shared import centre_positions, require_file, single_tomogram, tsid_from_filename
+from .shared import _centre_positions, _require_file, _single_tomogram, tsid_from_filename
 
 MODEL_HEADER = struct.Struct(">128s9i6f5ifii3f")    # 232 bytes
 OBJECT_HEADER = struct.Struct(">64s16I4i3fi8B2i")   # 176 bytes
@@ -77,8 +77,22 @@ def read_mod(path, voxel_size=None, tomo_id=None, group_by="object", **_):
     ValueError
         If it is not an IMOD V1.2 binary model or is truncated (the message
         names the byte offset).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.mod")
+    >>> write_mod(path, Picks("TS_1", [[10, 20, 30], [5.5, 6, 7]], [1, 4]), voxel_size=13.5,
+    ...           shape=(64, 64, 40))
+    >>> picks = read_mod(path)
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.group_ids.tolist()
+    (['TS_1', 'TS_1'], [[10.0, 20.0, 30.0], [5.5, 6.0, 7.0]], [1, 4])
+    >>> round(picks.voxel_size, 3)          # from the header's pixel size
+    13.5
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     if group_by not in ("object", "contour"):
         raise ValueError(f"group_by must be 'object' or 'contour', not {group_by!r}")
     with open(path, "rb") as handle:
@@ -171,10 +185,22 @@ def write_mod(path, picks, voxel_size=None, tomo_shapes=None, shape=None, point_
     ------
     ValueError
         If the picks span several tomograms.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.mod")
+    >>> write_mod(path, Picks("TS_1", [[10, 20, 30]]), voxel_size=10.0, shape=(64, 64, 40))
+    >>> open(path, "rb").read(8)
+    b'IMODV1.2'
+    >>> read_mod(path).positions.tolist()
+    [[10.0, 20.0, 30.0]]
+    >>> tmp.cleanup()
     """
-    ts_id = single_tomogram(picks, path)
+    ts_id = _single_tomogram(picks, path)
     voxel_size = voxel_size or picks.voxel_size
-    xyz = centre_positions(picks) + HALF_VOXEL
+    xyz = _centre_positions(picks) + HALF_VOXEL
     if shape is None and tomo_shapes and ts_id in tomo_shapes:
         shape = tomo_shapes[ts_id]
     if shape is None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..picks import Picks
 from ..rotations import homogeneous
-from .shared import (centre_positions, line_error, require_file, single_tomogram,
+from .shared import (_centre_positions, _line_error, _require_file, _single_tomogram,
                      tsid_from_filename)
 
 
@@ -48,8 +48,20 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
         On a line that is not a JSON object with a numeric location, a
         rotation that is not a proper 3x3 rotation, or a file mixing oriented
         and plain points (the message names the file and the line).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.ndjson")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('{"type": "point", "location": {"x": 1, "y": 2, "z": 3}, "instance_id": 5}\\n')
+    >>> picks = read_ndjson(path, voxel_size=10.0)
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist(), picks.group_ids.tolist()
+    (['TS_1'], [[1.0, 2.0, 3.0]], [5])
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     positions, rotations, groups, lines = [], [], [], []
     with open(path) as handle:
         for line_number, line in enumerate(handle, start=1):
@@ -58,16 +70,16 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise line_error(path, line_number, f"not JSON ({err.msg})") from None
+                raise _line_error(path, line_number, f"not JSON ({err.msg})") from None
             if not isinstance(record, dict) or not isinstance(record.get("location"), dict):
-                raise line_error(path, line_number, "no 'location' object")
+                raise _line_error(path, line_number, "no 'location' object")
             try:
                 location = [float(record["location"][axis]) for axis in "xyz"]
             except (KeyError, TypeError, ValueError):
-                raise line_error(path, line_number,
-                                 "location needs numeric 'x', 'y' and 'z'") from None
+                raise _line_error(path, line_number,
+                                  "location needs numeric 'x', 'y' and 'z'") from None
             if not np.all(np.isfinite(location)):
-                raise line_error(path, line_number, f"location {location} is not finite")
+                raise _line_error(path, line_number, f"location {location} is not finite")
             positions.append(location)
             lines.append(line_number)
             groups.append(record.get("instance_id", 0) or 0)
@@ -75,20 +87,20 @@ def read_ndjson(path, voxel_size=None, tomo_id=None, **_):
                 try:
                     R = np.array(record["xyz_rotation_matrix"], dtype=float)
                 except (TypeError, ValueError):
-                    raise line_error(path, line_number,
-                                     "xyz_rotation_matrix is not numeric") from None
+                    raise _line_error(path, line_number,
+                                      "xyz_rotation_matrix is not numeric") from None
                 if R.shape != (3, 3) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3) \
                         or np.linalg.det(R) < 0:
-                    raise line_error(path, line_number,
-                                     "xyz_rotation_matrix is not a 3x3 rotation")
+                    raise _line_error(path, line_number,
+                                      "xyz_rotation_matrix is not a 3x3 rotation")
                 rotations.append((line_number, R))
     matrices = None
     if rotations:
         if len(rotations) != len(positions):
             oriented = {ln for ln, _ in rotations}
             first = next(ln for ln in lines if ln not in oriented)
-            raise line_error(path, first, "point without xyz_rotation_matrix in a file of "
-                             "oriented points")
+            raise _line_error(path, first, "point without xyz_rotation_matrix in a file of "
+                              "oriented points")
         matrices = homogeneous(np.array([R for _, R in rotations]))
     try:
         group_ids = np.array(groups, dtype=int)
@@ -108,9 +120,22 @@ def write_ndjson(path, picks, **_):
     ------
     ValueError
         If the picks span several tomograms.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.ndjson")
+    >>> write_ndjson(path, Picks("TS_1", [[1, 2, 3]], matrices=np.eye(4)[None]))
+    >>> print(open(path).read())  # doctest: +ELLIPSIS
+    {"type": "orientedPoint", "location": {"x": 1.0, "y": 2.0, "z": 3.0}, "xyz_rotation_matrix": ...}
+    <BLANKLINE>
+    >>> read_ndjson(path).matrices[0].tolist() == np.eye(4).tolist()
+    True
+    >>> tmp.cleanup()
     """
-    single_tomogram(picks, path)
-    positions = centre_positions(picks)
+    _single_tomogram(picks, path)
+    positions = _centre_positions(picks)
     with open(path, "w") as handle:
         for i in range(len(picks)):
             x, y, z = (round(float(v), 4) for v in positions[i])

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 
 from ..picks import Picks
-from .shared import centre_positions, require_file, single_tomogram, tsid_from_filename
+from .shared import _centre_positions, _require_file, _single_tomogram, tsid_from_filename
 
 KEY = "Predicted_Particle_Centroid_Coordinates"
 # libyaml's parser and emitter when PyYAML was built with them (10x faster)
@@ -64,8 +64,22 @@ def read_picket_yaml(path, voxel_size=None, tomo_id=None, **_):
         If the YAML does not parse (naming the line), has no
         Predicted_Particle_Centroid_Coordinates list, or an entry lacks
         numeric x, y, z (naming the entry).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "out.yaml")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("metadata: {tomogram_path: /data/TS_04.mrc}\\n"
+    ...                 "Predicted_Particle_Centroid_Coordinates:\\n"
+    ...                 "- {x: 12, y: 40, z: 7}\\n- {x: 3, y: 4, z: 5}\\n")
+    >>> picks = read_picket_yaml(path)
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist()
+    (['TS_04', 'TS_04'], [[12.0, 40.0, 7.0], [3.0, 4.0, 5.0]])
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     with open(path) as handle:
         try:
             content = yaml.load(handle, Loader=_LOADER)
@@ -110,10 +124,31 @@ def write_picket_yaml(path, picks, voxel_size=None, tomogram_path=None, **_):
     ------
     ValueError
         If the picks span several tomograms.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "TS_1.yaml")
+    >>> write_picket_yaml(path, Picks("TS_1", [[12.5, 40, 7]], voxel_size=10.0))
+    >>> print(open(path).read())
+    Predicted_Particle_Centroid_Coordinates:
+    - x: 12.5
+      y: 40.0
+      z: 7.0
+    metadata:
+      tomogram_path: None
+      tsId: TS_1
+      voxel_size: 10.0
+      written_by: tomopick
+    <BLANKLINE>
+    >>> read_picket_yaml(path).voxel_size
+    10.0
+    >>> tmp.cleanup()
     """
-    ts_id = single_tomogram(picks, path)
+    ts_id = _single_tomogram(picks, path)
     voxel_size = voxel_size or picks.voxel_size
-    positions = centre_positions(picks)
+    positions = _centre_positions(picks)
     content = {
         "metadata": {"tsId": ts_id if ts_id is not None else "None",
                      "tomogram_path": tomogram_path or "None",

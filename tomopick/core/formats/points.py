@@ -40,6 +40,17 @@ def read_points_csv(path):
     ValueError
         Naming the file and line of a missing column, a non-numeric value or
         an unknown role.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "points.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("TS_1,1,10,20,30\\nTS_1,1,12,20,30,interior\\n")
+    >>> read_points_csv(path)
+    [('TS_1', 1, 10.0, 20.0, 30.0, 'point'), ('TS_1', 1, 12.0, 20.0, 30.0, 'interior')]
+    >>> tmp.cleanup()
     """
     rows, columns = [], None
     with open(path, newline="") as handle:
@@ -81,6 +92,21 @@ def write_points_csv(path, rows):
     ----------
     path : str
     rows : iterable of (tomoId, modelId, x, y, z, role)
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "points.csv")
+    >>> write_points_csv(path, [("TS_1", 1, 10, 20, 30, "point"), ("TS_1", 2, 5, 5.25, 5, "interior")])
+    >>> print(open(path).read())
+    tomoId,modelId,x,y,z,role
+    TS_1,1,10.000,20.000,30.000,point
+    TS_1,2,5.000,5.250,5.000,interior
+    <BLANKLINE>
+    >>> read_points_csv(path)[1]
+    ('TS_1', 2, 5.0, 5.25, 5.0, 'interior')
+    >>> tmp.cleanup()
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)

@@ -6,18 +6,18 @@ import os
 import numpy as np
 
 
-def require_file(path):
+def _require_file(path):
     """Raise FileNotFoundError naming ``path`` unless it is a readable file."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"coordinate file not found: {path}")
 
 
-def line_error(path, line_number, message):
+def _line_error(path, line_number, message):
     """A ValueError that names the file and the (1-based) line."""
     return ValueError(f"{path}, line {line_number}: {message}")
 
 
-def centre_positions(picks):
+def _centre_positions(picks):
     """Particle centres of a table: positions plus the shifts of its matrices.
 
     Parameters
@@ -34,7 +34,7 @@ def centre_positions(picks):
     return picks.positions + picks.matrices[:, :3, 3]
 
 
-def single_tomogram(picks, path, tomo_id=None):
+def _single_tomogram(picks, path, tomo_id=None):
     """The one tsId of a table written to a per-tomogram format.
 
     Raises

@@ -34,7 +34,7 @@ import starfile
 
 from ..picks import Picks
 from ..rotations import euler_zxz_to_matrix, homogeneous, matrix_to_euler_zxz
-from .shared import centre_positions, require_file, tsid_from_filename
+from .shared import _centre_positions, _require_file, tsid_from_filename
 
 CENTRED = ["rlnCenteredCoordinateXAngst", "rlnCenteredCoordinateYAngst",
            "rlnCenteredCoordinateZAngst"]
@@ -46,7 +46,7 @@ SUBTOMO_ANGLES = ["rlnTomoSubtomogramRot", "rlnTomoSubtomogramTilt", "rlnTomoSub
 SCORES = ["rlnLCCmax", "rlnAutopickFigureOfMerit"]
 
 
-def relion_matrix(rot, tilt, psi):
+def _relion_matrix(rot, tilt, psi):
     """RELION's rotation matrices of ZYZ Euler angles.
 
     Parameters
@@ -66,8 +66,8 @@ def relion_matrix(rot, tilt, psi):
     return np.swapaxes(zyz.reshape(-1, 3, 3), -1, -2)
 
 
-def relion_angles(rotation):
-    """RELION (rot, tilt, psi) of rotations (inverse of `relion_matrix`).
+def _relion_angles(rotation):
+    """RELION (rot, tilt, psi) of rotations (inverse of `_relion_matrix`).
 
     Parameters
     ----------
@@ -144,8 +144,22 @@ def read_star(path, voxel_size=None, tomo_shapes=None, tomo_id=None, **_):
         If the file does not parse, lacks coordinates, has non-numeric
         values (naming the particle row), or context needed is missing (naming
         the tsId).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "particles.star")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("data_particles\\n\\nloop_\\n_rlnTomoName #1\\n"
+    ...                 "_rlnCenteredCoordinateXAngst #2\\n_rlnCenteredCoordinateYAngst #3\\n"
+    ...                 "_rlnCenteredCoordinateZAngst #4\\nTS_1 100.0 -50.0 0.0\\n")
+    >>> picks = read_star(path, voxel_size=10.0, tomo_shapes={"TS_1": (64, 64, 32)})
+    >>> picks.tomo_ids.tolist(), picks.positions.tolist()    # centre (32, 32, 16) + Å / 10
+    (['TS_1'], [[42.0, 27.0, 16.0]])
+    >>> tmp.cleanup()
     """
-    require_file(path)
+    _require_file(path)
     table = _particles_table(path)
     n = len(table)
     if "rlnTomoName" in table.columns:
@@ -161,7 +175,7 @@ def read_star(path, voxel_size=None, tomo_shapes=None, tomo_id=None, **_):
 
     sub = None
     if set(SUBTOMO_ANGLES) <= set(table.columns):
-        sub = relion_matrix(*_numbers(table, SUBTOMO_ANGLES, path).T)
+        sub = _relion_matrix(*_numbers(table, SUBTOMO_ANGLES, path).T)
     if set(CENTRED) <= set(table.columns):
         if not voxel_size:
             raise ValueError(f"{path}: centred coordinates are in Å; give voxel_size")
@@ -190,7 +204,7 @@ def read_star(path, voxel_size=None, tomo_shapes=None, tomo_id=None, **_):
 
     matrices = None
     if set(ANGLES) <= set(table.columns):
-        rotation = relion_matrix(*_numbers(table, ANGLES, path).T)
+        rotation = _relion_matrix(*_numbers(table, ANGLES, path).T)
         if sub is not None:
             rotation = sub @ rotation
         matrices = homogeneous(rotation)
@@ -229,6 +243,24 @@ def write_star(path, picks, voxel_size=None, tomo_shapes=None, **_):
     ------
     ValueError
         If the voxel size or a tomogram's dimensions are missing.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from tomopick.core.rotations import euler_zxz_to_matrix, homogeneous
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "particles.star")
+    >>> rotation = homogeneous(np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])[None])
+    >>> write_star(path, Picks("TS_1", [[42, 27, 16]], [3], rotation, voxel_size=10.0),
+    ...            tomo_shapes={"TS_1": (64, 64, 32)})
+    >>> import starfile
+    >>> row = starfile.read(path).iloc[0]
+    >>> row["rlnCenteredCoordinateXAngst"], row["rlnCenteredCoordinateYAngst"], row["rlnClassNumber"]
+    (100.0, -50.0, 3)
+    >>> back = read_star(path, tomo_shapes={"TS_1": (64, 64, 32)}, voxel_size=10.0)
+    >>> np.round(back.matrices[0, :3, :3], 6).tolist() == rotation[0, :3, :3].tolist()
+    True
+    >>> tmp.cleanup()
     """
     voxel_size = voxel_size or picks.voxel_size
     if not voxel_size:
@@ -239,12 +271,12 @@ def write_star(path, picks, voxel_size=None, tomo_shapes=None, **_):
                          f"{missing[0]!r}; centred coordinates need them")
     centre = np.array([np.asarray(tomo_shapes[t], dtype=float)[:3] / 2.0
                        for t in picks.tomo_ids]).reshape(-1, 3)
-    centred = (centre_positions(picks) - centre) * voxel_size
+    centred = (_centre_positions(picks) - centre) * voxel_size
     data = {"rlnTomoName": picks.tomo_ids.astype(str)}
     for j, name in enumerate(CENTRED):
         data[name] = centred[:, j]
     if picks.matrices is not None:
-        for name, values in zip(ANGLES, relion_angles(picks.matrices)):
+        for name, values in zip(ANGLES, _relion_angles(picks.matrices)):
             data[name] = values
     data["rlnClassNumber"] = picks.group_ids.astype(int)
     if picks.scores is not None:

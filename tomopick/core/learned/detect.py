@@ -1,7 +1,7 @@
 """Applying a trained learned picker: dense score map, peaks, threshold, positions.
 
 1. Score map: the classifier's particle probability at every working-grid
-   voxel, slab by slab (`tomopick.core.learned.features.iter_features`), then
+   voxel, block by block (`tomopick.core.learned.features.iter_features`), then
    smoothed by a Gaussian of `SMOOTHING` diameters so each particle gives one
    rounded peak.
 2. Peaks: local maxima of the smoothed map, then greedy non-maximum
@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 from threadpoolctl import threadpool_limits
 
-from .features import iter_features, working_volume
+from .features import _iter_features, working_volume
 
 SMOOTHING = 0.08
 MIN_DISTANCE = 0.4
@@ -65,7 +65,7 @@ class Detection:
     score_map: np.ndarray
 
 
-def score_map(picker, work, n_threads=2, memory_mb=512):
+def _score_map(picker, work, n_threads=2, memory_mb=1024):
     """Particle probability at every voxel of a working volume (unsmoothed), float32.
 
     Each slab's thread computes its features and classifies them; the
@@ -79,9 +79,9 @@ def score_map(picker, work, n_threads=2, memory_mb=512):
 
     out = np.empty(work.shape, np.float32)
     with threadpool_limits(1):
-        for z0, z1, scores in iter_features(work, picker.scales, n_threads, memory_mb,
-                                            transform=classify):
-            out[z0:z1] = scores
+        for block, scores in _iter_features(work, picker.scales, n_threads, memory_mb,
+                                           transform=classify):
+            out[block] = scores
     return out
 
 
@@ -180,7 +180,7 @@ def automatic_threshold(candidate_scores):
 
 
 def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=None,
-         n_threads=2, memory_mb=512):
+         n_threads=2, memory_mb=1024, score_out=None):
     """Pick a tomogram with a trained `LearnedPicker`.
 
     Parameters
@@ -200,14 +200,36 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
         Non-maximum suppression distance in tomogram voxels; default
         `MIN_DISTANCE` particle diameters.
     n_threads : int
+    score_out : (nz, ny, nx) array, optional
+        Where to write the score map (e.g. the memory map of
+        `tomopick.core.formats.create_mrc`, so that a big tomogram's map
+        never sits in memory); it is then the result's ``score_map``.
 
     Returns
     -------
     Detection
+
+    Examples
+    --------
+    >>> from tomopick.core.learned import LearnedPicker
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.mgrid[:32, :48, :48]
+    >>> volume = rng.normal(0, 0.3, (32, 48, 48)).astype(np.float32)
+    >>> big = [(10, 12, 10), (34, 14, 20), (12, 36, 16), (36, 36, 22), (24, 24, 12)]
+    >>> small = [(24, 8, 22), (8, 26, 22), (40, 26, 10)]
+    >>> for (cx, cy, cz), r in [(c, 4) for c in big] + [(c, 1.5) for c in small]:
+    ...     volume += (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= r * r
+    >>> picker = LearnedPicker.create(diameter=80.0, voxel_size=10.0, seed=0)
+    >>> _ = picker.add_examples(volume, 10.0, positives=big[:3], negatives=small[:2])
+    >>> detection = pick(picker.fit(), volume, 10.0, threshold=0.5)
+    >>> sorted(np.round(detection.positions).astype(int).tolist())   # the 5 big balls only
+    [[10, 12, 10], [12, 36, 16], [24, 24, 12], [34, 14, 20], [36, 36, 22]]
+    >>> detection.score_map.shape
+    (32, 48, 48)
     """
     work, grid = working_volume(volume, voxel_size, picker.working_voxel_size)
     d = picker.working_diameter
-    raw = score_map(picker, work, n_threads, memory_mb)
+    raw = _score_map(picker, work, n_threads, memory_mb)
     smoothed = ndi.gaussian_filter(raw, max(0.5, SMOOTHING * d), mode="nearest")
     del raw
     if min_distance is None:
@@ -224,4 +246,4 @@ def pick(picker, volume, voxel_size, threshold=-1.0, max_picks=0, min_distance=N
     refined = peaks + subvoxel_offsets(smoothed, peaks)
     positions = grid.to_tomogram(refined[:, ::-1]) if len(peaks) else np.zeros((0, 3))
     return Detection(positions, scores[keep].astype(float), chosen, automatic,
-                     scores.astype(float), grid.upsample(smoothed))
+                     scores.astype(float), grid.upsample(smoothed, out=score_out))

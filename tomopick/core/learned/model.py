@@ -70,7 +70,7 @@ class ModelFileError(ValueError):
     """A model file that is missing, unreadable or from an incompatible version."""
 
 
-def make_classifier(name="rf", seed=0, n_threads=2):
+def _make_classifier(name="rf", seed=0, n_threads=2):
     """The scikit-learn classifier of learned picking, with fixed hyper-parameters.
 
     Parameters
@@ -110,7 +110,7 @@ def _voxels_near(centres_xyz, radius, shape):
     return np.unique(voxels[inside], axis=0)
 
 
-def training_voxels(shape, positives, negatives, diameter, rng, background=True):
+def _training_voxels(shape, positives, negatives, diameter, rng, background=True):
     """Working-grid voxels to train on, with their group.
 
     Parameters
@@ -211,6 +211,30 @@ class LearnedPicker:
     training : TrainingSet
     n_examples : dict
         Counts of positive and negative picks given so far.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.mgrid[:24, :32, :32]
+    >>> volume = rng.normal(0, 0.3, (24, 32, 32)).astype(np.float32)
+    >>> balls = [(8, 8, 8), (22, 10, 14), (10, 22, 12), (24, 24, 16)]
+    >>> for cx, cy, cz in balls:
+    ...     volume += (x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2 <= 16
+    >>> picker = LearnedPicker.create(diameter=80.0, voxel_size=10.0)
+    >>> picker.working_voxel_size, picker.scales, picker.n_features
+    (10.0, (1.0, 2.0, 4.0), 30)
+    >>> added = picker.add_examples(volume, 10.0, positives=balls[:2])
+    >>> added.features.shape[1], int(added.labels.sum()) > 0, picker.n_examples
+    (30, True, {'positives': 2, 'negatives': 0})
+    >>> features = added.features[added.labels == 1][:1]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     picker.fit().save(os.path.join(d, "picker.npz"))
+    ...     again = LearnedPicker.load(os.path.join(d, "picker.npz"))
+    >>> bool(np.array_equal(again.predict_proba(features), picker.predict_proba(features)))
+    True
+    >>> bool(picker.predict_proba(features)[0] > 0.5)
+    True
     """
     diameter: float
     working_voxel_size: float
@@ -304,9 +328,9 @@ class LearnedPicker:
         work, grid = working_volume(volume, voxel_size, self.working_voxel_size)
         # a seed per call keeps the background draw reproducible tomogram by tomogram
         rng = np.random.default_rng([self.seed, len(self.training)])
-        zyx, groups = training_voxels(work.shape, grid.to_working(positives),
-                                      grid.to_working(negatives), self.working_diameter, rng,
-                                      background)
+        zyx, groups = _training_voxels(work.shape, grid.to_working(positives),
+                                       grid.to_working(negatives), self.working_diameter, rng,
+                                       background)
         added = TrainingSet(features_at(work, zyx, self.scales, n_threads),
                             (groups == POSITIVE).astype(np.int8), groups)
         self.training = self.training.extended(added)
@@ -332,7 +356,7 @@ class LearnedPicker:
             raise ValueError("training needs particle voxels and non-particle voxels; got "
                              f"{int(np.sum(labels == 1))} and {int(np.sum(labels == 0))}")
         start = time.perf_counter()
-        estimator = make_classifier(self.classifier, self.seed, n_threads)
+        estimator = _make_classifier(self.classifier, self.seed, n_threads)
         # gradient boosting's OpenMP threads spin-wait for each other on a busy machine
         # (measured 20x slower with 2 than with 1); the forest uses its own n_jobs threads
         with threadpool_limits(1):
@@ -354,7 +378,7 @@ class LearnedPicker:
                 "working_voxel_size_A": self.working_voxel_size, "scales": list(self.scales),
                 "feature_names": feature_names(self.scales),
                 "classifier": {"name": self.classifier,
-                               "params": {k: v for k, v in make_classifier(
+                               "params": {k: v for k, v in _make_classifier(
                                    self.classifier, self.seed).get_params().items()
                                    if isinstance(v, (int, float, str, bool, type(None)))}},
                 "seed": self.seed, "n_examples": dict(self.n_examples),

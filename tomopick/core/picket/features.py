@@ -49,6 +49,15 @@ def check_neighborhood_size(n):
     ------
     ValueError
         If ``n`` is not an odd integer >= 3.
+
+    Examples
+    --------
+    >>> check_neighborhood_size(5)
+    5
+    >>> check_neighborhood_size(4)
+    Traceback (most recent call last):
+    ...
+    ValueError: neighborhood size must be an odd integer >= 3, got 4
     """
     if int(n) != n or n < 3 or n % 2 == 0:
         raise ValueError(f"neighborhood size must be an odd integer >= 3, got {n}")
@@ -62,6 +71,11 @@ def check_feature_mode(mode):
     ------
     ValueError
         If ``mode`` is none of them (case-insensitive; 'ffts' is accepted).
+
+    Examples
+    --------
+    >>> check_feature_mode("ffts"), check_feature_mode("gabor")
+    ('FFT', 'Gabor')
     """
     canonical = {m.lower(): m for m in FEATURE_MODES}
     canonical["ffts"] = "FFT"
@@ -74,7 +88,17 @@ def check_feature_mode(mode):
 # --------------------------------------------------------------------------- windows
 
 def pad_volume(volume, n):
-    """Extend a [z, y, x] volume by n//2 voxels on every side (symmetric reflection)."""
+    """Extend a [z, y, x] volume by n//2 voxels on every side (symmetric reflection).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> padded = pad_volume(np.arange(4.0).reshape(1, 1, 4), 5)
+    >>> padded.shape
+    (5, 5, 8)
+    >>> padded[2, 2]  # reflected: the edge value repeats
+    array([1., 0., 0., 1., 2., 3., 3., 2.], dtype=float32)
+    """
     return np.pad(np.asarray(volume, dtype=np.float32), n // 2, mode="symmetric")
 
 
@@ -292,6 +316,14 @@ def gabor_bank(n, num_sinusoids=10, max_freq=0.5):
         Filters flattened in [a, b, c] window order.
     freqs : (num_sinusoids^3, 3) ndarray
         (fa, fb, fc) cycles/voxel along window axes (z, y, x) of each filter.
+
+    Examples
+    --------
+    >>> bank, freqs = gabor_bank(5, num_sinusoids=3)
+    >>> bank.shape, freqs.shape
+    ((27, 125), (27, 3))
+    >>> freqs[1].tolist()                          # (fa, fb, fc) cycles/voxel
+    [0.0, 0.0, 0.25]
     """
     h = n // 2
     sigma = h / 3
@@ -316,6 +348,15 @@ def select_gabor_filters(windows, bank, num_output_features=64):
     -------
     (num_output_features,) int ndarray
         Sorted by increasing response standard deviation, as PickET's argsort.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bank, _ = gabor_bank(3, num_sinusoids=2)
+    >>> windows = np.random.default_rng(1).random((200, 27)).astype(np.float32)
+    >>> chosen = select_gabor_filters(windows, bank, num_output_features=3)
+    >>> len(chosen), int(chosen[-1]) == int(np.argmax((windows @ bank.T).std(axis=0)))
+    (3, True)
     """
     responses = np.asarray(windows, np.float32) @ bank.T
     stds = responses.std(axis=0)
@@ -339,6 +380,18 @@ def window_features(windows, n, mode, gabor_filters=None):
     -------
     (M, d) float32 ndarray
         d = n^3 (intensities), (n^3 + 1) / 2 (FFT, half-space), F (Gabor).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> windows = np.zeros((2, 27), np.float32)
+    >>> windows[1, 13] = 1.0                       # a centred impulse
+    >>> features = window_features(windows, 3, "FFT")
+    >>> features.shape                             # the non-redundant half: (27 + 1) / 2
+    (2, 14)
+    >>> # an impulse has a flat spectrum, an empty window none
+    >>> np.unique(np.round(features[1], 3)).tolist(), float(features[0].max())
+    ([1.0], 0.0)
     """
     mode = check_feature_mode(mode)
     windows = np.asarray(windows, np.float32)
@@ -484,6 +537,17 @@ def feature_volumes(volume, n, mode, gabor_filters=None, workers=1):
     Returns
     -------
     (d, nz, ny, nx) float32 ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> volume = np.random.default_rng(0).random((6, 7, 8)).astype(np.float32)
+    >>> by_filters = feature_volumes(volume, 3, "intensities")
+    >>> by_filters.shape
+    (27, 6, 7, 8)
+    >>> # feature 13 is the centre of the 3^3 window: the volume itself
+    >>> bool(np.allclose(by_filters[13], volume, atol=1e-5))
+    True
     """
     mode = check_feature_mode(mode)
     padded = pad_volume(volume, n)

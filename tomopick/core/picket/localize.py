@@ -88,6 +88,11 @@ def check_localization(name):
     ------
     ValueError
         If ``name`` is neither.
+
+    Examples
+    --------
+    >>> check_localization("Watershed"), check_localization("cc")
+    ('watershed', 'connected components')
     """
     key = str(name).lower().replace("_", " ")
     if key in ("connected components", "connected component labeling", "cc"):
@@ -98,7 +103,13 @@ def check_localization(name):
 
 
 def expected_volume(particle_diameter):
-    """Volume (voxels) of a sphere of the given diameter (voxels)."""
+    """Volume (voxels) of a sphere of the given diameter (voxels).
+
+    Examples
+    --------
+    >>> round(expected_volume(10.0), 1)    # (4/3) pi 5^3
+    523.6
+    """
     return np.pi / 6 * float(particle_diameter) ** 3
 
 
@@ -176,6 +187,16 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
     -------
     labels : (nz, ny, nx) int32 ndarray
         0 = background, objects 1..N.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z, y, x = np.indices((20, 20, 40))
+    >>> mask = ((x - 14) ** 2 + (y - 10) ** 2 + (z - 10) ** 2 <= 25) | \\
+    ...        ((x - 22) ** 2 + (y - 10) ** 2 + (z - 10) ** 2 <= 25)   # overlapping balls
+    >>> labels = split_watershed(mask, min_distance=4)
+    >>> int(labels.max()), labels[10, 10, 12] != labels[10, 10, 24]
+    (2, True)
     """
     if min_distance < 1:
         raise ValueError(f"watershed min_distance must be >= 1 voxel, got {min_distance}")
@@ -339,6 +360,20 @@ def localize_particles(mask, method="connected components", particle_diameter=No
     ------
     ValueError
         If watershed is asked for with neither min_distance nor a diameter.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z, y, x = np.indices((20, 40, 40))
+    >>> mask = np.zeros(z.shape, bool)
+    >>> for cx in (10, 18, 30):                    # two touching balls and a lone one
+    ...     mask |= (x - cx) ** 2 + (y - 20) ** 2 + (z - 10) ** 2 <= 25
+    >>> cc = localize_particles(mask, "connected components", particle_diameter=10)
+    >>> ws = localize_particles(mask, "watershed", particle_diameter=10)
+    >>> len(cc["positions"]), len(ws["positions"])
+    (2, 3)
+    >>> sorted(np.round(ws["positions"][:, 0]).astype(int).tolist())   # x of the centres
+    [10, 18, 30]
     """
     method = check_localization(method)
     mask = np.asarray(mask, bool)
@@ -607,6 +642,23 @@ def localize_segmentation(seg, localization="connected components", particle_dia
     and returns as `picket_pick` (without the segmentation); ``filters`` are
     `localize_particles`' filter settings (``min_flatness``, ``min_blobness``,
     ``split_mass_factor``...), their defaults when not given.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from tomopick.core.picket import segment_tomogram
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> seg = segment_tomogram(volume, "intensities", "KMeans", particle_diameter=9,
+    ...                        max_fit_neighborhoods=5000)
+    >>> for method in ("connected components", "watershed"):   # one stage 1, two stage 2
+    ...     picks, _ = localize_segmentation(seg, method, particle_diameter=9, tomo_id="t1")
+    ...     print(method, sorted(map(tuple, np.round(picks.positions).astype(int).tolist())))
+    connected components [(12, 12, 12), (12, 34, 12), (34, 12, 12), (34, 34, 12)]
+    watershed [(12, 12, 12), (12, 34, 12), (34, 12, 12), (34, 34, 12)]
     """
     lo, hi = seg.pick_range
     # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)

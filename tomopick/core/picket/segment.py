@@ -75,6 +75,11 @@ def check_clusterer(name):
     ------
     ValueError
         If ``name`` is neither (case-insensitive).
+
+    Examples
+    --------
+    >>> check_clusterer("kmeans"), check_clusterer("gmm")
+    ('KMeans', 'GMM')
     """
     canonical = {c.lower(): c for c in CLUSTERERS}
     try:
@@ -90,6 +95,11 @@ def parse_z_range(text, nz=None):
     ------
     ValueError
         If the text is not two integers "lo-hi" with 0 <= lo <= hi < nz.
+
+    Examples
+    --------
+    >>> parse_z_range("40-120"), parse_z_range(""), parse_z_range("40:120", nz=200)
+    ((40, 120), None, (40, 120))
     """
     text = (text or "").strip()
     if not text:
@@ -128,6 +138,14 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
     ------
     ValueError
         If the volume is not 3D or is constant.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> volume = np.random.default_rng(0).normal(size=(16, 32, 32)).astype(np.float32)
+    >>> normalized = preprocess(volume)
+    >>> normalized.dtype, float(normalized.min()), float(normalized.max())
+    (dtype('float32'), 0.0, 1.0)
     """
     if np.ndim(volume) != 3:
         raise ValueError(f"tomogram must be 3D [z, y, x], got shape {np.shape(volume)}")
@@ -176,6 +194,16 @@ def lamella_z_ranges(normalized, margin=0, min_thickness=None):
     fit_range, pick_range : tuple of int
         Inclusive (lo, hi) slice indices.  The fitting range is the central half
         of the slab (PickET's advice: fit on a central slab rich in sample).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> volume = rng.normal(0, 0.05, (60, 32, 32)).astype(np.float32)
+    >>> volume[20:40] += rng.normal(0, 1.0, (20, 32, 32))   # the sample: slices 20-39
+    >>> fit, pick = lamella_z_ranges(preprocess(volume), margin=3)
+    >>> bool(abs(pick[0] - 17) <= 3 and abs(pick[1] - 42) <= 3), fit[0] >= pick[0]
+    (True, True)
     """
     nz = normalized.shape[0]
     profile = np.asarray([np.std(s) for s in normalized], float)
@@ -341,6 +369,20 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     Returns
     -------
     PickETModel
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> padded = pf.pad_volume(preprocess(volume), 5)
+    >>> centres = np.argwhere(np.ones(volume.shape, bool))[::7]
+    >>> model = fit_model(pf._sample_windows(padded, centres, 5), 5, "intensities", "KMeans")
+    >>> model.clusterer, model.projection.shape          # one projection: KMeans is linear
+    ('KMeans', (1, 125))
     """
     mode, clusterer = pf.check_feature_mode(mode), check_clusterer(clusterer)
     if len(windows) < 10:
@@ -399,6 +441,23 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
         Slices per chunk (default 12: the fastest measured for every mode on
         512 x 512 slices with 2 threads).
     n_threads : int
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> padded = pf.pad_volume(preprocess(volume), 5)
+    >>> centres = np.argwhere(np.ones(volume.shape, bool))[::7]
+    >>> model = fit_model(pf._sample_windows(padded, centres, 5), 5, "intensities", "KMeans")
+    >>> margin = np.zeros(volume.shape, np.float32)
+    >>> _ = predict_margin(padded, model, (0, 23), margin)
+    >>> inside = (margin[12, 12, 12] > 0, margin[12, 24, 24] > 0)  # a ball centre, the solvent
+    >>> inside[0] != inside[1]                                     # opposite sides
+    True
     """
     n, h = model.n, model.n // 2
     lo, hi = z_range
@@ -468,6 +527,20 @@ def choose_particle_cluster(normalized, labels, z_range, particle_diameter=None)
         0 or 1.
     evidence : dict
         The statistics behind the choice (for the log).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> normalized = preprocess(volume)
+    >>> labels = normalized > 0.45                 # class 1 = the bright solvent here
+    >>> cluster, evidence = choose_particle_cluster(normalized, labels, (0, 23), 9)
+    >>> cluster                                    # the balls are class 0
+    0
     """
     lo, hi = z_range
     # a central slab of at most ~16 M voxels tells the classes apart as well as
@@ -617,6 +690,21 @@ def segment_workflows(volume, workflows, **kwargs):
     (feature_mode, clusterer), Segmentation
         One at a time (each holds two volume-sized arrays), in the given order;
         each equals ``segment_tomogram(volume, feature_mode, clusterer, **kwargs)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> pairs = [("intensities", "KMeans"), ("FFT", "GMM")]
+    >>> for (mode, clusterer), seg in segment_workflows(volume, pairs, particle_diameter=9,
+    ...                                                 max_fit_neighborhoods=5000):
+    ...     print(mode, clusterer, bool(seg.mask[12, 34, 34]), bool(seg.mask[12, 24, 24]))
+    intensities KMeans True False
+    FFT GMM True False
     """
     prep_args = {k: kwargs[k] for k in ("neighborhood_size", "max_fit_neighborhoods",
                                         "z_fit_range", "z_pick_range", "particle_diameter",
@@ -667,6 +755,21 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     ------
     ValueError
         On a bad mode, clusterer, neighbourhood size, z range or cluster id.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> seg = segment_tomogram(volume, "Gabor", "GMM", particle_diameter=9,
+    ...                        max_fit_neighborhoods=5000)
+    >>> bool(seg.mask[12, 12, 12]), bool(seg.mask[12, 24, 24])    # ball centre, solvent
+    (True, False)
+    >>> seg.evidence.dtype, seg.pick_range
+    (dtype('float32'), (3, 21))
     """
     feature_mode = pf.check_feature_mode(feature_mode)
     clusterer = check_clusterer(clusterer)

@@ -33,6 +33,22 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
         `localize.localize_particles` output: 'labels' (whole volume,
         object k = the k-th pick), 'volumes' (in pick order), counts of the
         objects dropped by the filters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> z, y, x = np.indices((24, 48, 48))
+    >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
+    >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
+    ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
+    >>> picks, seg, objects = picket_pick(volume, "Gabor", "GMM", "watershed",
+    ...                                   particle_diameter=9, max_fit_neighborhoods=5000,
+    ...                                   tomo_id="t1", voxel_size=10.0)
+    >>> sorted(map(tuple, np.round(picks.positions).astype(int).tolist()))   # (x, y, z)
+    [(12, 12, 12), (12, 34, 12), (34, 12, 12), (34, 34, 12)]
+    >>> bool(np.all(np.diff(picks.scores) <= 0))      # best first
+    True
     """
     seg = segment_tomogram(volume, feature_mode, clusterer, neighborhood_size,
                            max_fit_neighborhoods, z_fit_range, z_pick_range,

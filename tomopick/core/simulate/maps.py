@@ -128,6 +128,23 @@ def pdb_density(path, voxel_size, resolution=None):
 
     The atoms are weighted by their electrons (`read_pdb_atoms`); see the
     example there.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> lines = ["ATOM      1  N   GLY A   1       0.000   0.000   0.000  1.00  0.00           N",
+    ...          "ATOM      2  CA  GLY A   1       6.000   0.000   0.000  1.00  0.00           C",
+    ...          "ATOM      3  O   GLY A   1       0.000   8.000   0.000  1.00  0.00           O"]
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = os.path.join(d, "gly.pdb")
+    ...     with open(path, "w") as fh:
+    ...         _ = fh.write("\\n".join(lines) + "\\n")
+    ...     volume = pdb_density(path, voxel_size=2.0, resolution=4.0)
+    >>> f"{volume.sum():.2f}"                     # 7 + 6 + 8 electrons
+    '21.00'
+    >>> centre = np.array(ndimage.center_of_mass(volume))  # the weighted centroid at n // 2
+    >>> np.allclose(centre, volume.shape[0] // 2, atol=1e-3)
+    True
     """
     xyz, electrons = read_pdb_atoms(path)
     return splat_atoms(xyz, electrons, voxel_size, resolution)

@@ -90,6 +90,17 @@ def condition_templates(rotated, mask, box_filter):
         ``m (t - mu) / s`` with mu, s the mean and standard deviation of the
         filtered template under the weights m, so that a volume equal to
         ``a t + b`` under the mask scores exactly 1 (see the module docstring).
+
+    Examples
+    --------
+    >>> t = np.random.default_rng(0).standard_normal((1, 9, 9, 9)).astype(np.float32)
+    >>> g = np.arange(9) - 4
+    >>> mask = (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2 <= 16)
+    >>> c = condition_templates(t, mask.astype(np.float32), None)
+    >>> print(f"{c.sum():.3f} {(c ** 2).sum() / mask.sum():.3f}")   # zero mean, unit variance
+    0.000 1.000
+    >>> bool(np.all(c[:, ~mask] == 0))
+    True
     """
     t = rotated
     if box_filter is not None:
@@ -165,6 +176,20 @@ class Correlator:
     inv_norm : (nz, ny, nx) float32, ``1 / (N sigma_T(x))`` (sigma floored at
         5 % of its median, or 1e-3 of its maximum where the volume is empty).
     filtered : the filtered volume (when ``keep_real``).
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> template = rng.standard_normal((9, 9, 9)).astype(np.float32)
+    >>> g = np.arange(9) - 4
+    >>> mask = (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
+    ...         <= 16).astype(np.float32)
+    >>> volume = rng.normal(0, 0.1, (24, 32, 28)).astype(np.float32)
+    >>> volume[10:19, 4:13, 15:24] += 2 * template     # centre element at [z, y, x] = [14, 8, 19]
+    >>> correlator = Correlator(volume, None, mask)
+    >>> cc = next(correlator.scores(condition_templates(template[None], mask, None)))
+    >>> np.unravel_index(np.argmax(cc), cc.shape), f"{cc.max():.2f}"
+    ((14, 8, 19), '1.00')
     """
 
     def __init__(self, volume, volume_filter, mask, keep_real=True):
@@ -229,6 +254,24 @@ def local_scores(data, inv_norm, center, conditioned, shift):
     (K, 2s+1, 2s+1, 2s+1) ndarray of float32
         Scores at offsets [dz, dy, dx] = index - s; -inf where the voxel lies
         outside the volume.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> template = rng.standard_normal((9, 9, 9)).astype(np.float32)
+    >>> g = np.arange(9) - 4
+    >>> mask = (g[:, None, None] ** 2 + g[None, :, None] ** 2 + g[None, None, :] ** 2
+    ...         <= 16).astype(np.float32)
+    >>> volume = rng.normal(0, 0.1, (24, 32, 28)).astype(np.float32)
+    >>> volume[10:19, 4:13, 15:24] += 2 * template     # centre at (x, y, z) = (19, 8, 14)
+    >>> corr = Correlator(volume, None, mask)
+    >>> conditioned = condition_templates(template[None], mask, None)
+    >>> local = local_scores(corr.filtered, corr.inv_norm, (19, 8, 14), conditioned, shift=1)
+    >>> local.shape, np.unravel_index(np.argmax(local[0]), local[0].shape)
+    ((1, 3, 3, 3), (1, 1, 1))
+    >>> cc = next(corr.scores(conditioned))                # the same as the global FLCF there
+    >>> np.allclose(local[0], cc[13:16, 7:10, 18:21], atol=1e-4)
+    True
     """
     k, n = conditioned.shape[0], conditioned.shape[1]
     size = n + 2 * shift

@@ -41,6 +41,7 @@ import numpy as np
 import scipy.fft
 from scipy import ndimage
 
+from ..formats.mrc import release_pages
 from ..fourier import bandpass, radial_power_spectrum, randomize_phases, soft_sphere, \
     soft_wedge, wedge_mask, whitening_filter
 from ..resample import fourier_crop_to
@@ -225,6 +226,23 @@ def match_template(tomogram, voxel_size, template, mask, diameter, tilt_range=No
     ------
     ValueError
         For inconsistent shapes or parameters (named).
+
+    Examples
+    --------
+    >>> from tomopick.core.rotations import angular_distance, euler_zxz_to_matrix
+    >>> from tomopick.core.simulate import particle_template
+    >>> from tomopick.core.template_matching import prepare_template, rotate_templates
+    >>> voxel, diameter = 20.0, 260.0
+    >>> t, m, _ = prepare_template(particle_template(1, voxel), voxel, voxel, diameter)
+    >>> R = euler_zxz_to_matrix(30.0, 50.0, 70.0)
+    >>> tomogram = np.zeros((28, 32, 32), np.float32)     # one copy centred at (17, 14, 13)
+    >>> tomogram[4:23, 5:24, 8:27] = rotate_templates(t, R[None], order=3)[0]
+    >>> result = match_template(tomogram, voxel, t, m, diameter, lowpass=45.0, coarse_step=30.0,
+    ...                         mask_beads=False, return_maps=False, n_threads=1)
+    >>> np.round(result.positions, 1).tolist(), f"{result.cc[0]:.2f}"
+    ([[17.0, 14.0, 13.0]], '1.00')
+    >>> bool(angular_distance(result.rotations[0], R) < result.stats["fine_step"] / 2)
+    True
     """
     n_threads = int(n_threads or os.cpu_count() or 1)
     with scipy.fft.set_workers(n_threads):
@@ -326,6 +344,8 @@ def _match_template(tomogram, voxel_size, template, mask, diameter, tilt_range, 
         ty0, ty1 = max(0, y0 - overlap), min(ny, y1 + overlap)
         tx0, tx1 = max(0, x0 - overlap), min(nx, x1 + overlap)
         tile = np.array(tomogram[:, ty0:ty1, tx0:tx1], dtype=np.float32)   # a writable copy
+        # a memory map's pages would stay resident tile after tile: the whole file
+        release_pages(tomogram)
         user = None if search_mask is None else \
             np.asarray(search_mask[:, ty0:ty1, tx0:tx1], dtype=bool)
         res = _match_tile(tile, voxel_size, template, mask, b, diameter_vox, tilt_range,
@@ -345,6 +365,8 @@ def _match_template(tomogram, voxel_size, template, mask, diameter, tilt_range, 
             score_map[:, y0:y1, x0:x1] = res["score_map"][sl]
         if angle_map is not None:
             angle_map[:, y0:y1, x0:x1] = res["angle_map"][sl]
+        for out in (score_map, angle_map):   # written to memory-mapped files: drop the pages
+            release_pages(out)
         for key in ("n_candidates", "n_beads_voxels", "coarse_seconds", "refine_seconds",
                     "coarse_voxel_rotations", "n_refine_rotations"):
             stats[key] += res["stats"][key]

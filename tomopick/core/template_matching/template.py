@@ -30,7 +30,13 @@ def crop_or_pad(volume, n, fill=0.0):
 
 
 def template_box_size(diameter_vox):
-    """Odd box side (voxels) holding a particle of a diameter plus a soft mask edge."""
+    """Odd box side (voxels) holding a particle of a diameter plus a soft mask edge.
+
+    Examples
+    --------
+    >>> template_box_size(10.0), template_box_size(11.2)   # diameter + 6, rounded up to odd
+    (17, 19)
+    """
     n = int(np.ceil(diameter_vox)) + 6
     return n + 1 - n % 2
 

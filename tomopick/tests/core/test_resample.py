@@ -68,3 +68,45 @@ def test_growing_or_mismatched_shapes_and_factors_below_one_are_errors():
         fourier_crop_to(np.zeros((8, 8, 8)), (9, 8, 8))
     with pytest.raises(ValueError, match="cannot Fourier-crop"):
         fourier_crop_to(np.zeros((8, 8, 8)), (4, 4))
+
+
+@pytest.mark.parametrize("shape,binning,slab", [((24, 32, 40), 2, 8), ((33, 50, 51), 2, 3),
+                                                ((30, 45, 17), 3, 4), ((40, 40, 40), 4, 40)])
+def test_streamed_binning_equals_the_whole_volume_crop_of_the_mean_padded_volume(
+        tmp_path, shape, binning, slab):
+    # fourier_bin crops one axis at a time on slabs of a memory map; the result
+    # must be the one-shot crop of the volume padded (far end) with its mean,
+    # Nyquist convention included, to float32 rounding
+    from tomopick.core.formats.mrc import read_mrc, write_mrc
+    from tomopick.core.resample import binned_shape, fourier_bin
+
+    rng = np.random.default_rng(1)
+    volume = (2.0 + 3.0 * rng.standard_normal(shape)).astype(np.float32)
+    new = binned_shape(shape, binning)
+    padded = np.full([m * binning for m in new], volume.mean(dtype=np.float64), np.float32)
+    padded[:shape[0], :shape[1], :shape[2]] = volume
+    expected = fourier_crop_to(padded, new)
+    write_mrc(tmp_path / "v.mrc", volume, 1.0)
+    out = fourier_bin(read_mrc(tmp_path / "v.mrc", mmap=True), binning, slab=slab)
+    assert out.dtype == np.float32 and out.shape == new
+    np.testing.assert_allclose(out, expected, atol=1e-5 * np.abs(expected).max())
+    # and the voxel n // 2 of the padded volume is still the one landing on m // 2
+    spike = np.zeros(shape, np.float32)
+    spike[tuple(m * binning // 2 for m in new)] = 1
+    peak = np.unravel_index(fourier_bin(spike, binning, slab=slab).argmax(), new)
+    assert peak == tuple(m // 2 for m in new)
+
+
+@pytest.mark.parametrize("shape,new", [((33, 31, 29), (20, 17, 11)), ((16, 40, 9), (16, 13, 9)),
+                                       ((10, 12, 14), (10, 12, 14))])
+def test_slab_wise_crop_of_a_memory_map_equals_the_one_shot_crop(tmp_path, shape, new):
+    from tomopick.core.formats.mrc import read_mrc, write_mrc
+    from tomopick.core.resample import fourier_crop_slabs
+
+    volume = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    write_mrc(tmp_path / "v.mrc", volume, 1.0)
+    out = fourier_crop_slabs(read_mrc(tmp_path / "v.mrc", mmap=True), new, slab=5)
+    assert out.dtype == np.float32 and out.shape == new
+    np.testing.assert_allclose(out, fourier_crop_to(volume, new), atol=2e-6)
+    with pytest.raises(ValueError, match="cannot Fourier-crop"):
+        fourier_crop_slabs(volume, (shape[0] + 1,) + shape[1:])
