@@ -197,7 +197,7 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     nz, ny, nx = normalized.shape
     centres = np.column_stack([rng.integers(fit[0], fit[1] + 1, fit_n),
                                rng.integers(0, ny, fit_n), rng.integers(0, nx, fit_n)])
-    windows = pf._sample_windows(pf.pad_volume(normalized, N), centres, N)
+    windows = pf._sample_windows(normalized, centres, N)
     model = stage1.fit_model(windows, N, mode, clusterer, seed=0)
     if mode == "FFT":
         w = windows.reshape(-1, N, N, N)
@@ -238,19 +238,18 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     # whole-tomogram run.  Not interleaved with the explicit slices: measured
     # here, the explicit computation's large allocations ran up to 3x slower
     # right after ours had churned memory, which would flatter us.
-    padded = pf.pad_volume(normalized, N)
     whole = np.zeros(normalized.shape, np.float32)
     depth = min(OURS_SLICES, nz)
     lo = (nz - depth) // 2
     ours_s = []
     for _ in range(OURS_REPEATS):
         t = time.perf_counter()
-        stage1.predict_margin(padded, model, (lo, lo + depth - 1), whole, n_threads=threads)
+        stage1.predict_margin(normalized, model, (lo, lo + depth - 1), whole, n_threads=threads)
         ours_s.append(time.perf_counter() - t)
-    del padded, whole
+    del whole
     # our labels of the same subvolume, for the agreement
     margin = np.zeros(sub.shape, np.float32)
-    stage1.predict_margin(pf.pad_volume(sub, N), model, (0, sz - 1), margin, n_threads=threads)
+    stage1.predict_margin(sub, model, (0, sz - 1), margin, n_threads=threads)
     ours = (margin > 0).astype(np.uint8)
     agreement = float(max((ours == ref).mean(), (ours != ref).mean()))
     return {"explicit_us_per_voxel": min(slice_s) / (sy * sx) * 1e6,

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.fft
 
 __all__ = [
-    "FEATURE_MODES", "check_neighborhood_size", "check_feature_mode", "pad_volume",
+    "FEATURE_MODES", "check_neighborhood_size", "check_feature_mode", "pad_volume", "pad_chunk",
     "window_features", "feature_volumes", "gabor_bank", "select_gabor_filters",
 ]
 
@@ -78,15 +78,53 @@ def pad_volume(volume, n):
     return np.pad(np.asarray(volume, dtype=np.float32), n // 2, mode="symmetric")
 
 
-def _sample_windows(padded, centers, n):
-    """Gather the n^3 windows centred on given voxels.
+def _symmetric_index(index, size):
+    """Indices into an axis of ``size`` extended by symmetric reflection (``np.pad`` 'symmetric').
+
+    Valid for indices within one axis length of the axis (-size <= i < 2 size).
+    """
+    index = np.asarray(index)
+    index = np.where(index < 0, -index - 1, index)
+    return np.where(index >= size, 2 * size - 1 - index, index)
+
+
+def pad_chunk(volume, z0, z1, n):
+    """Slices z0..z1-1 of a volume extended by n//2 on every side, as `pad_volume` would.
+
+    ``pad_chunk(v, z0, z1, n)`` equals ``pad_volume(v, n)[z0:z1 + n - 1]``
+    without padding (or copying) the whole volume: prediction pads chunk by
+    chunk, so only the chunks in flight hold a halo.
+
+    Returns
+    -------
+    (z1 - z0 + n - 1, ny + n - 1, nx + n - 1) float32 ndarray
+
+    Examples
+    --------
+    >>> v = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+    >>> np.array_equal(pad_chunk(v, 1, 3, 3), pad_volume(v, 3)[1:5])
+    True
+    """
+    h = n // 2
+    nz = volume.shape[0]
+    if z0 - h >= 0 and z1 + h <= nz:
+        block = np.asarray(volume[z0 - h:z1 + h], np.float32)
+    else:
+        block = np.asarray(volume[_symmetric_index(np.arange(z0 - h, z1 + h), nz)], np.float32)
+    return np.pad(block, ((0, 0), (h, h), (h, h)), mode="symmetric")
+
+
+def _sample_windows(volume, centers, n):
+    """Gather the n^3 windows centred on given voxels of the (unpadded) volume.
+
+    Windows reaching past a face are completed by symmetric reflection, as
+    if the volume were padded by `pad_volume` (nothing volume-sized is made).
 
     Parameters
     ----------
-    padded : (nz + n - 1, ny + n - 1, nx + n - 1) ndarray
-        Volume padded by `pad_volume`.
+    volume : (nz, ny, nx) ndarray
     centers : (M, 3) int array
-        Voxel indices [z, y, x] in the UNPADDED volume.
+        Voxel indices [z, y, x].
     n : int
         Window edge.
 
@@ -95,13 +133,24 @@ def _sample_windows(padded, centers, n):
     (M, n^3) float32 ndarray
         Windows flattened in [a, b, c] (z, y, x) order, as PickET flattens them.
     """
+    h = n // 2
     centers = np.asarray(centers, dtype=np.intp).reshape(-1, 3)
-    offsets = np.arange(n)
-    # window starting at padded index == centre in unpadded coordinates
-    z = centers[:, 0, None, None, None] + offsets[None, :, None, None]
-    y = centers[:, 1, None, None, None] + offsets[None, None, :, None]
-    x = centers[:, 2, None, None, None] + offsets[None, None, None, :]
-    return padded[z, y, x].reshape(len(centers), n ** 3).astype(np.float32, copy=False)
+    volume = np.asarray(volume)
+    out = np.empty((len(centers), n ** 3), np.float32)
+    # windows inside the volume: one gather from the sliding-window view (~10x
+    # faster than broadcast index arrays); the few that cross a face are
+    # completed by reflected indices
+    inner = np.all((centers >= h) & (centers < np.array(volume.shape) - h), axis=1)
+    view = np.lib.stride_tricks.sliding_window_view(volume, (n, n, n))
+    c = centers[inner] - h
+    out[inner] = view[c[:, 0], c[:, 1], c[:, 2]].reshape(-1, n ** 3)
+    if not inner.all():
+        offsets = np.arange(-h, h + 1)
+        z, y, x = (_symmetric_index(centers[~inner, axis, None] + offsets, volume.shape[axis])
+                   for axis in range(3))
+        out[~inner] = volume[z[:, :, None, None], y[:, None, :, None],
+                             x[:, None, None, :]].reshape(-1, n ** 3)
+    return out
 
 
 def _all_windows(volume, n):
@@ -312,13 +361,30 @@ def gabor_bank(n, num_sinusoids=10, max_freq=0.5):
 def select_gabor_filters(windows, bank, num_output_features=64):
     """Indices of the filters whose responses vary most over the sample.
 
+    PickET computes every filter's response to every window and their
+    standard deviations.  A response is linear in the window, so its variance
+    is ``f' C f`` with C the windows' covariance: one n^3 x n^3 matrix from
+    the sample, then a small product per filter -- the same numbers without
+    the (M, filters) response matrix (100,000 x 1,000 floats in PickET).
+
     Returns
     -------
     (num_output_features,) int ndarray
         Sorted by increasing response standard deviation, as PickET's argsort.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> windows = rng.normal(size=(500, 27)) * np.linspace(0.1, 2, 27)
+    >>> bank = np.eye(27)[[3, 20, 10]]
+    >>> select_gabor_filters(windows, bank, 2)   # the two most variable voxels
+    array([2, 1])
     """
-    responses = np.asarray(windows, np.float32) @ bank.T
-    stds = responses.std(axis=0)
+    windows = np.asarray(windows, np.float64)
+    centred = windows - windows.mean(axis=0)
+    covariance = centred.T @ centred / len(windows)
+    bank = np.asarray(bank, np.float64)
+    stds = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", bank, covariance, bank), 0))
     return np.argsort(stds, kind="stable")[-int(num_output_features):]
 
 

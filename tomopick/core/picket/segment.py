@@ -37,7 +37,7 @@ What differs from PickET:
 """
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -383,13 +383,16 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
                        gabor, gmm, scale, info)
 
 
-def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
+def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, combine=None):
     """Signed cluster-1 margin of every voxel in a z range, by z-chunks.
+
+    Each chunk is padded on its own (`features.pad_chunk`): no padded copy of
+    the volume is ever made.
 
     Parameters
     ----------
-    padded : 3D ndarray
-        The normalised volume padded by n//2 (`pad_volume`).
+    normalized : (nz, ny, nx) array
+        The preprocessed volume (`preprocess`).
     model : PickETModel
     z_range : (lo, hi)
         Inclusive slice range to classify.
@@ -399,6 +402,9 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
         Slices per chunk (default 12: the fastest measured for every mode on
         512 x 512 slices with 2 threads).
     n_threads : int
+    combine : {None, 'min'}
+        None: ``out`` receives the margin; 'min': ``out`` becomes the smaller of
+        itself and the margin (a second clusterer refining the first).
     """
     n, h = model.n, model.n // 2
     lo, hi = z_range
@@ -415,7 +421,8 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
         kernels = pf._window_kernels(projection, model.mode, n, model.gabor_filters)
         # the kernel spectra of the common chunk shape, on all threads, before
         # the chunks share them
-        shape = pf._transform_shape((min(chunk, hi - lo + 1) + 2 * h,) + padded.shape[1:])
+        shape = pf._transform_shape((min(chunk, hi - lo + 1) + 2 * h,)
+                                    + tuple(s + 2 * h for s in normalized.shape[1:]))
         cache = {shape: pf._kernel_spectra(kernels, shape, workers=n_threads)}
 
         def project(block):
@@ -423,7 +430,11 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
 
     def run(z0):
         z1 = min(hi + 1, z0 + chunk)
-        out[z0:z1] = model.margin_from_projection(project(padded[z0:z1 + 2 * h]))
+        margin = model.margin_from_projection(project(pf.pad_chunk(normalized, z0, z1, n)))
+        if combine == "min":
+            np.minimum(out[z0:z1], margin, out=out[z0:z1])
+        else:
+            out[z0:z1] = margin
 
     starts = list(range(lo, hi + 1, chunk))
     # one BLAS thread per chunk thread.  Set once, here: the limit is process-wide,
@@ -540,8 +551,6 @@ class _Stage1Inputs:
     ----------
     normalized : (nz, ny, nx) float32 ndarray
         Blurred, min-max normalised volume.
-    padded : ndarray
-        ``normalized`` padded by n // 2 (`features.pad_volume`).
     n : int
         Neighbourhood edge.
     fit_range, pick_range : (lo, hi)
@@ -552,7 +561,6 @@ class _Stage1Inputs:
     timings : dict
     """
     normalized: np.ndarray
-    padded: np.ndarray
     n: int
     fit_range: tuple
     pick_range: tuple
@@ -590,15 +598,14 @@ def _prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z
     auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius)
     fit_range = tuple(z_fit_range) if z_fit_range is not None else auto_fit
     pick_range = tuple(z_pick_range) if z_pick_range is not None else auto_pick
-    padded = pf.pad_volume(normalized, n)
     rng = np.random.default_rng(seed)
     n_slab = (fit_range[1] - fit_range[0] + 1) * ny * nx
     flat = rng.choice(n_slab, size=min(int(max_fit_neighborhoods), n_slab), replace=False)
     flat.sort()
     zz, yy, xx = np.unravel_index(flat, (fit_range[1] - fit_range[0] + 1, ny, nx))
     centres = np.column_stack([zz + fit_range[0], yy, xx])
-    windows = pf._sample_windows(padded, centres, n)
-    return _Stage1Inputs(normalized, padded, n, fit_range, pick_range, centres, windows,
+    windows = pf._sample_windows(normalized, centres, n)
+    return _Stage1Inputs(normalized, n, fit_range, pick_range, centres, windows,
                         {"preprocess_s": t1 - t0, "sample_s": time.perf_counter() - t1})
 
 
@@ -676,7 +683,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     if prepared is None:
         prepared = _prepare_stage1(volume, neighborhood_size, max_fit_neighborhoods, z_fit_range,
                                   z_pick_range, particle_diameter, seed, n_threads)
-    normalized, padded, n = prepared.normalized, prepared.padded, prepared.n
+    normalized, n = prepared.normalized, prepared.n
     fit_range, pick_range = prepared.fit_range, prepared.pick_range
     windows, centres = prepared.windows, prepared.centres
     nz, ny, nx = normalized.shape
@@ -691,7 +698,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     lap("fit_s")
 
     margin = np.zeros((nz, ny, nx), np.float32)
-    predict_margin(padded, model, pick_range, margin, n_threads=n_threads)
+    predict_margin(normalized, model, pick_range, margin, n_threads=n_threads)
     lap("predict_s")
     labels = margin > 0
     if pick_range[0] > 0:
@@ -704,9 +711,8 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         info["cluster_choice"] = evidence
     if particle_cluster == 0:
         np.negative(margin, out=margin)
-        mask = margin > 0
-    else:
-        mask = labels
+        np.greater(margin, 0, out=labels)       # the mask, in the labels' buffer
+    mask = labels
     fraction = float(mask[pick_range[0]:pick_range[1] + 1].mean())
     if fraction > MAX_PARTICLE_FRACTION:
         info["first_split"] = {"model": model.info, "particle_fraction": fraction}
@@ -727,27 +733,31 @@ def _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_co
     """Split a too-large particle class in two and keep its more contrasted half.
 
     The clusterer is refitted on the fitting neighbourhoods that fell in the
-    particle class; of its two classes the one whose mean intensity departs
-    more from the volume's median is the particles.  ``mask`` and ``margin``
-    are updated in place: the mask loses the other half, and the margin becomes
-    the smaller of the two margins (a voxel is as much a particle as its
-    weaker evidence says).
+    particle class; of its two classes the one whose mean intensity (at the
+    neighbourhood centres) departs more from the volume's median is the
+    particles.  ``mask`` and ``margin`` are updated in place, chunk by chunk as
+    the second clusterer is applied (no second volume is held): the margin
+    becomes the smaller of the two margins (a voxel is as much a particle as
+    its weaker evidence says) and the mask its positive part.
     """
     inside = mask[tuple(prepared.centres.T)]
     if inside.sum() < 100:
         return
-    sub = fit_model(prepared.windows[inside], model.n, model.mode, model.clusterer, seed,
-                    gmm_components)
-    second = np.zeros(mask.shape, np.float32)
-    predict_margin(prepared.padded, sub, prepared.pick_range, second, n_threads=n_threads)
-    normalized = prepared.normalized
-    lo, hi = prepared.pick_range
-    vol, m1, m2 = normalized[lo:hi + 1], mask[lo:hi + 1], second[lo:hi + 1] > 0
-    median = float(np.median(vol[::2, ::4, ::4]))
-    a, b = m1 & m2, m1 & ~m2
-    if not (a.any() and b.any()):
+    windows = prepared.windows[inside]
+    sub = fit_model(windows, model.n, model.mode, model.clusterer, seed, gmm_components)
+    # which half is the particles, decided on the fitting sample (the halves'
+    # mean centre intensities) so that the second margin can be folded into the
+    # first as it is computed
+    half = sub.predict_features(pf.window_features(windows, model.n, model.mode,
+                                                   sub.gabor_filters)).astype(bool)
+    if half.all() or not half.any():
         return
-    if abs(vol[b].mean() - median) > abs(vol[a].mean() - median):
-        np.negative(second, out=second)
-    np.minimum(margin, second, out=margin)
-    mask &= second > 0
+    centre = windows[:, model.n ** 3 // 2]
+    lo, hi = prepared.pick_range
+    median = float(np.median(prepared.normalized[lo:hi + 1:2, ::4, ::4]))
+    if abs(centre[~half].mean() - median) > abs(centre[half].mean() - median):
+        sub = replace(sub, quadratic=-sub.quadratic, linear=-sub.linear,
+                      constant=-sub.constant)
+    predict_margin(prepared.normalized, sub, prepared.pick_range, margin, n_threads=n_threads,
+                   combine="min")
+    np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])

@@ -20,7 +20,7 @@ def test_kmeans_filter_prediction_equals_kmeans_predict_on_window_features(mode)
     windows = picket_windows(u, N).reshape(-1, N ** 3)
     model = seg.fit_model(windows[::4], N, mode, "KMeans", seed=3)
     margin = np.zeros(u.shape, np.float32)
-    seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin)
+    seg.predict_margin(u, model, (0, u.shape[0] - 1), margin)
     features = pf.window_features(windows, N, mode, model.gabor_filters) * model.feature_scale
     km_labels = np.argmin(((features[:, None, :] - model.info["centers"][None]) ** 2)
                           .sum(axis=2), axis=1)
@@ -50,7 +50,7 @@ def test_gmm_margin_is_the_mixtures_posterior_log_odds(mode, phantom_slab):
     windows = picket_windows(u, N).reshape(-1, N ** 3)
     model = seg.fit_model(windows[::4], N, mode, "GMM", seed=0)
     margin = np.zeros(u.shape, np.float32)
-    seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin)
+    seg.predict_margin(u, model, (0, u.shape[0] - 1), margin)
     # the same voxels through scikit-learn: principal-component scores, then the mixture
     weighted = pf.window_features(windows, N, mode, model.gabor_filters) * model.feature_scale
     pca = PCA(random_state=0).fit(weighted[::4].astype(np.float64))
@@ -154,7 +154,7 @@ def test_prediction_leaves_the_process_thread_limits_as_they_were():
         model = seg.fit_model(windows, N, mode, "GMM", seed=0)
         margin = np.zeros(u.shape, np.float32)
         # many short chunks on several threads: the threads' turns interleave
-        seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin,
+        seg.predict_margin(u, model, (0, u.shape[0] - 1), margin,
                           chunk=2, n_threads=3)
     # the limit is process-wide: a leftover 1 would slow every later BLAS call
     assert limits() == before
