@@ -462,7 +462,7 @@ def _kernel_spectra(kernels, fshape, workers=1):
                             workers=workers) for k in kernels]
 
 
-def _correlate_kernels(padded, kernels, workers=1, cache=None):
+def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None):
     """Valid correlation of a padded volume (or chunk) with several n^3 kernels.
 
     out[p, x] = sum_w padded[x + w] * kernels[p, w], w over the window; with the
@@ -478,10 +478,14 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None):
         Threads for scipy.fft.
     cache : dict, optional
         Kernel spectra by transform shape, reused across z-chunks of one volume.
+    consume : callable, optional
+        ``consume(p, response)`` receives each kernel's (nz, ny, nx) response
+        in turn instead of it being stored (a reduction over the kernels then
+        never holds all P of them).
 
     Returns
     -------
-    (P, nz, ny, nx) float32 ndarray
+    (P, nz, ny, nx) float32 ndarray, or None with ``consume``
     """
     kernels = np.asarray(kernels)
     n = kernels.shape[-1]
@@ -492,7 +496,7 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None):
     cache = {} if cache is None else cache
     if fshape not in cache:
         cache[fshape] = _kernel_spectra(kernels, fshape, workers)
-    out = np.empty((len(kernels),) + out_shape, np.float32)
+    out = None if consume else np.empty((len(kernels),) + out_shape, np.float32)
     valid_z, valid_y, valid_x = (slice(n - 1, n - 1 + s) for s in out_shape)
     # one product buffer for all kernels, overwritten by the inverse transform:
     # fresh chunk-sized temporaries per kernel cost as much as the transform
@@ -504,11 +508,15 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None):
         # (~35 % less work than irfftn of the whole padded chunk)
         t = scipy.fft.ifft(product, axis=0, workers=workers, overwrite_x=True)[valid_z]
         t = scipy.fft.ifft(t, axis=1, workers=workers, overwrite_x=True)[:, valid_y]
-        out[p] = scipy.fft.irfft(t, fshape[2], axis=2, workers=workers)[..., valid_x]
+        response = scipy.fft.irfft(t, fshape[2], axis=2, workers=workers)[..., valid_x]
+        if consume:
+            consume(p, response)
+        else:
+            out[p] = response
     return out
 
 
-def _project_fft_magnitudes(padded, n, projection, block=(8, 8)):
+def _project_fft_magnitudes(padded, n, projection, block=(8, 8), reduce=None):
     """``projection @ _fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache
@@ -521,23 +529,31 @@ def _project_fft_magnitudes(padded, n, projection, block=(8, 8)):
         Volume or z-chunk extended by n//2 on every side.
     projection : (P, K) array
         K = (n^3 + 1) / 2, columns ordered as `_fft_half_indices`.
+    reduce : callable, optional
+        Maps each block's (P, bz, by, nx) projections to one (bz, by, nx)
+        value per voxel (e.g. a classifier's margin), so the P projections of
+        the whole block are never held.
 
     Returns
     -------
-    (P, nz, ny, nx) float32 ndarray
+    (P, nz, ny, nx) float32 ndarray, or (nz, ny, nx) with ``reduce``
     """
     h = n // 2
     projection = np.atleast_2d(np.asarray(projection, np.float32))
     nz, ny, nx = (s - 2 * h for s in padded.shape)
-    out = np.empty((len(projection), nz, ny, nx), np.float32)
+    out = np.empty(((nz, ny, nx) if reduce else (len(projection), nz, ny, nx)), np.float32)
     bz, by = block
     for z0 in range(0, nz, bz):
         z1 = min(nz, z0 + bz)
         for y0 in range(0, ny, by):
             y1 = min(ny, y0 + by)
             mags = _fft_magnitudes(padded[z0:z1 + 2 * h, y0:y1 + 2 * h], n)
-            out[:, z0:z1, y0:y1] = (projection @ mags.reshape(len(mags), -1)).reshape(
+            proj = (projection @ mags.reshape(len(mags), -1)).reshape(
                 len(projection), z1 - z0, y1 - y0, nx)
+            if reduce:
+                out[z0:z1, y0:y1] = reduce(proj)
+            else:
+                out[:, z0:z1, y0:y1] = proj
     return out
 
 
