@@ -148,6 +148,8 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
         Components smaller than this are labelled whole, without a watershed
         (they cannot hold two particles worth keeping).
     components : (labels, n) from ``scipy.ndimage.label(mask)``, optional
+        int32 labels are overwritten: they become the returned labels (one
+        whole-volume label array instead of two).
 
     Returns
     -------
@@ -157,7 +159,11 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
     if min_distance < 1:
         raise ValueError(f"watershed min_distance must be >= 1 voxel, got {min_distance}")
     components, ncomp = components if components is not None else ndi.label(mask)
-    labels = np.zeros(mask.shape, np.int32)
+    if components.dtype != np.int32:
+        components = components.astype(np.int32)
+    # objects are written into the components' array as NEGATIVE ids, so the
+    # components not yet visited (positive) are still found; flipped at the end
+    labels = components
     if ncomp == 0:
         return labels
     sizes = np.bincount(components.ravel(), minlength=ncomp + 1)
@@ -170,7 +176,7 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
         own = components[box] == comp
         target = labels[box]
         if sizes[comp] < max(min_volume, 2):
-            target[own] = next_id
+            target[own] = -next_id
             next_id += 1
             continue
         if own.size > SLAB_VOXELS:
@@ -182,14 +188,16 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
         if len(peaks) == 0:            # a plateau without a strict maximum: one marker
             peaks = np.array([np.unravel_index(np.argmax(edt), edt.shape)])
         if len(peaks) == 1:
-            target[own] = next_id
+            target[own] = -next_id
             next_id += 1
             continue
         markers = np.zeros(own.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
         split = _watershed(-edt, markers, mask=own)
-        target[own] = split[own] + (next_id - 1)
+        target[own] = -(split[own] + (next_id - 1))
         next_id += len(peaks)
+    for z0 in range(0, labels.shape[0], 16):
+        np.negative(labels[z0:z0 + 16], out=labels[z0:z0 + 16])
     return labels
 
 
@@ -240,8 +248,44 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
             markers[np.unravel_index(np.argmax(edt[lo:hi]), sub.shape)] = ids[0]
         split = _watershed(-edt[lo:hi], markers, mask=sub)[a - lo:b - lo]
         core_own = own[a:b]
-        target[a:b][core_own] = split[core_own]
+        target[a:b][core_own] = -split[core_own]      # negative: see split_watershed
     return next_id + len(peaks)
+
+
+def _relabel(labels, new_id, slab=16):
+    """``labels[...] = new_id[labels]`` in place, a few slices at a time (no second volume)."""
+    for z0 in range(0, labels.shape[0], slab):
+        labels[z0:z0 + slab] = new_id[labels[z0:z0 + slab]]
+    return labels
+
+
+def _object_sums(labels, nobj, evidence=None, slab_voxels=4_000_000):
+    """Volume, summed (x, y, z) and mass (summed evidence, else volume) of objects 1..nobj.
+
+    Accumulated slab by slab: the per-voxel index arrays of one slab only
+    (six 8-byte values per object voxel of the whole volume otherwise).
+
+    Returns
+    -------
+    volumes : (nobj,) float
+    sums : (nobj, 3) float
+    mass : (nobj,) float
+    """
+    volumes, mass = np.zeros(nobj + 1), np.zeros(nobj + 1)
+    sums = np.zeros((nobj + 1, 3))
+    step = max(1, slab_voxels // max(1, labels[0].size))
+    for z0 in range(0, labels.shape[0], step):
+        sub = labels[z0:z0 + step]
+        flat = np.flatnonzero(sub)
+        lab = sub.ravel()[flat]
+        volumes += np.bincount(lab, minlength=nobj + 1)
+        z, y, x = np.unravel_index(flat, sub.shape)
+        for axis, c in enumerate((x, y, z + z0)):
+            sums[:, axis] += np.bincount(lab, weights=c, minlength=nobj + 1)
+        mass += (np.bincount(lab, minlength=nobj + 1) if evidence is None else
+                 np.bincount(lab, weights=np.asarray(evidence[z0:z0 + step]).ravel()[flat],
+                             minlength=nobj + 1))
+    return volumes[1:], sums[1:], mass[1:]
 
 
 def localize_particles(mask, method="connected components", particle_diameter=None,
@@ -307,14 +351,12 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         min_volume = (min_volume_fraction * expected_volume(particle_diameter)
                       if particle_diameter else 0)
         labels = split_watershed(mask, min_distance, int(min_volume), components)
-        del components
+        del components                  # its array is now the labels
     else:
         labels, _ = ndi.label(mask)
-        labels = labels.astype(np.int32)
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat]
-    nobj = int(labels.max()) if flat.size else 0
-    volumes = np.bincount(lab, minlength=nobj + 1)[1:].astype(float)
+        labels = labels.astype(np.int32, copy=False)
+    nobj = int(labels.max())
+    volumes, sums, mass = _object_sums(labels, nobj, evidence)
     keep = volumes > 0
     too_small = too_large = np.zeros(nobj, bool)
     if particle_diameter:
@@ -322,12 +364,6 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         too_small = volumes < min_volume_fraction * expected
         too_large = volumes > max_volume_factor * expected
         keep &= ~too_small & ~too_large
-    z, y, x = np.unravel_index(flat, labels.shape)
-    sums = np.column_stack([np.bincount(lab, weights=c, minlength=nobj + 1)[1:]
-                            for c in (x, y, z)])
-    weights = (np.ones(len(flat)) if evidence is None
-               else np.asarray(evidence).ravel()[flat].astype(float))
-    mass = np.bincount(lab, weights=weights, minlength=nobj + 1)[1:]
     with np.errstate(invalid="ignore", divide="ignore"):
         positions = sums / volumes[:, None]
     if edge_margin is None:
@@ -356,8 +392,9 @@ def localize_particles(mask, method="connected components", particle_diameter=No
             keep &= ~dense
     new_id = np.zeros(nobj + 1, np.int32)
     new_id[1:][keep] = np.arange(1, keep.sum() + 1)
+    _relabel(labels, new_id)
     return {"positions": positions[keep], "scores": mass[keep], "volumes": volumes[keep],
-            "labels": new_id[labels], "n_objects": nobj,
+            "labels": labels, "n_objects": nobj,
             "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
             "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
             "n_dense": int(dense.sum()),
@@ -382,8 +419,13 @@ def localize_segmentation(seg, localization="connected components", particle_dia
     # relabel so that object k (1-based) is the k-th pick, best first
     rank = np.zeros(len(order) + 1, np.int32)
     rank[order + 1] = np.arange(1, len(order) + 1)
-    labels = np.zeros(seg.mask.shape, np.int32)
-    labels[lo:hi + 1] = rank[objects["labels"]]
+    slab_labels = _relabel(objects["labels"], rank)
+    if slab_labels.shape == seg.mask.shape:
+        labels = slab_labels
+    else:
+        labels = np.zeros(seg.mask.shape, np.int32)
+        labels[lo:hi + 1] = slab_labels
+    del slab_labels
     objects["labels"] = labels
     objects["volumes"] = objects["volumes"][order]
     picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
