@@ -561,8 +561,6 @@ class Segmentation:
         Particle voxels (False outside the picking z range).
     evidence : (nz, ny, nx) float32 ndarray
         Signed margin, positive on the particle side (0 outside the range).
-    normalized : (nz, ny, nx) float32 ndarray
-        The preprocessed volume.
     model : PickETModel
     particle_cluster : int
         Which cluster (0 = the one KMeans/GMM called 0) is the particle class.
@@ -571,7 +569,6 @@ class Segmentation:
     """
     mask: np.ndarray
     evidence: np.ndarray
-    normalized: np.ndarray
     model: PickETModel
     particle_cluster: int
     fit_range: tuple
@@ -665,9 +662,15 @@ def segment_workflows(volume, workflows, **kwargs):
                                         "z_fit_range", "z_pick_range", "particle_diameter",
                                         "seed", "n_threads") if k in kwargs}
     prepared = _prepare_stage1(volume, **prep_args)
-    for mode, clusterer in workflows:
-        yield (mode, clusterer), segment_tomogram(volume, mode, clusterer, prepared=prepared,
-                                                  **kwargs)
+    workflows = list(workflows)
+    for i, (mode, clusterer) in enumerate(workflows):
+        seg = segment_tomogram(volume, mode, clusterer, prepared=prepared, **kwargs)
+        if i == len(workflows) - 1:
+            # the preprocessed volume is not needed to localise: not held while
+            # the caller localises the last one
+            prepared = None
+        yield (mode, clusterer), seg
+        del seg
 
 
 def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhood_size=5,
@@ -761,7 +764,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     lap("choose_cluster_s")
     info["timings"] = timings
     info["n_predicted"] = (pick_range[1] - pick_range[0] + 1) * ny * nx
-    return Segmentation(mask, margin, normalized, model, int(particle_cluster),
+    return Segmentation(mask, margin, model, int(particle_cluster),
                         fit_range, pick_range, info)
 
 
