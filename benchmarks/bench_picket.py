@@ -403,8 +403,8 @@ def original_worker(directory, source, ranges, min_distance):
                                 "lower_z-slice_limit": pick_lo,
                                 "upper_z-slice_limit": pick_hi}],
                     "particle_extraction_params": [pex_params]})
-                with open(os.path.join(seg_dir, "predicted_particles",
-                                       f"predicted_centroids_0_{fex['mode']}_{cl}_{pex}.yaml")) as f:
+                name = f"predicted_centroids_0_{fex['mode']}_{cl}_{pex}.yaml"
+                with open(os.path.join(seg_dir, "predicted_particles", name)) as f:
                     coords = yaml.safe_load(f)["Predicted_Particle_Centroid_Coordinates"]
                 res["positions"][key] = [[c["x"], c["y"], c["z"]] for c in coords]
                 res["n"][key] = len(coords)

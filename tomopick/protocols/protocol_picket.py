@@ -131,7 +131,8 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         form.addParam("neighborhoodSize", params.IntParam, default=5,
                       label="Neighbourhood size (voxels)",
                       help="Edge of the cubic neighbourhood of each voxel; odd, >= 3.")
-        form.addParam("maxNeighborhoodsForFitting", params.IntParam, default=100000,
+        form.addParam("maxNeighborhoodsForFitting", params.IntParam,
+                      default=picket.MAX_FIT_NEIGHBORHOODS,
                       validators=[params.GE(100)], label="Neighbourhoods for fitting",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="Neighbourhoods drawn at random from the fitting z range to fit "

