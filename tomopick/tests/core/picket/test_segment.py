@@ -177,3 +177,22 @@ def test_workflows_sharing_stage_one_equal_separate_runs(phantom):
             ref, _, _ = pk.picket_pick(phantom.tomogram, mode, clusterer, loc,
                                        tomo_id="phantom", **kwargs)
             assert np.array_equal(picks.positions, ref.positions) and len(picks) > 0
+
+
+def test_second_clusterer_folds_into_the_margin_as_the_minimum():
+    # the KMeans re-split refines the margin chunk by chunk (no second volume):
+    # the result must be the voxelwise minimum of the two margins
+    u = blobs(seed=2)
+    windows = picket_windows(u, N).reshape(-1, N ** 3)
+    first = seg.fit_model(windows[::3], N, "FFT", "KMeans", seed=0)
+    second = seg.fit_model(windows[1::3], N, "intensities", "GMM", seed=0)
+    a, b = np.zeros(u.shape, np.float32), np.zeros(u.shape, np.float32)
+    seg.predict_margin(u, first, (0, u.shape[0] - 1), a)
+    seg.predict_margin(u, second, (0, u.shape[0] - 1), b)
+    combined = a.copy()
+    seg.predict_margin(u, second, (2, u.shape[0] - 3), combined, chunk=3, combine="min")
+    # (other chunk sizes: other FFT lengths, float32 rounding)
+    tol = 1e-5 * np.abs(b).max()
+    assert np.abs(combined[2:-2] - np.minimum(a, b)[2:-2]).max() < tol
+    assert np.array_equal(combined[:2], a[:2]) and np.array_equal(combined[-2:], a[-2:])
+    assert (b < a).any() and (b > a).any()       # both margins matter somewhere
