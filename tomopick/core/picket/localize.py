@@ -408,25 +408,16 @@ def localize_segmentation(seg, localization="connected components", particle_dia
     Several localisations of one segmentation share its stage 1.  Parameters
     and returns as `picket_pick` (without the segmentation).
     """
-    lo, hi = seg.pick_range
-    # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
-    nz, ny, nx = seg.mask.shape
-    faces = [(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)]
-    objects = localize_particles(seg.mask[lo:hi + 1], localization, particle_diameter,
-                                 min_distance, seg.evidence[lo:hi + 1], faces=faces)
-    positions = objects["positions"] + np.array([0.0, 0.0, lo])
+    # the whole mask (empty outside the picking range): the labels are then
+    # the volume's own, with no slab-to-volume copy (one int32 volume less)
+    objects = localize_particles(seg.mask, localization, particle_diameter, min_distance,
+                                 seg.evidence)
+    positions = objects["positions"]
     order = np.argsort(-objects["scores"], kind="stable")
     # relabel so that object k (1-based) is the k-th pick, best first
     rank = np.zeros(len(order) + 1, np.int32)
     rank[order + 1] = np.arange(1, len(order) + 1)
-    slab_labels = _relabel(objects["labels"], rank)
-    if slab_labels.shape == seg.mask.shape:
-        labels = slab_labels
-    else:
-        labels = np.zeros(seg.mask.shape, np.int32)
-        labels[lo:hi + 1] = slab_labels
-    del slab_labels
-    objects["labels"] = labels
+    _relabel(objects["labels"], rank)
     objects["volumes"] = objects["volumes"][order]
     picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
                   scores=objects["scores"][order], voxel_size=voxel_size)
