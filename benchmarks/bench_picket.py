@@ -35,6 +35,14 @@ feature extraction + clustering, the six feature x clusterer combinations) and
 its stage 2 (``s2.py``: connected components and watershed), then tomopick's
 same twelve workflows, each alone and sharing stage 1; per workflow the
 original's and tomopick's seconds, their ratio and both F1 against the truth.
+The original is run as its users run it: fitting and picking slabs given
+(those tomopick finds), 100,000 fitting neighbourhoods, particle cluster 1
+(its s1 makes the larger cluster 0, background), watershed min_distance 15
+(its example; ``--min-distance``).  Its seconds are its own: stage 1 from its
+metadata (preprocessing + features + fit + prediction, per clusterer), stage 2
+timed around its ``s2.main``.  tomopick alone = `segment_tomogram` + one
+localisation in a fresh process per workflow; sharing = `segment_workflows`
+amortised (shared preparation / 12 + segmentation / 2 + localisation).
 
 With ``--accuracy`` the speed part is skipped and the six workflows x two
 localisations are scored instead on smaller phantoms (96 x 160 x 160) from
