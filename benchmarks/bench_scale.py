@@ -132,7 +132,8 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="bench-scale-", dir=args.workdir)
     os.environ["SCIPION_USER_DATA"] = os.path.join(work, "userdata")
     sys.path[:0] = [os.path.join(HERE, "..")]
-    import tomopick  # noqa: F401  (fills in the Scipion environment before pyworkflow loads)
+    from tomopick import environment
+    environment.set_defaults()  # the Scipion environment, before pyworkflow loads
     import numpy as np
     from pyworkflow.object import Pointer
     from pyworkflow.project import Manager
