@@ -19,7 +19,7 @@ from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
-from tomopick.core.formats import mrc_header_info, write_mrc
+from tomopick.core.formats import mrc_header_info, write_mrc_slabs
 from tomopick.core.picks import Picks
 
 OUTPUT_COORDINATES = "coordinates"
@@ -225,7 +225,8 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                     self.info(f"{tsId}: {name}: {len(found)} particles")
         labels = objects["labels"]
         dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
-        write_mrc(self._maskPath(tsId), labels.astype(dtype), samplingRate)
+        # slab by slab: no whole-volume converted copy (0.6-1.2 GB at 1000 x 1000 x 300)
+        write_mrc_slabs(self._maskPath(tsId), labels, samplingRate, dtype=dtype)
         picks.save(self._picksPath(tsId))
         choice = seg.info.get("cluster_choice", {})
         self.info(f"{tsId}: {len(picks)} particles; fit z {seg.fit_range}, pick z "

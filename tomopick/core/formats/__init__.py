@@ -6,4 +6,5 @@ yaml) and the vectorial picking points CSV (`points`). Every writer is atomic
 (`atomic`: a temporary file renamed when complete).
 """
 from .coordinates import read_coordinates, write_coordinates  # noqa: F401
-from .mrc import MrcError, create_mrc, mrc_header_info, read_mrc, write_mrc  # noqa: F401
+from .mrc import (MrcError, create_mrc, mrc_header_info, read_mrc, write_mrc,  # noqa: F401
+                  write_mrc_slabs)

@@ -245,8 +245,9 @@ def read_mrc_geometry(path):
         raise MrcError(f"cannot read MRC file {path}: {err}") from err
 
 
-def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
-    """Write a large float32 volume slab by slab, atomically, with exact header statistics.
+def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16,
+                    dtype=np.float32):
+    """Write a large volume slab by slab, atomically, with exact header statistics.
 
     Unlike `write_mrc` no whole-volume temporary is made: slabs are copied
     into a memory-mapped file (their pages released as they are written)
@@ -257,7 +258,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     ----------
     path : str or path-like
     data : (nz, ny, nx) array
-        Written as float32.
+        Written as ``dtype``, converted slab by slab.
     voxel_size : float or (3,) float
         Å/voxel, one for all axes or (x, y, z).
     origin : (3,) float, optional
@@ -266,6 +267,9 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
         Header start indices (nxstart, nystart, nzstart).
     slab : int, optional
         z-planes copied at a time.
+    dtype : numpy dtype, optional
+        float32 (default) or an MRC integer type (int8, int16, uint8, uint16),
+        e.g. for label volumes.
 
     Examples
     --------
@@ -279,7 +283,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     ...     float(mrc.header.dmax)
     23.0
     """
-    with create_mrc(path, data.shape, 1.0) as mrc:
+    with create_mrc(path, data.shape, 1.0, dtype) as mrc:
         mrc.voxel_size = voxel_size
         if origin is not None:
             mrc.header.origin = tuple(float(v) for v in origin)
@@ -288,7 +292,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
                 mrc.header[field] = value
         lo, hi, total, total2 = math.inf, -math.inf, 0.0, 0.0
         for z0 in range(0, data.shape[0], slab):
-            block = data[z0:z0 + slab]
+            block = np.asarray(data[z0:z0 + slab]).astype(dtype, copy=False)
             mrc.data[z0:z0 + slab] = block
             release_pages(mrc.data)
             lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
