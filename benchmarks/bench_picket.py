@@ -27,6 +27,23 @@ plus its per-voxel prediction.  The labels of both computations on the
 subvolume are compared (KMeans: identical by construction; GMM: our mixture
 lives on principal components, PickET's on all features).
 
+With ``--original [DIR]`` the ORIGINAL PickET (isblab/pickET, its own code
+from a checkout DIR, or cloned from GitHub into a temporary folder when DIR is
+not given) runs side by side with tomopick on the 128 x 256 x 256 distractor
+lamella of ``--lamellae`` (see `original_vs_tomopick`): its stage 1 (``s1.py``:
+feature extraction + clustering, the six feature x clusterer combinations) and
+its stage 2 (``s2.py``: connected components and watershed), then tomopick's
+same twelve workflows, each alone and sharing stage 1; per workflow the
+original's and tomopick's seconds, their ratio and both F1 against the truth.
+The original is run as its users run it: fitting and picking slabs given
+(those tomopick finds), 100,000 fitting neighbourhoods, particle cluster 1
+(its s1 makes the larger cluster 0, background), watershed min_distance 15
+(its example; ``--min-distance``).  Its seconds are its own: stage 1 from its
+metadata (preprocessing + features + fit + prediction, per clusterer), stage 2
+timed around its ``s2.main``.  tomopick alone = `segment_tomogram` + one
+localisation in a fresh process per workflow; sharing = `segment_workflows`
+amortised (shared preparation / 12 + segmentation / 2 + localisation).
+
 With ``--accuracy`` the speed part is skipped and the six workflows x two
 localisations are scored instead on smaller phantoms (96 x 160 x 160) from
 noise-free to SNR 0.1, plus a crowded one and one with vesicles (membrane
@@ -43,6 +60,7 @@ Usage::
     python benchmarks/bench_picket.py [--quick] [--threads 2] [--snr 0.5] [--json FILE]
     python benchmarks/bench_picket.py --accuracy [--json FILE]
     python benchmarks/bench_picket.py --lamellae [--json FILE]
+    python benchmarks/bench_picket.py --original [DIR] [--json FILE]
 """
 import argparse
 import json
@@ -94,8 +112,9 @@ def run_workflow(directory, mode, clusterer, diameter, threads, fit_n):
     tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
     truth = Picks("phantom", np.load(os.path.join(directory, "truth.npy")))
     t0 = time.perf_counter()
+    fit = {"max_fit_neighborhoods": fit_n} if fit_n else {}     # else tomopick's default
     seg = pk.segment_tomogram(tomo, mode, clusterer, particle_diameter=diameter,
-                              max_fit_neighborhoods=fit_n, n_threads=threads)
+                              n_threads=threads, **fit)
     out = {"mode": mode, "clusterer": clusterer, "s1_s": time.perf_counter() - t0,
            "fit_range": seg.fit_range, "pick_range": seg.pick_range,
            "particle_cluster": seg.particle_cluster,
@@ -134,8 +153,8 @@ def run_shared(directory, diameter, threads, fit_n):
     t0 = time.perf_counter()
     f1 = {}
     for (mode, clusterer), seg in pk.segment_workflows(
-            tomo, WORKFLOWS, particle_diameter=diameter, max_fit_neighborhoods=fit_n,
-            n_threads=threads):
+            tomo, WORKFLOWS, particle_diameter=diameter, n_threads=threads,
+            **({"max_fit_neighborhoods": fit_n} if fit_n else {})):
         for loc in pl.LOCALIZATIONS:
             picks, _ = pk.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
             f1[f"{mode} {clusterer} {loc}"] = evaluate_picks(picks, truth,
@@ -178,6 +197,7 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     """Time PickET's explicit S1 prediction on a central subvolume (per voxel)."""
     from sklearn.cluster import KMeans
     from sklearn.mixture import GaussianMixture
+    fit_n = fit_n or 100000
     tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
     normalized = stage1.preprocess(tomo, n_threads=threads)
     fit, _ = pk.lamella_z_ranges(normalized)
@@ -185,7 +205,7 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     nz, ny, nx = normalized.shape
     centres = np.column_stack([rng.integers(fit[0], fit[1] + 1, fit_n),
                                rng.integers(0, ny, fit_n), rng.integers(0, nx, fit_n)])
-    windows = pf._sample_windows(pf.pad_volume(normalized, N), centres, N)
+    windows = pf._sample_windows(normalized, centres, N)
     model = stage1.fit_model(windows, N, mode, clusterer, seed=0)
     if mode == "FFT":
         w = windows.reshape(-1, N, N, N)
@@ -226,19 +246,18 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
     # whole-tomogram run.  Not interleaved with the explicit slices: measured
     # here, the explicit computation's large allocations ran up to 3x slower
     # right after ours had churned memory, which would flatter us.
-    padded = pf.pad_volume(normalized, N)
     whole = np.zeros(normalized.shape, np.float32)
     depth = min(OURS_SLICES, nz)
     lo = (nz - depth) // 2
     ours_s = []
     for _ in range(OURS_REPEATS):
         t = time.perf_counter()
-        stage1.predict_margin(padded, model, (lo, lo + depth - 1), whole, n_threads=threads)
+        stage1.predict_margin(normalized, model, (lo, lo + depth - 1), whole, n_threads=threads)
         ours_s.append(time.perf_counter() - t)
-    del padded, whole
+    del whole
     # our labels of the same subvolume, for the agreement
     margin = np.zeros(sub.shape, np.float32)
-    stage1.predict_margin(pf.pad_volume(sub, N), model, (0, sz - 1), margin, n_threads=threads)
+    stage1.predict_margin(sub, model, (0, sz - 1), margin, n_threads=threads)
     ours = (margin > 0).astype(np.uint8)
     agreement = float(max((ours == ref).mean(), (ours != ref).mean()))
     return {"explicit_us_per_voxel": min(slice_s) / (sy * sx) * 1e6,
@@ -249,6 +268,279 @@ def explicit_peer(directory, mode, clusterer, threads, fit_n, sub_shape):
             "sub_shape": [sz, sy, sx]}
 
 
+# ----------------------------------------------------------------- original PickET
+
+PICKET_GIT = "https://github.com/isblab/pickET"
+# the original's own parameters (its example/s1_params_example.yaml), by our mode names
+ORIGINAL_MODES = {
+    "FFT": {"mode": "ffts", "n_fft_subsets": 64},
+    "Gabor": {"mode": "gabor", "num_neighborhoods_subsets": 5, "num_sinusoids": 10,
+              "num_parallel_filters": 8, "num_output_features": 64},
+    "intensities": {"mode": "intensities"},
+}
+ORIGINAL_CLUSTERERS = {"KMeans": "kmeans", "GMM": "gmm"}
+ORIGINAL_LOCALIZATIONS = {"connected components": "connected_component_labeling",
+                          "watershed": "watershed_segmentation"}
+# watershed marker spacing of the original's example/s2_params_example.yaml
+ORIGINAL_MIN_DISTANCE = 15
+
+
+def original_checkout(path, workdir):
+    """Folder of an original PickET checkout (holding src/picket); cloned when ``path`` is None.
+
+    Raises
+    ------
+    SystemExit
+        With the reason, when ``path`` is not a checkout or the clone fails.
+    """
+    if path is None:
+        path = os.path.join(workdir, "pickET")
+        print(f"no checkout given: cloning {PICKET_GIT} into {path}", flush=True)
+        proc = subprocess.run(["git", "clone", "--depth", "1", PICKET_GIT, path],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"cannot clone the original PickET from {PICKET_GIT} "
+                             f"(git said: {proc.stderr.strip()[-500:]}); give a checkout: "
+                             "--original DIR")
+    if not os.path.isfile(os.path.join(path, "src", "picket", "s1.py")):
+        raise SystemExit(f"{path} is not a checkout of the original PickET "
+                         "(no src/picket/s1.py)")
+    return os.path.abspath(path)
+
+
+def _cpu_only_shims():
+    """Make the original's imports resolve on a CPU-only machine (sys.modules entries).
+
+    - ``cupy``: its array functions forward to numpy (``asnumpy`` = ``np.asarray``);
+      ``cupy.fft`` forwards to ``scipy.fft``, which keeps float32 input in single
+      precision as cupy does on the GPU (numpy.fft would promote to complex128:
+      slower, which would flatter tomopick);
+    - ``cupyx.scipy.ndimage``: ``scipy.ndimage`` (same gaussian_filter, 'reflect');
+    - ``napari`` and ``ndjson``: imported by its utils module for a viewer and a
+      deprecated writer, never called here; stand-ins that fail if used.
+    """
+    import types
+    import scipy.fft
+    import scipy.ndimage
+
+    cupy = types.ModuleType("cupy")
+    cupy.__getattr__ = lambda name: getattr(np, name)
+    cupy.fft = scipy.fft
+    cupy.asnumpy = np.asarray
+    cupyx = types.ModuleType("cupyx")
+    cupyx.scipy = types.ModuleType("cupyx.scipy")
+    cupyx.scipy.ndimage = scipy.ndimage
+    sys.modules.update({"cupy": cupy, "cupy.fft": scipy.fft, "cupyx": cupyx,
+                        "cupyx.scipy": cupyx.scipy, "cupyx.scipy.ndimage": scipy.ndimage})
+    for name in ("napari", "ndjson"):
+        if name not in sys.modules:
+            stub = types.ModuleType(name)
+
+            def unavailable(attr, name=name):
+                raise RuntimeError(f"{name}.{attr} is not available in this benchmark")
+            stub.__getattr__ = unavailable
+            sys.modules[name] = stub
+
+
+def original_worker(directory, source, ranges, min_distance):
+    """The original PickET's s1 and s2, unmodified, on the phantom; in THIS process.
+
+    ``ranges`` = (fit lo, fit hi, pick lo, pick hi), inclusive slices: the
+    fitting and picking slabs the original is told to use (as its users set
+    them in its yaml).  s1 runs once per feature mode (fitting both clusterers
+    on the same features, as the original does); its per-clusterer stage-1
+    seconds are its own metadata (``time_taken_for_s1``: preprocessing + feature
+    extraction + fit + prediction).  s2 runs once per segmentation and
+    localisation and is timed around ``s2.main``.  Positions are the
+    original's integer centroids (z, y, x), returned as (x, y, z).
+    """
+    import h5py
+    import mrcfile
+    import yaml
+
+    _cpu_only_shims()
+    sys.path.insert(0, os.path.join(source, "src"))
+    from picket import s1, s2
+
+    fit_lo, fit_hi, pick_lo, pick_hi = ranges
+    tomo_path = os.path.join(directory, "tomogram.mrc")
+    with mrcfile.new(tomo_path, overwrite=True) as mrc:
+        mrc.set_data(np.load(os.path.join(directory, "tomogram.npy")).astype(np.float32))
+        mrc.voxel_size = LAMELLA["voxel_size"]
+    out_dir = os.path.join(directory, "original")
+    seg_dir = os.path.join(out_dir, "bench")
+    res = {"s1_wall_s": {}, "s1_s": {}, "s2_s": {}, "positions": {}, "n": {}}
+
+    def run(module, params):
+        path = os.path.join(directory, "params.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(params, f)
+        argv, sys.argv = sys.argv, [module.__name__, path]
+        try:
+            t = time.perf_counter()
+            module.main()
+            return time.perf_counter() - t
+        finally:
+            sys.argv = argv
+
+    for mode, fex in ORIGINAL_MODES.items():
+        np.random.seed(0)               # its fitting sample (np.random.choice)
+        res["s1_wall_s"][mode] = run(s1, {
+            "dataset_name": "bench", "output_dir": out_dir, "neighborhood_size": N,
+            "max_num_neighborhoods_for_fitting": 100000,
+            # s1 slices tomogram[lb:ub] (upper bound exclusive)
+            "inputs": [{"tomogram": tomo_path, "lower_z-slice_limit": fit_lo,
+                        "upper_z-slice_limit": fit_hi + 1}],
+            "feature_extraction_params": [fex],
+            "clustering_methods": list(ORIGINAL_CLUSTERERS.values())})
+    for mode, fex in ORIGINAL_MODES.items():
+        for clusterer, cl in ORIGINAL_CLUSTERERS.items():
+            seg = os.path.join(seg_dir, f"segmentation_0_{fex['mode']}_{cl}.h5")
+            with h5py.File(seg, "r") as f:
+                res["s1_s"][f"{mode} {clusterer}"] = float(
+                    f["segmentations"].attrs["time_taken_for_s1"])
+            for loc, pex in ORIGINAL_LOCALIZATIONS.items():
+                key = f"{mode} {clusterer} {loc}"
+                pex_params = {"mode": pex}
+                if pex == "watershed_segmentation":
+                    pex_params["min_distance"] = int(min_distance)
+                # particle cluster 1: s1 makes the larger cluster 0 (background)
+                res["s2_s"][key] = run(s2, {
+                    "dataset_name": "bench", "output_dir": out_dir,
+                    "inputs": [{"segmentation": seg, "particle_cluster_id": 1,
+                                "lower_z-slice_limit": pick_lo,
+                                "upper_z-slice_limit": pick_hi}],
+                    "particle_extraction_params": [pex_params]})
+                name = f"predicted_centroids_0_{fex['mode']}_{cl}_{pex}.yaml"
+                with open(os.path.join(seg_dir, "predicted_particles", name)) as f:
+                    coords = yaml.safe_load(f)["Predicted_Particle_Centroid_Coordinates"]
+                res["positions"][key] = [[c["x"], c["y"], c["z"]] for c in coords]
+                res["n"][key] = len(coords)
+    return res
+
+
+def tomopick_shared_timed(directory, diameter, threads):
+    """tomopick's twelve workflows sharing stage 1, each piece timed; in THIS process.
+
+    Per workflow (mode, clusterer, localisation) the amortised seconds: the
+    shared preparation / 12 + its segmentation / 2 + its localisation.
+    """
+    tomo = np.load(os.path.join(directory, "tomogram.npy"), mmap_mode="r")
+    truth = Picks("phantom", np.load(os.path.join(directory, "truth.npy")))
+    t0 = time.perf_counter()
+    seconds, f1, n = {}, {}, {}
+    prep_s = 0.0
+    clock = time.perf_counter()
+    for (mode, clusterer), seg in pk.segment_workflows(
+            tomo, WORKFLOWS, particle_diameter=diameter, n_threads=threads):
+        now = time.perf_counter()
+        t = seg.info["timings"]
+        # the shared preparation is timed inside the first segmentation's wait
+        prep_s = prep_s or sum(t.get(k, 0.0) for k in ("preprocess_s", "sample_s"))
+        seg_s = now - clock - (prep_s if not seconds else 0.0)
+        for loc in pl.LOCALIZATIONS:
+            t1 = time.perf_counter()
+            picks, _ = pk.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
+            key = f"{mode} {clusterer} {loc}"
+            seconds[key] = [seg_s, time.perf_counter() - t1]
+            f1[key] = evaluate_picks(picks, truth, diameter / 2)["one_to_one"]["f1"]
+            n[key] = len(picks)
+        del seg
+        clock = time.perf_counter()
+    total = time.perf_counter() - t0
+    per = {k: prep_s / len(seconds) + s / 2 + loc_s for k, (s, loc_s) in seconds.items()}
+    return {"total_s": total, "prep_s": prep_s, "per_workflow_s": per, "f1": f1, "n": n,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}
+
+
+def original_vs_tomopick(source, threads, seed, min_distance, json_path=None):
+    """The original PickET and tomopick side by side on the distractor lamella.
+
+    Each side in its own process(es), one after the other: the original (s1 of
+    the three feature modes, s2 of the six segmentations x two localisations),
+    then tomopick's six workflows each alone (stage 1 + both localisations in
+    a fresh process; per localisation the time is stage 1 + that
+    localisation, i.e. `picket_pick` alone), then the twelve sharing stage 1.
+    """
+    from tomopick.core.simulate import simulate_tomogram
+    report = {"threads": threads, "cpu_count": os.cpu_count(), "min_distance": min_distance}
+    with tempfile.TemporaryDirectory() as tmp:
+        source = original_checkout(source, tmp)
+        ph = simulate_tomogram(seed=seed + 1, **LAMELLA, **LAMELLAE[1][1])
+        diameter = float(np.median(ph.particle_info["diameter"]))
+        np.save(os.path.join(tmp, "tomogram.npy"), ph.tomogram.astype(np.float32))
+        np.save(os.path.join(tmp, "truth.npy"), ph.particles.positions)
+        truth = Picks("phantom", ph.particles.positions)
+        # the slabs the original is told to use: those tomopick finds itself
+        fit, pick = pk.lamella_z_ranges(stage1.preprocess(ph.tomogram, n_threads=threads),
+                                        margin=int(np.ceil(diameter / 2)))
+        del ph
+        print(f"distractor lamella {LAMELLA['shape']}, {len(truth)} particles, diameter "
+              f"{diameter:.1f} voxels, SNR {LAMELLA['snr']}; fit slices {fit}, pick slices "
+              f"{pick}; original PickET from {source}; {threads} threads, "
+              f"{os.cpu_count()} CPUs", flush=True)
+        t = time.perf_counter()
+        orig = spawn(["--worker", "original", "--dir", tmp, "--source", source,
+                      "--ranges"] + [str(v) for v in fit + pick]
+                     + ["--min-distance", str(min_distance)])
+        print(f"original PickET: {time.perf_counter() - t:.0f} s (s1 per feature mode: "
+              + ", ".join(f"{m} {s:.0f} s" for m, s in orig["s1_wall_s"].items())
+              + f"), peak RSS {orig['peak_rss_gb']:.2f} GB", flush=True)
+        alone = {}
+        for mode, clusterer in WORKFLOWS:
+            alone[(mode, clusterer)] = spawn(
+                ["--worker", "workflow", "--mode", mode, "--clusterer", clusterer,
+                 "--diameter", str(diameter), "--dir", tmp, "--threads", str(threads)])
+        shared = spawn(["--worker", "shared-timed", "--dir", tmp, "--diameter", str(diameter),
+                        "--threads", str(threads)])
+    rows = []
+    for mode, clusterer in WORKFLOWS:
+        a = alone[(mode, clusterer)]
+        for loc in pl.LOCALIZATIONS:
+            key = f"{mode} {clusterer} {loc}"
+            o_s = orig["s1_s"][f"{mode} {clusterer}"] + orig["s2_s"][key]
+            o_picks = Picks("phantom", np.asarray(orig["positions"][key], float).reshape(-1, 3))
+            short = "cc" if loc.startswith("connected") else "ws"
+            t_alone = a["s1_s"] + a[short]["s2_s"]
+            t_shared = shared["per_workflow_s"][key]
+            rows.append({"workflow": key, "original_s": o_s, "tomopick_s": t_alone,
+                         "ratio": o_s / t_alone, "tomopick_shared_s": t_shared,
+                         "ratio_shared": o_s / t_shared,
+                         "f1_original": evaluate_picks(o_picks, truth,
+                                                       diameter / 2)["one_to_one"]["f1"],
+                         "f1_tomopick": a[short]["f1_1to1"], "f1_shared": shared["f1"][key],
+                         "n_original": orig["n"][key], "n_tomopick": a[short]["n"]})
+    print(f"\n{'workflow':36s} {'orig s':>7s} {'tp s':>6s} {'ratio':>6s} {'shared s':>8s} "
+          f"{'ratio':>6s}   {'F1 orig':>7s} {'F1 tp':>6s}  {'n orig':>6s} {'n tp':>5s}")
+    for r in rows:
+        print(f"{r['workflow']:36s} {r['original_s']:7.1f} {r['tomopick_s']:6.2f} "
+              f"{r['ratio']:5.1f}x {r['tomopick_shared_s']:8.2f} {r['ratio_shared']:5.1f}x   "
+              f"{r['f1_original']:7.3f} {r['f1_tomopick']:6.3f}  {r['n_original']:6d} "
+              f"{r['n_tomopick']:5d}")
+    # totals: every workflow run on its own, and each side's own sharing (the
+    # original computes features once per mode for both clusterers; s1 wall)
+    o_alone = sum(r["original_s"] for r in rows)
+    o_shared = sum(orig["s1_wall_s"].values()) + sum(orig["s2_s"].values())
+    t_alone = sum(r["tomopick_s"] for r in rows)
+    print(f"{'total, each workflow alone':36s} {o_alone:7.0f} {t_alone:6.1f} "
+          f"{o_alone / t_alone:5.1f}x")
+    print(f"{'total, each side sharing':36s} {o_shared:7.0f} {shared['total_s']:6.1f} "
+          f"{o_shared / shared['total_s']:5.1f}x   (original: s1 once per feature mode)")
+    print(f"slowest per-workflow speed-up: {min(r['ratio'] for r in rows):.1f}x alone, "
+          f"{min(r['ratio_shared'] for r in rows):.1f}x sharing stage 1 (target >= 20x)")
+    peak_alone = max(a["peak_rss_gb"] for a in alone.values())
+    print(f"peak RSS: original {orig['peak_rss_gb']:.2f} GB, tomopick {peak_alone:.2f} GB "
+          f"(each alone), {shared['peak_rss_gb']:.2f} GB (sharing); times on a shared, "
+          "loaded machine are inflated alike on both sides, the ratios hold")
+    report.update(rows=rows, original={k: v for k, v in orig.items() if k != "positions"},
+                  alone={f"{m} {c}": v for (m, c), v in alone.items()}, shared=shared,
+                  diameter=diameter, fit_range=fit, pick_range=pick)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1, default=float)
+    return report
+
+
 # ----------------------------------------------------------------- driver
 
 def worker(args):
@@ -257,6 +549,11 @@ def worker(args):
                            args.fit_n)
     elif args.worker == "shared":
         res = run_shared(args.dir, args.diameter, args.threads, args.fit_n)
+    elif args.worker == "shared-timed":
+        res = tomopick_shared_timed(args.dir, args.diameter, args.threads)
+    elif args.worker == "original":
+        res = original_worker(args.dir, args.source, args.ranges, args.min_distance)
+        res["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     else:
         res = explicit_peer(args.dir, args.mode, args.clusterer, args.threads, args.fit_n,
                             tuple(args.sub_shape))
@@ -381,7 +678,8 @@ def main():
     ap.add_argument("--snr", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--fit-n", type=int, default=100000, dest="fit_n")
+    ap.add_argument("--fit-n", type=int, default=None, dest="fit_n",
+                    help="fitting neighbourhoods (default: tomopick's)")
     ap.add_argument("--sub-shape", type=int, nargs=3, default=[5, 0, 0], dest="sub_shape",
                     help="z y x of the explicit computation's subvolume (0 = whole width; "
                     "default 5 whole slices)")
@@ -394,7 +692,16 @@ def main():
     ap.add_argument("--lamellae", action="store_true",
                     help="score the 12 workflows on the sparse / distractor / crowded "
                     "128 x 256 x 256 lamellae instead")
+    ap.add_argument("--original", nargs="?", const="", default=None, metavar="DIR",
+                    help="time the original PickET (a checkout DIR of isblab/pickET; cloned "
+                    "from GitHub when DIR is omitted) side by side with tomopick's twelve "
+                    "workflows on the distractor lamella")
+    ap.add_argument("--min-distance", type=int, default=ORIGINAL_MIN_DISTANCE,
+                    dest="min_distance", help="the original's watershed marker spacing "
+                    "(its example: 15)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--source", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--ranges", type=int, nargs=4, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--dir", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--clusterer", default=None, help=argparse.SUPPRESS)
@@ -402,6 +709,10 @@ def main():
     args = ap.parse_args()
     if args.worker:
         return worker(args)
+    if args.original is not None:
+        original_vs_tomopick(args.original or None, args.threads, args.seed, args.min_distance,
+                             args.json)
+        return
     if args.accuracy or args.lamellae:
         rows = (lamellae if args.lamellae else accuracy)(args.threads, args.seed)
         if args.json:
@@ -419,7 +730,8 @@ def main():
         print(f"phantom {shape} ({np.prod(shape) / 1e6:.1f} M voxels), "
               f"{info['n_particles']} particles, median diameter {info['diameter']:.1f} voxels, "
               f"SNR {args.snr}; simulated in {info['simulate_s']:.0f} s")
-        common = ["--dir", tmp, "--threads", str(args.threads), "--fit-n", str(args.fit_n)]
+        common = ["--dir", tmp, "--threads", str(args.threads)] + (
+            ["--fit-n", str(args.fit_n)] if args.fit_n else [])
         print(f"{'workflow':20s} {'S1 s':>6s} {'CC s':>6s} {'WS s':>6s} {'RAM GB':>7s}  "
               f"{'F1 CC 1:1/any':>14s}  {'F1 WS 1:1/any':>14s}  pick range  cluster rule"
               "   S1 = preprocess + fit + predict + cluster choice")

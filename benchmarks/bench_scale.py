@@ -135,6 +135,10 @@ def main(argv=None):
     work = tempfile.mkdtemp(prefix="bench-scale-", dir=args.workdir)
     os.environ["SCIPION_USER_DATA"] = os.path.join(work, "userdata")
     sys.path[:0] = [os.path.join(HERE, "..")]
+    # the protocol processes import tomopick too: this checkout's, not an installed one
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [os.path.abspath(os.path.join(HERE, ".."))]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
     from tomopick import environment
     environment.set_defaults()  # the Scipion environment, before pyworkflow loads
     import numpy as np

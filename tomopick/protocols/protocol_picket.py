@@ -19,7 +19,7 @@ from tomo.protocols import ProtTomoBase
 
 from tomopick.convert import append_picks, threads_per_step, tomogram_array, tomograms_by_tsid
 from tomopick.core import picket
-from tomopick.core.formats import mrc_header_info, write_mrc
+from tomopick.core.formats import mrc_header_info, write_mrc_slabs
 from tomopick.core.picks import Picks
 
 OUTPUT_COORDINATES = "coordinates"
@@ -132,7 +132,8 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
         form.addParam("neighborhoodSize", params.IntParam, default=5,
                       label="Neighbourhood size (voxels)",
                       help="Edge of the cubic neighbourhood of each voxel; odd, >= 3.")
-        form.addParam("maxNeighborhoodsForFitting", params.IntParam, default=100000,
+        form.addParam("maxNeighborhoodsForFitting", params.IntParam,
+                      default=picket.MAX_FIT_NEIGHBORHOODS,
                       validators=[params.GE(100)], label="Neighbourhoods for fitting",
                       expertLevel=params.LEVEL_ADVANCED,
                       help="Neighbourhoods drawn at random from the fitting z range to fit "
@@ -229,7 +230,8 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                     self.info(f"{tsId}: {name}: {len(found)} particles")
         labels = objects["labels"]
         dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
-        write_mrc(self._maskPath(tsId), labels.astype(dtype), samplingRate)
+        # slab by slab: no whole-volume converted copy (0.6-1.2 GB at 1000 x 1000 x 300)
+        write_mrc_slabs(self._maskPath(tsId), labels, samplingRate, dtype=dtype)
         picks.save(self._picksPath(tsId))
         choice = seg.info.get("cluster_choice", {})
         self.info(f"{tsId}: {len(picks)} particles; fit z {seg.fit_range}, pick z "

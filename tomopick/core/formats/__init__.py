@@ -7,4 +7,4 @@ yaml) and the vectorial picking points CSV (`points`). Every writer is atomic
 """
 from .coordinates import read_coordinates, write_coordinates  # noqa: F401
 from .mrc import (MappedVolume, MrcError, create_mrc, mrc_header_info, read_mrc,  # noqa: F401
-                  write_mrc)
+                  write_mrc, write_mrc_slabs)

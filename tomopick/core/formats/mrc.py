@@ -380,8 +380,9 @@ def read_mrc_geometry(path):
         raise MrcError(f"cannot read MRC file {path}: {err}") from err
 
 
-def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
-    """Write a large float32 volume slab by slab, atomically, with exact header statistics.
+def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16,
+                    dtype=np.float32):
+    """Write a large volume slab by slab, atomically, with exact header statistics.
 
     Unlike `write_mrc` no whole-volume temporary is made: slabs are copied
     into a memory-mapped file (their pages released as they are written)
@@ -392,7 +393,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     ----------
     path : str or path-like
     data : (nz, ny, nx) array
-        Written as float32.
+        Written as ``dtype``, converted slab by slab.
     voxel_size : float or (3,) float
         Å/voxel, one for all axes or (x, y, z).
     origin : (3,) float, optional
@@ -401,6 +402,9 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
         Header start indices (nxstart, nystart, nzstart).
     slab : int, optional
         z-planes copied at a time.
+    dtype : numpy dtype, optional
+        float32 (default) or an MRC integer type (int8, int16, uint8, uint16),
+        e.g. for label volumes.
 
     Examples
     --------
@@ -416,7 +420,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
     23.0
     >>> workdir.cleanup()
     """
-    with create_mrc(path, data.shape, 1.0) as mrc:
+    with create_mrc(path, data.shape, 1.0, dtype) as mrc:
         mrc.voxel_size = voxel_size
         if origin is not None:
             mrc.header.origin = tuple(float(v) for v in origin)
@@ -424,7 +428,7 @@ def write_mrc_slabs(path, data, voxel_size, origin=None, start=None, slab=16):
             for field, value in zip(("nxstart", "nystart", "nzstart"), start):
                 mrc.header[field] = value
         for z0 in range(0, data.shape[0], slab):
-            mrc.data[z0:z0 + slab] = data[z0:z0 + slab]
+            mrc.data[z0:z0 + slab] = np.asarray(data[z0:z0 + slab]).astype(dtype, copy=False)
             release_pages(mrc.data)
             release_pages(data)
         update_header_stats_slabs(mrc, slab)
@@ -447,12 +451,14 @@ def update_header_stats_slabs(mrc, slab=16):
     Examples
     --------
     >>> import os, tempfile
-    >>> path = os.path.join(tempfile.mkdtemp(), "v.mrc")
+    >>> workdir = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(workdir.name, "v.mrc")
     >>> with create_mrc(path, (3, 2, 2), 1.0) as mrc:
     ...     mrc.data[:] = np.arange(12).reshape(3, 2, 2)
     ...     update_header_stats_slabs(mrc, slab=2)
     ...     float(mrc.header.dmin), float(mrc.header.dmax), float(mrc.header.dmean)
     (0.0, 11.0, 5.5)
+    >>> workdir.cleanup()
     """
     lo, hi, mean, std = volume_stats(mrc.data, slab)
     mrc.header.dmin, mrc.header.dmax, mrc.header.dmean, mrc.header.rms = lo, hi, mean, std

@@ -113,6 +113,19 @@ def expected_volume(particle_diameter):
     return np.pi / 6 * float(particle_diameter) ** 3
 
 
+def _label_sizes(labels, n, slab_voxels=4_000_000):
+    """Voxels of each label 0..n, counted slab by slab.
+
+    ``np.bincount`` casts its input to int64: on a whole int32 label volume
+    that is a temporary twice its size (2.4 GB at 1000 x 1000 x 300).
+    """
+    sizes = np.zeros(n + 1, np.int64)
+    step = max(1, slab_voxels // max(1, labels[0].size))
+    for z0 in range(0, labels.shape[0], step):
+        sizes += np.bincount(labels[z0:z0 + step].ravel(), minlength=n + 1)
+    return sizes
+
+
 def marker_spacing(mask, particle_diameter, components=None):
     """Watershed marker spacing (voxels) from the mask's own particle-sized blobs.
 
@@ -146,7 +159,7 @@ def marker_spacing(mask, particle_diameter, components=None):
     labels, n = components if components is not None else ndi.label(mask)
     spacing = 0.35 * float(particle_diameter)
     if n:
-        sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+        sizes = _label_sizes(labels, n)[1:]
         expected = expected_volume(particle_diameter)
         plausible = np.flatnonzero((sizes >= 0.1 * expected) & (sizes <= 8 * expected)) + 1
         if len(plausible):
@@ -182,6 +195,8 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
         Components smaller than this are labelled whole, without a watershed
         (they cannot hold two particles worth keeping).
     components : (labels, n) from ``scipy.ndimage.label(mask)``, optional
+        int32 labels are overwritten: they become the returned labels (one
+        whole-volume label array instead of two).
 
     Returns
     -------
@@ -201,10 +216,14 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
     if min_distance < 1:
         raise ValueError(f"watershed min_distance must be >= 1 voxel, got {min_distance}")
     components, ncomp = components if components is not None else ndi.label(mask)
-    labels = np.zeros(mask.shape, np.int32)
+    if components.dtype != np.int32:
+        components = components.astype(np.int32)
+    # objects are written into the components' array as NEGATIVE ids, so the
+    # components not yet visited (positive) are still found; flipped at the end
+    labels = components
     if ncomp == 0:
         return labels
-    sizes = np.bincount(components.ravel(), minlength=ncomp + 1)
+    sizes = _label_sizes(components, ncomp)
     next_id = 1
     for comp, box in enumerate(ndi.find_objects(components), start=1):
         if box is None:
@@ -214,7 +233,7 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
         own = components[box] == comp
         target = labels[box]
         if sizes[comp] < max(min_volume, 2):
-            target[own] = next_id
+            target[own] = -next_id
             next_id += 1
             continue
         if own.size > SLAB_VOXELS:
@@ -226,14 +245,16 @@ def split_watershed(mask, min_distance, min_volume=0, components=None):
         if len(peaks) == 0:            # a plateau without a strict maximum: one marker
             peaks = np.array([np.unravel_index(np.argmax(edt), edt.shape)])
         if len(peaks) == 1:
-            target[own] = next_id
+            target[own] = -next_id
             next_id += 1
             continue
         markers = np.zeros(own.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
         split = _watershed(-edt, markers, mask=own)
-        target[own] = split[own] + (next_id - 1)
+        target[own] = -(split[own] + (next_id - 1))
         next_id += len(peaks)
+    for z0 in range(0, labels.shape[0], 16):
+        np.negative(labels[z0:z0 + 16], out=labels[z0:z0 + 16])
     return labels
 
 
@@ -284,8 +305,56 @@ def _watershed_in_slabs(own, target, min_distance, next_id):
             markers[np.unravel_index(np.argmax(edt[lo:hi]), sub.shape)] = ids[0]
         split = _watershed(-edt[lo:hi], markers, mask=sub)[a - lo:b - lo]
         core_own = own[a:b]
-        target[a:b][core_own] = split[core_own]
+        target[a:b][core_own] = -split[core_own]      # negative: see split_watershed
     return next_id + len(peaks)
+
+
+def _relabel(labels, new_id, slab=16):
+    """``labels[...] = new_id[labels]`` in place, a few slices at a time (no second volume)."""
+    for z0 in range(0, labels.shape[0], slab):
+        labels[z0:z0 + slab] = new_id[labels[z0:z0 + slab]]
+    return labels
+
+
+def _object_sums(labels, nobj, evidence=None, slab_voxels=4_000_000):
+    """Volume, summed (x, y, z), summed products and mass of objects 1..nobj.
+
+    Accumulated slab by slab: the per-voxel index arrays of one slab only
+    (six 8-byte values per object voxel of the whole volume otherwise).
+
+    Returns
+    -------
+    volumes : (nobj,) float
+    sums : (nobj, 3) float
+        Summed x, y, z.
+    products : (nobj, 6) float
+        Summed xx, xy, xz, yy, yz, zz (`_MOMENT_PAIRS`), for `_principal_widths`.
+    mass : (nobj,) float
+        Summed evidence (the volume when there is none).
+    """
+    volumes, mass = np.zeros(nobj + 1), np.zeros(nobj + 1)
+    sums, products = np.zeros((nobj + 1, 3)), np.zeros((nobj + 1, 6))
+    step = max(1, slab_voxels // max(1, labels[0].size))
+    for z0 in range(0, labels.shape[0], step):
+        sub = labels[z0:z0 + step]
+        flat = np.flatnonzero(sub)
+        lab = sub.ravel()[flat]
+        volumes += np.bincount(lab, minlength=nobj + 1)
+        z, y, x = np.unravel_index(flat, sub.shape)
+        coords = (x.astype(float), y.astype(float), (z + z0).astype(float))
+        for axis, c in enumerate(coords):
+            sums[:, axis] += np.bincount(lab, weights=c, minlength=nobj + 1)
+        for k, (i, j) in enumerate(_MOMENT_PAIRS):
+            products[:, k] += np.bincount(lab, weights=coords[i] * coords[j],
+                                          minlength=nobj + 1)
+        mass += (np.bincount(lab, minlength=nobj + 1) if evidence is None else
+                 np.bincount(lab, weights=np.asarray(evidence[z0:z0 + step]).ravel()[flat],
+                             minlength=nobj + 1))
+    return volumes[1:], sums[1:], products[1:], mass[1:]
+
+
+#: index pairs of the summed coordinate products (x = 0, y = 1, z = 2)
+_MOMENT_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 
 
 def localize_particles(mask, method="connected components", particle_diameter=None,
@@ -386,14 +455,12 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         min_volume = (min_volume_fraction * expected_volume(particle_diameter)
                       if particle_diameter else 0)
         labels = split_watershed(mask, min_distance, int(min_volume), components)
-        del components
+        del components                  # its array is now the labels
     else:
         labels, _ = ndi.label(mask)
-        labels = labels.astype(np.int32)
-    flat = np.flatnonzero(labels)
-    lab = labels.ravel()[flat]
-    nobj = int(labels.max()) if flat.size else 0
-    volumes = np.bincount(lab, minlength=nobj + 1)[1:].astype(float)
+        labels = labels.astype(np.int32, copy=False)
+    nobj = int(labels.max())
+    volumes, sums, products, mass = _object_sums(labels, nobj, evidence)
     keep = volumes > 0
     too_small = too_large = np.zeros(nobj, bool)
     if particle_diameter:
@@ -401,13 +468,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         too_small = volumes < min_volume_fraction * expected
         too_large = volumes > max_volume_factor * expected
         keep &= ~too_small & ~too_large
-    z, y, x = np.unravel_index(flat, labels.shape)
-    sums = np.column_stack([np.bincount(lab, weights=c, minlength=nobj + 1)[1:]
-                            for c in (x, y, z)])
-    widths = _principal_widths(lab, (x, y, z), sums, volumes)
-    weights = (np.ones(len(flat)) if evidence is None
-               else np.asarray(evidence).ravel()[flat].astype(float))
-    mass = np.bincount(lab, weights=weights, minlength=nobj + 1)[1:]
+    widths = _principal_widths(volumes, sums, products)
     with np.errstate(invalid="ignore", divide="ignore"):
         positions = sums / volumes[:, None]
     if edge_margin is None:
@@ -454,26 +515,23 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         counts = np.floor(mass / reference + 0.25).astype(int)
         heavy = np.flatnonzero(keep & (mass >= split_mass_factor * reference) & (counts >= 2))
         if len(heavy):
-            labels, parts = _split_heavy(labels, flat, lab, weights, heavy + 1, counts[heavy])
+            labels, parts = _split_heavy(labels, evidence, heavy + 1, counts[heavy])
             n_split = len(heavy)
             extra = len(parts)
             # the parts replace their object: recompute their statistics
             keep[heavy] = False
             nobj2 = nobj + extra
-            lab = labels.ravel()[flat]
-            volumes = np.bincount(lab, minlength=nobj2 + 1)[1:].astype(float)
-            sums = np.column_stack([np.bincount(lab, weights=c, minlength=nobj2 + 1)[1:]
-                                    for c in (x, y, z)])
-            mass = np.bincount(lab, weights=weights, minlength=nobj2 + 1)[1:]
-            widths = _principal_widths(lab, (x, y, z), sums, volumes)
+            volumes, sums, products, mass = _object_sums(labels, nobj2, evidence)
+            widths = _principal_widths(volumes, sums, products)
             with np.errstate(invalid="ignore", divide="ignore"):
                 positions = sums / volumes[:, None]
             keep = np.concatenate([keep, volumes[nobj:] > 0])
             nobj = nobj2
     new_id = np.zeros(nobj + 1, np.int32)
     new_id[1:][keep] = np.arange(1, keep.sum() + 1)
+    _relabel(labels, new_id)
     return {"positions": positions[keep], "scores": mass[keep], "volumes": volumes[keep],
-            "labels": new_id[labels], "n_objects": n_found,
+            "labels": labels, "n_objects": n_found,
             "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
             "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
             "n_dense": int(dense.sum()), "n_flat": int(flattened.sum()),
@@ -565,26 +623,30 @@ def object_blobness(mask, labels, ids, particle_diameter):
     return out
 
 
-def _split_heavy(labels, flat, lab, weights, ids, counts):
+def _split_heavy(labels, evidence, ids, counts):
     """Split each object ``ids[i]`` into ``counts[i]`` parts (`_weighted_kmeans` of its voxels).
 
-    Parts get new labels after ``labels.max()``; returns (labels, new ids).
+    Each object is read inside its bounding box (no whole-volume voxel
+    lists); voxels are weighted by their evidence (clipped at 0), or equally.
+    Parts get new labels after ``labels.max()``, written into ``labels`` in
+    place; returns (labels, new ids).
     """
-    order = np.argsort(lab, kind="stable")
-    starts = np.searchsorted(lab[order], ids, side="left")
-    stops = np.searchsorted(lab[order], ids, side="right")
+    boxes = ndi.find_objects(labels, max_label=int(max(ids)))
     next_id = int(labels.max()) + 1
-    out = labels.ravel()
     new = []
-    for a, b, n in zip(starts, stops, counts):
-        vox = flat[order[a:b]]
-        n = int(min(n, b - a))
-        coords = np.column_stack(np.unravel_index(vox, labels.shape)).astype(float)
-        part = _weighted_kmeans(coords, np.clip(weights[order[a:b]], 0, None) + 1e-6, n)
-        out[vox] = next_id + part
+    for k, n in zip(ids, counts):
+        box = boxes[k - 1]
+        own = labels[box] == k
+        vox = np.argwhere(own)
+        n = int(min(n, len(vox)))
+        weights = (np.ones(len(vox)) if evidence is None
+                   else np.asarray(evidence[box], float)[own])
+        coords = (vox + [b.start for b in box]).astype(float)
+        part = _weighted_kmeans(coords, np.clip(weights, 0, None) + 1e-6, n)
+        labels[box][own] = next_id + part
         new.extend(range(next_id, next_id + n))
         next_id += n
-    return out.reshape(labels.shape), new
+    return labels, new
 
 
 def _weighted_kmeans(points, weights, k, iterations=30):
@@ -616,21 +678,18 @@ def _weighted_kmeans(points, weights, k, iterations=30):
     return part
 
 
-def _principal_widths(lab, coords, sums, volumes):
+def _principal_widths(volumes, sums, products):
     """Each object's diameters along its principal axes, smallest first (voxels).
 
-    From the object's second moments: sqrt(20 * eigenvalue of its coordinate
-    covariance), which is D along every axis for a solid ball of diameter D
-    (variance D^2 / 20 along any axis).  (nobj, 3) array.
+    From the object's second moments (`_object_sums`): sqrt(20 * eigenvalue
+    of its coordinate covariance), which is D along every axis for a solid
+    ball of diameter D (variance D^2 / 20 along any axis).  (nobj, 3) array.
     """
-    nobj = len(volumes)
-    n = np.maximum(volumes, 1)[:, None]
-    mean = sums / n
-    cov = np.empty((nobj, 3, 3))
-    for i in range(3):
-        for j in range(i, 3):
-            m = np.bincount(lab, weights=coords[i] * coords[j], minlength=nobj + 1)[1:]
-            cov[:, i, j] = cov[:, j, i] = m / n[:, 0] - mean[:, i] * mean[:, j]
+    n = np.maximum(volumes, 1)
+    mean = sums / n[:, None]
+    cov = np.empty((len(volumes), 3, 3))
+    for k, (i, j) in enumerate(_MOMENT_PAIRS):
+        cov[:, i, j] = cov[:, j, i] = products[:, k] / n - mean[:, i] * mean[:, j]
     return np.sqrt(20 * np.clip(np.linalg.eigvalsh(cov), 0, None))
 
 
@@ -660,21 +719,18 @@ def localize_segmentation(seg, localization="connected components", particle_dia
     connected components [(12, 12, 12), (12, 34, 12), (34, 12, 12), (34, 34, 12)]
     watershed [(12, 12, 12), (12, 34, 12), (34, 12, 12), (34, 34, 12)]
     """
-    lo, hi = seg.pick_range
-    # localise inside the picking slab only (plus nothing: the mask is empty elsewhere)
-    nz, ny, nx = seg.mask.shape
-    faces = [(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)]
-    objects = localize_particles(seg.mask[lo:hi + 1], localization, particle_diameter,
-                                 min_distance, seg.evidence[lo:hi + 1], faces=faces, **filters)
-    positions = objects["positions"] + np.array([0.0, 0.0, lo])
+    # the whole mask (empty outside the picking range): the labels are then
+    # the volume's own, with no slab-to-volume copy (one int32 volume less)
+    objects = localize_particles(seg.mask, localization, particle_diameter, min_distance,
+                                 seg.evidence, **filters)
+    positions = objects["positions"]
     order = np.argsort(-objects["scores"], kind="stable")
     # relabel so that object k (1-based) is the k-th pick, best first
     rank = np.zeros(len(order) + 1, np.int32)
     rank[order + 1] = np.arange(1, len(order) + 1)
-    labels = np.zeros(seg.mask.shape, np.int32)
-    labels[lo:hi + 1] = rank[objects["labels"]]
-    objects["labels"] = labels
+    _relabel(objects["labels"], rank)
     objects["volumes"] = objects["volumes"][order]
+    objects["widths"] = objects["widths"][order]
     picks = Picks(np.full(len(order), str(tomo_id)), positions[order],
                   scores=objects["scores"][order], voxel_size=voxel_size)
     return picks, objects

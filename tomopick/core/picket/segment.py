@@ -37,7 +37,7 @@ What differs from PickET:
 """
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.ndimage as ndi
@@ -46,10 +46,13 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
+from tomopick.core.formats.mrc import release_pages
+
 from . import features as pf
 
 __all__ = [
-    "CLUSTERERS", "check_clusterer", "parse_z_range", "preprocess", "lamella_z_ranges",
+    "CLUSTERERS", "MAX_FIT_NEIGHBORHOODS", "check_clusterer", "parse_z_range", "preprocess",
+    "lamella_z_ranges",
     "PickETModel", "fit_model", "predict_margin", "choose_particle_cluster", "Segmentation",
     "segment_tomogram", "segment_workflows",
 ]
@@ -62,6 +65,10 @@ BLUR_SIGMA = 2.0
 GMM_VARIANCE_KEPT = {"FFT": 0.9999, "Gabor": 0.999, "intensities": 0.999}
 GMM_MAX_COMPONENTS = {"FFT": 24, "Gabor": 12, "intensities": 12}
 NUM_GABOR_FEATURES = 64
+# fitting sample: measured on the 128 x 256 x 256 lamellae (bench_picket.py
+# --lamellae), 25,000 neighbourhoods give the F1 of 100,000 (PickET's default)
+# within +-0.02 for every workflow, at a quarter of the fitting time
+MAX_FIT_NEIGHBORHOODS = 25000
 # a particle class holding more than this fraction of the picked voxels means
 # the clusterer split the background (KMeans' bisector does that when the
 # particles are a small, weak-contrast minority): the class is split again
@@ -161,6 +168,9 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
 
     with ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(blur, range(0, nz, chunk)))
+    # the tomogram is read once: its mapped file pages would otherwise count in
+    # this process's memory as long as the map lives (1.2 GB at 1000 x 1000 x 300)
+    release_pages(volume)
     lo, hi = float(out.min()), float(out.max())
     if not hi > lo:
         raise ValueError("tomogram is constant after blurring: nothing to segment")
@@ -378,9 +388,9 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
     >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
     ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
-    >>> padded = pf.pad_volume(preprocess(volume), 5)
     >>> centres = np.argwhere(np.ones(volume.shape, bool))[::7]
-    >>> model = fit_model(pf._sample_windows(padded, centres, 5), 5, "intensities", "KMeans")
+    >>> windows = pf._sample_windows(preprocess(volume), centres, 5)
+    >>> model = fit_model(windows, 5, "intensities", "KMeans")
     >>> model.clusterer, model.projection.shape          # one projection: KMeans is linear
     ('KMeans', (1, 125))
     """
@@ -395,16 +405,19 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     scale = np.ones(features.shape[1], np.float32)
     if mode == "FFT":
         scale = np.sqrt(pf._fft_half_indices(n)[1]).astype(np.float32)
-    features = (features * scale).astype(np.float64)
+    features = features * scale
     info = {"n_fit": len(features), "n_features": features.shape[1]}
     if clusterer == "KMeans":
+        # single precision, as the prediction: measured 1.5-2.5x faster than
+        # float64 with the same iterations and centres to 1e-6
         km = KMeans(n_clusters=2, random_state=seed, n_init=1).fit(features)
-        c0, c1 = km.cluster_centers_
+        c0, c1 = km.cluster_centers_.astype(np.float64)
         projection = (2 * (c1 - c0))[None]
         offset = np.array([c0 @ c0 - c1 @ c1])
-        info["centers"] = km.cluster_centers_
+        info["centers"] = km.cluster_centers_.astype(np.float64)
         return PickETModel(mode, clusterer, n, projection, offset, np.zeros(1), np.ones(1), 0.0,
                            gabor, None, scale, info)
+    features = features.astype(np.float64)
     pca = PCA(random_state=seed).fit(features)
     if gmm_components is None:
         kept = np.cumsum(pca.explained_variance_ratio_)
@@ -425,13 +438,16 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
                        gabor, gmm, scale, info)
 
 
-def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
+def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, combine=None):
     """Signed cluster-1 margin of every voxel in a z range, by z-chunks.
+
+    Each chunk is padded on its own (`features.pad_chunk`): no padded copy of
+    the volume is ever made.
 
     Parameters
     ----------
-    padded : 3D ndarray
-        The normalised volume padded by n//2 (`pad_volume`).
+    normalized : (nz, ny, nx) array
+        The preprocessed volume (`preprocess`).
     model : PickETModel
     z_range : (lo, hi)
         Inclusive slice range to classify.
@@ -441,6 +457,9 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
         Slices per chunk (default 12: the fastest measured for every mode on
         512 x 512 slices with 2 threads).
     n_threads : int
+    combine : {None, 'min'}
+        None: ``out`` receives the margin; 'min': ``out`` becomes the smaller of
+        itself and the margin (a second clusterer refining the first).
 
     Examples
     --------
@@ -450,11 +469,11 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
     >>> volume = rng.normal(0, 0.5, z.shape).astype(np.float32)
     >>> for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:  # four dark balls, radius 4
     ...     volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 16] -= 1.0
-    >>> padded = pf.pad_volume(preprocess(volume), 5)
+    >>> normalized = preprocess(volume)
     >>> centres = np.argwhere(np.ones(volume.shape, bool))[::7]
-    >>> model = fit_model(pf._sample_windows(padded, centres, 5), 5, "intensities", "KMeans")
+    >>> model = fit_model(pf._sample_windows(normalized, centres, 5), 5, "intensities", "KMeans")
     >>> margin = np.zeros(volume.shape, np.float32)
-    >>> _ = predict_margin(padded, model, (0, 23), margin)
+    >>> _ = predict_margin(normalized, model, (0, 23), margin)
     >>> inside = (margin[12, 12, 12] > 0, margin[12, 24, 24] > 0)  # a ball centre, the solvent
     >>> inside[0] != inside[1]                                     # opposite sides
     True
@@ -467,22 +486,43 @@ def predict_margin(padded, model, z_range, out, chunk=None, n_threads=2):
     # prediction needs a few linear combinations of the features, never the
     # features themselves: for intensities and Gabor one correlation kernel per
     # row of the projection, for FFT magnitudes the blocked matrix product
+    # the margin is reduced block by block (FFT) or kernel by kernel (the
+    # others): the P projections of a whole chunk are never held (P x 48 MB
+    # per chunk and thread on 1000 x 1000 slices)
     if model.mode == "FFT":
-        def project(block):
-            return pf._project_fft_magnitudes(block, n, projection)
+        def chunk_margin(block):
+            return pf._project_fft_magnitudes(block, n, projection,
+                                              reduce=model.margin_from_projection)
     else:
         kernels = pf._window_kernels(projection, model.mode, n, model.gabor_filters)
         # the kernel spectra of the common chunk shape, on all threads, before
         # the chunks share them
-        shape = pf._transform_shape((min(chunk, hi - lo + 1) + 2 * h,) + padded.shape[1:])
+        shape = pf._transform_shape((min(chunk, hi - lo + 1) + 2 * h,)
+                                    + tuple(s + 2 * h for s in normalized.shape[1:]))
         cache = {shape: pf._kernel_spectra(kernels, shape, workers=n_threads)}
+        offset, quadratic, linear = (np.asarray(v, np.float32)
+                                     for v in (model.offset, model.quadratic, model.linear))
 
-        def project(block):
-            return pf._correlate_kernels(block, kernels, cache=cache)
+        def chunk_margin(block):
+            margin = np.full(tuple(s - 2 * h for s in block.shape), model.constant, np.float32)
+
+            def accumulate(p, y):
+                # margin += y (quadratic y + linear), y = response + offset
+                y += offset[p]
+                factor = y * quadratic[p]
+                factor += linear[p]
+                y *= factor
+                np.add(margin, y, out=margin)
+            pf._correlate_kernels(block, kernels, cache=cache, consume=accumulate)
+            return margin
 
     def run(z0):
         z1 = min(hi + 1, z0 + chunk)
-        out[z0:z1] = model.margin_from_projection(project(padded[z0:z1 + 2 * h]))
+        margin = chunk_margin(pf.pad_chunk(normalized, z0, z1, n))
+        if combine == "min":
+            np.minimum(out[z0:z1], margin, out=out[z0:z1])
+        else:
+            out[z0:z1] = margin
 
     starts = list(range(lo, hi + 1, chunk))
     # one BLAS thread per chunk thread.  Set once, here: the limit is process-wide,
@@ -587,8 +627,6 @@ class Segmentation:
         Particle voxels (False outside the picking z range).
     evidence : (nz, ny, nx) float32 ndarray
         Signed margin, positive on the particle side (0 outside the range).
-    normalized : (nz, ny, nx) float32 ndarray
-        The preprocessed volume.
     model : PickETModel
     particle_cluster : int
         Which cluster (0 = the one KMeans/GMM called 0) is the particle class.
@@ -597,7 +635,6 @@ class Segmentation:
     """
     mask: np.ndarray
     evidence: np.ndarray
-    normalized: np.ndarray
     model: PickETModel
     particle_cluster: int
     fit_range: tuple
@@ -613,8 +650,6 @@ class _Stage1Inputs:
     ----------
     normalized : (nz, ny, nx) float32 ndarray
         Blurred, min-max normalised volume.
-    padded : ndarray
-        ``normalized`` padded by n // 2 (`features.pad_volume`).
     n : int
         Neighbourhood edge.
     fit_range, pick_range : (lo, hi)
@@ -625,7 +660,6 @@ class _Stage1Inputs:
     timings : dict
     """
     normalized: np.ndarray
-    padded: np.ndarray
     n: int
     fit_range: tuple
     pick_range: tuple
@@ -634,8 +668,9 @@ class _Stage1Inputs:
     timings: dict = field(default_factory=dict)
 
 
-def _prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z_fit_range=None,
-                   z_pick_range=None, particle_diameter=None, seed=0, n_threads=2):
+def _prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=MAX_FIT_NEIGHBORHOODS,
+                    z_fit_range=None, z_pick_range=None, particle_diameter=None, seed=0,
+                    n_threads=2):
     """Preprocessing, z ranges and fitting sample of one tomogram, for any workflow.
 
     The feature mode and the clusterer do not enter here, so several workflows
@@ -663,15 +698,14 @@ def _prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=100000, z
     auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius)
     fit_range = tuple(z_fit_range) if z_fit_range is not None else auto_fit
     pick_range = tuple(z_pick_range) if z_pick_range is not None else auto_pick
-    padded = pf.pad_volume(normalized, n)
     rng = np.random.default_rng(seed)
     n_slab = (fit_range[1] - fit_range[0] + 1) * ny * nx
     flat = rng.choice(n_slab, size=min(int(max_fit_neighborhoods), n_slab), replace=False)
     flat.sort()
     zz, yy, xx = np.unravel_index(flat, (fit_range[1] - fit_range[0] + 1, ny, nx))
     centres = np.column_stack([zz + fit_range[0], yy, xx])
-    windows = pf._sample_windows(padded, centres, n)
-    return _Stage1Inputs(normalized, padded, n, fit_range, pick_range, centres, windows,
+    windows = pf._sample_windows(normalized, centres, n)
+    return _Stage1Inputs(normalized, n, fit_range, pick_range, centres, windows,
                         {"preprocess_s": t1 - t0, "sample_s": time.perf_counter() - t1})
 
 
@@ -710,14 +744,21 @@ def segment_workflows(volume, workflows, **kwargs):
                                         "z_fit_range", "z_pick_range", "particle_diameter",
                                         "seed", "n_threads") if k in kwargs}
     prepared = _prepare_stage1(volume, **prep_args)
-    for mode, clusterer in workflows:
-        yield (mode, clusterer), segment_tomogram(volume, mode, clusterer, prepared=prepared,
-                                                  **kwargs)
+    workflows = list(workflows)
+    for i, (mode, clusterer) in enumerate(workflows):
+        seg = segment_tomogram(volume, mode, clusterer, prepared=prepared, **kwargs)
+        if i == len(workflows) - 1:
+            # the preprocessed volume is not needed to localise: not held while
+            # the caller localises the last one
+            prepared = None
+        yield (mode, clusterer), seg
+        del seg
 
 
 def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhood_size=5,
-                     max_fit_neighborhoods=100000, z_fit_range=None, z_pick_range=None,
-                     particle_cluster=-1, particle_diameter=None, seed=0, n_threads=2,
+                     max_fit_neighborhoods=MAX_FIT_NEIGHBORHOODS, z_fit_range=None,
+                     z_pick_range=None, particle_cluster=-1, particle_diameter=None, seed=0,
+                     n_threads=2,
                      gmm_components=None, prepared=None):
     """PickET stage 1: the particle / background segmentation of one tomogram.
 
@@ -779,7 +820,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     if prepared is None:
         prepared = _prepare_stage1(volume, neighborhood_size, max_fit_neighborhoods, z_fit_range,
                                   z_pick_range, particle_diameter, seed, n_threads)
-    normalized, padded, n = prepared.normalized, prepared.padded, prepared.n
+    normalized, n = prepared.normalized, prepared.n
     fit_range, pick_range = prepared.fit_range, prepared.pick_range
     windows, centres = prepared.windows, prepared.centres
     nz, ny, nx = normalized.shape
@@ -794,7 +835,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     lap("fit_s")
 
     margin = np.zeros((nz, ny, nx), np.float32)
-    predict_margin(padded, model, pick_range, margin, n_threads=n_threads)
+    predict_margin(normalized, model, pick_range, margin, n_threads=n_threads)
     lap("predict_s")
     labels = margin > 0
     if pick_range[0] > 0:
@@ -807,9 +848,8 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         info["cluster_choice"] = evidence
     if particle_cluster == 0:
         np.negative(margin, out=margin)
-        mask = margin > 0
-    else:
-        mask = labels
+        np.greater(margin, 0, out=labels)       # the mask, in the labels' buffer
+    mask = labels
     fraction = float(mask[pick_range[0]:pick_range[1] + 1].mean())
     if fraction > MAX_PARTICLE_FRACTION:
         info["first_split"] = {"model": model.info, "particle_fraction": fraction}
@@ -822,7 +862,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     lap("choose_cluster_s")
     info["timings"] = timings
     info["n_predicted"] = (pick_range[1] - pick_range[0] + 1) * ny * nx
-    return Segmentation(mask, margin, normalized, model, int(particle_cluster),
+    return Segmentation(mask, margin, model, int(particle_cluster),
                         fit_range, pick_range, info)
 
 
@@ -830,27 +870,31 @@ def _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_co
     """Split a too-large particle class in two and keep its more contrasted half.
 
     The clusterer is refitted on the fitting neighbourhoods that fell in the
-    particle class; of its two classes the one whose mean intensity departs
-    more from the volume's median is the particles.  ``mask`` and ``margin``
-    are updated in place: the mask loses the other half, and the margin becomes
-    the smaller of the two margins (a voxel is as much a particle as its
-    weaker evidence says).
+    particle class; of its two classes the one whose mean intensity (at the
+    neighbourhood centres) departs more from the volume's median is the
+    particles.  ``mask`` and ``margin`` are updated in place, chunk by chunk as
+    the second clusterer is applied (no second volume is held): the margin
+    becomes the smaller of the two margins (a voxel is as much a particle as
+    its weaker evidence says) and the mask its positive part.
     """
     inside = mask[tuple(prepared.centres.T)]
     if inside.sum() < 100:
         return
-    sub = fit_model(prepared.windows[inside], model.n, model.mode, model.clusterer, seed,
-                    gmm_components)
-    second = np.zeros(mask.shape, np.float32)
-    predict_margin(prepared.padded, sub, prepared.pick_range, second, n_threads=n_threads)
-    normalized = prepared.normalized
-    lo, hi = prepared.pick_range
-    vol, m1, m2 = normalized[lo:hi + 1], mask[lo:hi + 1], second[lo:hi + 1] > 0
-    median = float(np.median(vol[::2, ::4, ::4]))
-    a, b = m1 & m2, m1 & ~m2
-    if not (a.any() and b.any()):
+    windows = prepared.windows[inside]
+    sub = fit_model(windows, model.n, model.mode, model.clusterer, seed, gmm_components)
+    # which half is the particles, decided on the fitting sample (the halves'
+    # mean centre intensities) so that the second margin can be folded into the
+    # first as it is computed
+    half = sub.predict_features(pf.window_features(windows, model.n, model.mode,
+                                                   sub.gabor_filters)).astype(bool)
+    if half.all() or not half.any():
         return
-    if abs(vol[b].mean() - median) > abs(vol[a].mean() - median):
-        np.negative(second, out=second)
-    np.minimum(margin, second, out=margin)
-    mask &= second > 0
+    centre = windows[:, model.n ** 3 // 2]
+    lo, hi = prepared.pick_range
+    median = float(np.median(prepared.normalized[lo:hi + 1:2, ::4, ::4]))
+    if abs(centre[~half].mean() - median) > abs(centre[half].mean() - median):
+        sub = replace(sub, quadratic=-sub.quadratic, linear=-sub.linear,
+                      constant=-sub.constant)
+    predict_margin(prepared.normalized, sub, prepared.pick_range, margin, n_threads=n_threads,
+                   combine="min")
+    np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])

@@ -5,15 +5,16 @@ runs one.  To compare several on one tomogram without recomputing stage 1, use
 `segment.segment_workflows` and `localize.localize_segmentation`.
 """
 from .localize import localize_segmentation
-from .segment import segment_tomogram
+from .segment import MAX_FIT_NEIGHBORHOODS, segment_tomogram
 
 __all__ = ["picket_pick"]
 
 
 def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
                 localization="connected components", neighborhood_size=5,
-                max_fit_neighborhoods=100000, z_fit_range=None, z_pick_range=None,
-                particle_cluster=-1, particle_diameter=None, min_distance=0, seed=0,
+                max_fit_neighborhoods=MAX_FIT_NEIGHBORHOODS, z_fit_range=None,
+                z_pick_range=None, particle_cluster=-1, particle_diameter=None, min_distance=0,
+                seed=0,
                 n_threads=2, tomo_id="", voxel_size=None, gmm_components=None):
     """PickET's two stages on one tomogram: segmentation, then object centroids.
 

@@ -55,6 +55,22 @@ def test_fast_features_cover_the_border_without_a_frame():
     margin = np.zeros(u.shape, np.float32)
     windows = picket_windows(u, N).reshape(-1, N ** 3)
     model = seg.fit_model(windows[::3], N, "intensities", "KMeans")
-    seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin)
+    seg.predict_margin(u, model, (0, u.shape[0] - 1), margin)
     # every voxel is classified: no unlabelled frame that PickET later turns into "particle"
     assert np.all(margin != 0)
+
+
+def test_sampled_windows_and_chunks_are_those_of_the_padded_volume():
+    # sampling and prediction never pad the whole volume: windows reaching past
+    # a face, and chunks at either end, must still be PickET's symmetric padding
+    u = blobs()
+    nz, ny, nx = u.shape
+    reference = picket_windows(u, N).reshape(nz, ny, nx, N ** 3)
+    z, y, x = np.meshgrid([0, 1, 7, nz - 2, nz - 1], [0, 1, ny - 1], [0, 5, nx - 2, nx - 1],
+                          indexing="ij")
+    centres = np.column_stack([z.ravel(), y.ravel(), x.ravel()])
+    expected = reference[z, y, x].reshape(-1, N ** 3)
+    assert np.array_equal(pf._sample_windows(u, centres, N), expected)
+    padded = pf.pad_volume(u, N)
+    for z0, z1 in ((0, 3), (0, nz), (5, 9), (nz - 1, nz), (1, 2)):
+        assert np.array_equal(pf.pad_chunk(u, z0, z1, N), padded[z0:z1 + N - 1])

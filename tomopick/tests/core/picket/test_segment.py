@@ -20,7 +20,7 @@ def test_kmeans_filter_prediction_equals_kmeans_predict_on_window_features(mode)
     windows = picket_windows(u, N).reshape(-1, N ** 3)
     model = seg.fit_model(windows[::4], N, mode, "KMeans", seed=3)
     margin = np.zeros(u.shape, np.float32)
-    seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin)
+    seg.predict_margin(u, model, (0, u.shape[0] - 1), margin)
     features = pf.window_features(windows, N, mode, model.gabor_filters) * model.feature_scale
     km_labels = np.argmin(((features[:, None, :] - model.info["centers"][None]) ** 2)
                           .sum(axis=2), axis=1)
@@ -50,7 +50,7 @@ def test_gmm_margin_is_the_mixtures_posterior_log_odds(mode, phantom_slab):
     windows = picket_windows(u, N).reshape(-1, N ** 3)
     model = seg.fit_model(windows[::4], N, mode, "GMM", seed=0)
     margin = np.zeros(u.shape, np.float32)
-    seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin)
+    seg.predict_margin(u, model, (0, u.shape[0] - 1), margin)
     # the same voxels through scikit-learn: principal-component scores, then the mixture
     weighted = pf.window_features(windows, N, mode, model.gabor_filters) * model.feature_scale
     pca = PCA(random_state=0).fit(weighted[::4].astype(np.float64))
@@ -154,7 +154,7 @@ def test_prediction_leaves_the_process_thread_limits_as_they_were():
         model = seg.fit_model(windows, N, mode, "GMM", seed=0)
         margin = np.zeros(u.shape, np.float32)
         # many short chunks on several threads: the threads' turns interleave
-        seg.predict_margin(pf.pad_volume(u, N), model, (0, u.shape[0] - 1), margin,
+        seg.predict_margin(u, model, (0, u.shape[0] - 1), margin,
                           chunk=2, n_threads=3)
     # the limit is process-wide: a leftover 1 would slow every later BLAS call
     assert limits() == before
@@ -177,3 +177,22 @@ def test_workflows_sharing_stage_one_equal_separate_runs(phantom):
             ref, _, _ = pk.picket_pick(phantom.tomogram, mode, clusterer, loc,
                                        tomo_id="phantom", **kwargs)
             assert np.array_equal(picks.positions, ref.positions) and len(picks) > 0
+
+
+def test_second_clusterer_folds_into_the_margin_as_the_minimum():
+    # the KMeans re-split refines the margin chunk by chunk (no second volume):
+    # the result must be the voxelwise minimum of the two margins
+    u = blobs(seed=2)
+    windows = picket_windows(u, N).reshape(-1, N ** 3)
+    first = seg.fit_model(windows[::3], N, "FFT", "KMeans", seed=0)
+    second = seg.fit_model(windows[1::3], N, "intensities", "GMM", seed=0)
+    a, b = np.zeros(u.shape, np.float32), np.zeros(u.shape, np.float32)
+    seg.predict_margin(u, first, (0, u.shape[0] - 1), a)
+    seg.predict_margin(u, second, (0, u.shape[0] - 1), b)
+    combined = a.copy()
+    seg.predict_margin(u, second, (2, u.shape[0] - 3), combined, chunk=3, combine="min")
+    # (other chunk sizes: other FFT lengths, float32 rounding)
+    tol = 1e-5 * np.abs(b).max()
+    assert np.abs(combined[2:-2] - np.minimum(a, b)[2:-2]).max() < tol
+    assert np.array_equal(combined[:2], a[:2]) and np.array_equal(combined[-2:], a[-2:])
+    assert (b < a).any() and (b > a).any()       # both margins matter somewhere
