@@ -46,4 +46,6 @@ def snapshot_forms(class_names, outdir, project_name="tomopick_forms"):
 
 
 if __name__ == "__main__":
+    from tomopick import environment
+    environment.set_defaults()  # the Scipion environment, before pyworkflow loads
     snapshot_forms(sys.argv[2:], sys.argv[1])
