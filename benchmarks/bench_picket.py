@@ -124,15 +124,10 @@ def run_workflow(directory, mode, clusterer, diameter, threads, fit_n):
            "timings": seg.info["timings"],
            "n_predicted": seg.info["n_predicted"],
            "predict_us_per_voxel": seg.info["timings"]["predict_s"] / seg.info["n_predicted"] * 1e6}
-    lo, hi = seg.pick_range
-    nz, ny, nx = tomo.shape
     for loc in pl.LOCALIZATIONS:
         t = time.perf_counter()
-        obj = pl.localize_particles(seg.mask[lo:hi + 1], loc, diameter,
-                                    evidence=seg.evidence[lo:hi + 1],
-                                    faces=[(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)])
+        picks, _ = pl.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
         dt = time.perf_counter() - t
-        picks = Picks("phantom", obj["positions"] + [0, 0, lo], scores=obj["scores"])
         r = evaluate_picks(picks, truth, diameter / 2)
         key = "cc" if loc.startswith("connected") else "ws"
         out[key] = {"s2_s": dt, "n": len(picks), "f1_1to1": r["one_to_one"]["f1"],
@@ -608,13 +603,8 @@ def lamellae(threads, seed):
             seg = pk.segment_tomogram(ph.tomogram, mode, clusterer, particle_diameter=diameter,
                                       n_threads=threads, seed=seed)
             s1 = time.perf_counter() - t
-            lo, hi = seg.pick_range
-            nz, ny, nx = seg.mask.shape
             for loc in pl.LOCALIZATIONS:
-                obj = pl.localize_particles(seg.mask[lo:hi + 1], loc, diameter,
-                                            evidence=seg.evidence[lo:hi + 1],
-                                            faces=[(0, nx - 1), (0, ny - 1), (-lo, nz - 1 - lo)])
-                picks = Picks("phantom", obj["positions"] + [0, 0, lo])
+                picks, obj = pl.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
                 r = evaluate_picks(picks, ph.particles, radius)["one_to_one"]
                 rows.append({"phantom": name, "mode": mode, "clusterer": clusterer,
                              "localization": loc, "n_true": len(ph.particles),
