@@ -244,19 +244,20 @@ def _half_dft_matrices(n):
     return np.cos(phase).astype(np.float32), (-np.sin(phase)).astype(np.float32)
 
 
-def _axis_dft(a, axis, n, out_len, ks):
+def _axis_dft(a, axis, n, out_len, ks, step=1):
     """Centred n-point DFT along one axis, valid part, for the frequencies ``ks``.
 
     T_k(x) = sum_{t=-h..h} a(x + t) exp(-2 pi i k t / n), computed from the
     symmetric/antisymmetric pairs a(x+t) +- a(x-t) so every k costs h
     multiply-adds for its cosine part and h for its sine part, and -k comes free
-    (T_-k = C_k + i S_k when T_k = C_k - i S_k).
+    (T_-k = C_k + i S_k when T_k = C_k - i S_k).  With ``step`` the output
+    positions are x = 0, step, 2 step, ... (``out_len`` of them).
     """
     h = n // 2
 
     def tap(t):
         index = [slice(None)] * a.ndim
-        index[axis] = slice(h + t, h + t + out_len)
+        index[axis] = slice(h + t, h + t + step * (out_len - 1) + 1, step)
         return a[tuple(index)]
 
     a0 = tap(0)
@@ -290,23 +291,24 @@ def _complex(re, im):
     return out
 
 
-def _band_dft_matrix(n, out_len):
-    """(n * out_len, out_len + n - 1) complex64: the centred n-point DFT along one axis.
+def _band_dft_matrix(n, out_len, step=1):
+    """(n * out_len, step (out_len - 1) + n) complex64: the centred n-point DFT along one axis.
 
     Row ``(k + n//2) * out_len + o`` holds exp(-2 pi i k t / n) at column
-    ``o + t + n//2`` (t = -n//2..n//2): multiplying it into a padded axis gives
-    every frequency k at every output position in one matrix product.
+    ``step o + t + n//2`` (t = -n//2..n//2): multiplying it into a padded axis
+    gives every frequency k at every output position (every ``step``-th
+    position of the axis) in one matrix product.
     """
     h = n // 2
-    m = np.zeros((n, out_len, out_len + 2 * h), np.complex64)
+    m = np.zeros((n, out_len, step * (out_len - 1) + 1 + 2 * h), np.complex64)
     o = np.arange(out_len)
     for ki, k in enumerate(range(-h, h + 1)):
         for t in range(-h, h + 1):
-            m[ki, o, o + t + h] = np.exp(-2j * np.pi * k * t / n)
-    return m.reshape(n * out_len, out_len + 2 * h)
+            m[ki, o, step * o + t + h] = np.exp(-2j * np.pi * k * t / n)
+    return m.reshape(n * out_len, -1)
 
 
-def _fft_magnitudes(padded, n, out_shape=None):
+def _fft_magnitudes(padded, n, out_shape=None, step=1):
     """Half-space local DFT magnitudes of every window, by separable filtering.
 
     The x axis is transformed with the radix-n butterfly (`_axis_dft`, only
@@ -322,23 +324,29 @@ def _fft_magnitudes(padded, n, out_shape=None):
     n : int
         Window edge (odd).
     out_shape : tuple, optional
-        Defaults to ``padded.shape - (n - 1)``.
+        Output voxels along z, y, x; defaults to every voxel
+        (``ceil((padded.shape - (n - 1)) / step)``).
+    step : int
+        Grid step: only voxels whose indices are multiples of ``step`` (along
+        every axis) are computed, at 1 / step^3 of the cost.
 
     Returns
     -------
     (K, nz, ny, nx) float32 ndarray
-        Feature k at voxel x equals ``_window_fft_magnitudes`` of the window
-        centred on x, k ordered as `_fft_half_indices`.
+        Feature k at output voxel x equals ``_window_fft_magnitudes`` of the
+        window centred on voxel ``step x``, k ordered as `_fft_half_indices`.
     """
     h = n // 2
-    nz, ny, nx = out_shape or tuple(s - 2 * h for s in padded.shape)
+    nz, ny, nx = out_shape or tuple(-(-(s - 2 * h) // step) for s in padded.shape)
     freqs, _ = _fft_half_indices(n)
     out = np.empty((len(freqs), nz, ny, nx), np.float32)
     u = np.asarray(padded, np.float32)
-    by = _band_dft_matrix(n, ny)
-    bz = _band_dft_matrix(n, nz)
+    by = _band_dft_matrix(n, ny, step)
+    bz = _band_dft_matrix(n, nz, step)
+    # the band matrices read step (len - 1) + n rows of the padded block
+    u = u[:step * (nz - 1) + n, :step * (ny - 1) + n]
     coefficients = {}
-    for kx, xk in _axis_dft(u, 2, n, nx, range(0, h + 1)).items():
+    for kx, xk in _axis_dft(u, 2, n, nx, range(0, h + 1), step).items():
         yk = np.matmul(by, xk.astype(np.complex64, copy=False))   # (Z, n*ny, nx)
         zk = bz @ yk.reshape(yk.shape[0], -1)                      # (n*nz, n*ny*nx)
         coefficients[kx] = zk.reshape(n, nz, n, ny, nx)
@@ -507,7 +515,7 @@ def _kernel_spectra(kernels, fshape, workers=1):
                             workers=workers) for k in kernels]
 
 
-def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None):
+def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None, step=1):
     """Valid correlation of a padded volume (or chunk) with several n^3 kernels.
 
     out[p, x] = sum_w padded[x + w] * kernels[p, w], w over the window; with the
@@ -527,22 +535,27 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None):
         ``consume(p, response)`` receives each kernel's (nz, ny, nx) response
         in turn instead of it being stored (a reduction over the kernels then
         never holds all P of them).
+    step : int
+        Grid step: only voxels whose indices are multiples of it are returned
+        (the inverse transforms keep only those planes, axis by axis).
 
     Returns
     -------
     (P, nz, ny, nx) float32 ndarray, or None with ``consume``
+        nz, ny, nx = ceil(valid size / step).
     """
     kernels = np.asarray(kernels)
     n = kernels.shape[-1]
     shape_in = padded.shape
-    out_shape = tuple(s - n + 1 for s in shape_in)
+    valid = tuple(s - n + 1 for s in shape_in)
+    out_shape = tuple(-(-s // step) for s in valid)
     fshape = _transform_shape(shape_in)
     spectrum = scipy.fft.rfftn(np.asarray(padded, np.float32), fshape, workers=workers)
     cache = {} if cache is None else cache
     if fshape not in cache:
         cache[fshape] = _kernel_spectra(kernels, fshape, workers)
     out = None if consume else np.empty((len(kernels),) + out_shape, np.float32)
-    valid_z, valid_y, valid_x = (slice(n - 1, n - 1 + s) for s in out_shape)
+    valid_z, valid_y, valid_x = (slice(n - 1, n - 1 + s, step) for s in valid)
     # one product buffer for all kernels, overwritten by the inverse transform:
     # fresh chunk-sized temporaries per kernel cost as much as the transform
     product = np.empty_like(spectrum)
@@ -561,7 +574,7 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None):
     return out
 
 
-def _project_fft_magnitudes(padded, n, projection, block=(6, 4), reduce=None):
+def _project_fft_magnitudes(padded, n, projection, block=(6, 4), reduce=None, step=1):
     """``projection @ _fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache
@@ -580,21 +593,26 @@ def _project_fft_magnitudes(padded, n, projection, block=(6, 4), reduce=None):
         Maps each block's (P, bz, by, nx) projections to one (bz, by, nx)
         value per voxel (e.g. a classifier's margin), so the P projections of
         the whole block are never held.
+    step : int
+        Grid step (`_fft_magnitudes`): voxels whose indices are multiples of it.
 
     Returns
     -------
     (P, nz, ny, nx) float32 ndarray, or (nz, ny, nx) with ``reduce``
+        nz, ny, nx = ceil(unpadded size / step).
     """
     h = n // 2
     projection = np.atleast_2d(np.asarray(projection, np.float32))
-    nz, ny, nx = (s - 2 * h for s in padded.shape)
+    nz, ny, nx = (-(-(s - 2 * h) // step) for s in padded.shape)
     out = np.empty(((nz, ny, nx) if reduce else (len(projection), nz, ny, nx)), np.float32)
     bz, by = block
     for z0 in range(0, nz, bz):
         z1 = min(nz, z0 + bz)
         for y0 in range(0, ny, by):
             y1 = min(ny, y0 + by)
-            mags = _fft_magnitudes(padded[z0:z1 + 2 * h, y0:y1 + 2 * h], n)
+            mags = _fft_magnitudes(padded[step * z0:step * (z1 - 1) + n,
+                                          step * y0:step * (y1 - 1) + n], n,
+                                   (z1 - z0, y1 - y0, nx), step)
             proj = (projection @ mags.reshape(len(mags), -1)).reshape(
                 len(projection), z1 - z0, y1 - y0, nx)
             if reduce:

@@ -15,14 +15,15 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
                 max_fit_neighborhoods=MAX_FIT_NEIGHBORHOODS, z_fit_range=None,
                 z_pick_range=None, particle_cluster=-1, particle_diameter=None, min_distance=0,
                 seed=0,
-                n_threads=2, tomo_id="", voxel_size=None, gmm_components=None):
+                n_threads=2, tomo_id="", voxel_size=None, gmm_components=None, grid_step=None):
     """PickET's two stages on one tomogram: segmentation, then object centroids.
 
     Parameters are those of `segment_tomogram` plus ``localization``
     ('connected components' or 'watershed'), ``min_distance`` (watershed marker
     spacing, voxels; 0 = from the mask, `localize.marker_spacing`), ``tomo_id`` and
     ``voxel_size`` (Å/voxel) for the returned table.  ``particle_diameter`` is
-    in voxels.
+    in voxels; ``grid_step`` as in `segment_tomogram` (default: 2 for
+    particles of 12 voxels or more, `segment.grid_step_for`).
 
     Returns
     -------
@@ -31,9 +32,9 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
         particle margin), best first.
     segmentation : Segmentation
     objects : dict
-        `localize.localize_particles` output: 'labels' (whole volume,
-        object k = the k-th pick), 'volumes' (in pick order), counts of the
-        objects dropped by the filters.
+        `localize.localize_particles` output: 'labels' (on the segmentation's
+        grid, 'grid_step'; object k = the k-th pick), 'volumes' (voxels of the
+        tomogram, in pick order), counts of the objects dropped by the filters.
 
     Examples
     --------
@@ -54,7 +55,7 @@ def picket_pick(volume, feature_mode="FFT", clusterer="KMeans",
     seg = segment_tomogram(volume, feature_mode, clusterer, neighborhood_size,
                            max_fit_neighborhoods, z_fit_range, z_pick_range,
                            particle_cluster, particle_diameter, seed, n_threads,
-                           gmm_components)
+                           gmm_components, grid_step=grid_step)
     picks, objects = localize_segmentation(seg, localization, particle_diameter, min_distance,
                                            tomo_id, voxel_size)
     return picks, seg, objects

@@ -134,7 +134,9 @@ def test_particle_cluster_is_found_for_both_contrasts():
         diameter = float(np.median(ph.particle_info["diameter"]))
         seg = pk.segment_tomogram(ph.tomogram, "FFT", "KMeans", particle_diameter=diameter,
                                   max_fit_neighborhoods=20000)
-        ijk = np.round(ph.particles.positions).astype(int)
+        # the mask is on the segmentation's grid: grid voxel k is voxel step k
+        ijk = np.round(ph.particles.positions / seg.grid_step).astype(int)
+        ijk = np.minimum(ijk, np.array(seg.mask.shape[::-1]) - 1)
         inside = seg.mask[ijk[:, 2], ijk[:, 1], ijk[:, 0]].mean()
         # particle centres fall in the chosen class far more often than voxels do
         assert inside > 0.5 and seg.info["particle_fraction"] < 0.25, (contrast, inside)

@@ -5,7 +5,6 @@ from tomopick.core import picket as pk
 from tomopick.core.evaluate import evaluate_picks
 from tomopick.core.picket import localize as pl
 from tomopick.core.picket import segment as seg
-from tomopick.core.picks import Picks
 from tomopick.core.simulate import simulate_tomogram
 from tomopick.core.simulate.shapes import _ellipsoid_signed_distance, _vesicle_arrays
 
@@ -20,9 +19,7 @@ def test_six_workflows_pick_the_phantom(phantom, capsys):
         seg = pk.segment_tomogram(phantom.tomogram, mode, clusterer,
                                   particle_diameter=diameter, max_fit_neighborhoods=30000)
         for localization in pl.LOCALIZATIONS:
-            objects = pl.localize_particles(seg.mask, localization, diameter,
-                                            evidence=seg.evidence)
-            picks = Picks("phantom", objects["positions"], scores=objects["scores"])
+            picks, _ = pl.localize_segmentation(seg, localization, diameter, tomo_id="phantom")
             r = evaluate_picks(picks, phantom.particles, diameter / 2)
             rows.append((mode, clusterer, localization, len(picks),
                          r["one_to_one"]["f1"], r["any"]["f1"]))
@@ -57,8 +54,9 @@ def test_picks_are_deterministic_scored_and_ranked(phantom):
     assert labels.max() == len(a)
     assert seg.mask[labels > 0].all()
     k = len(a) // 2
-    z, y, x = np.nonzero(labels == k + 1)
-    assert np.allclose((x.mean(), y.mean(), z.mean()), a.positions[k], atol=1e-6)
+    z, y, x = np.nonzero(labels == k + 1)       # grid voxel (z, y, x) is voxel step (z, y, x)
+    assert np.allclose(seg.grid_step * np.array([x.mean(), y.mean(), z.mean()]),
+                       a.positions[k], atol=1e-6)
 
 
 def test_crowded_cytoplasm_is_picked_with_the_defaults():
@@ -77,8 +75,10 @@ def test_crowded_cytoplasm_is_picked_with_the_defaults():
                                        max_fit_neighborhoods=30000, tomo_id="phantom")
     result = evaluate_picks(picks, ph.particles, 6.0)["one_to_one"]
     assert result["f1"] >= 0.9, result
-    # the spacing came from the data: between the bounds, about a blob radius
-    assert 0.25 * diameter <= objects["min_distance"] <= 0.5 * diameter
+    # the spacing came from the data: between the bounds (rounded to the
+    # segmentation grid), about a blob radius
+    step = objects["grid_step"]
+    assert 0.25 * diameter - step <= objects["min_distance"] <= 0.5 * diameter + step
 
 
 def _membrane_distance(vesicles, point):
@@ -96,10 +96,11 @@ def test_membrane_pieces_are_not_picked_among_vesicles():
     # proteins each (they count as particles), 2 gold beads, 96 x 160 x 160,
     # wedge +-60, SNR 0.15, only the diameter given.  The watershed cuts the
     # vesicle membranes into particle-sized pieces; the sheet / flatness
-    # filters drop them.  Measured on seeds 0-4 (Gabor x GMM x watershed):
-    # with the filters F1 0.887-0.911, precision 0.895-0.980, 0-5 false picks
-    # within 5 voxels of a membrane; without them F1 0.738-0.857, precision
-    # 0.627-0.836, 9-29 (this seed: 0.907 / 0.980 / 0 against 0.810 / 0.778 / 14)
+    # filters drop them.  Measured on seeds 0-4 (Gabor x GMM x watershed, on
+    # the step-2 grid): with the filters F1 0.857-0.909, precision 0.877-0.962,
+    # 1-6 false picks within 5 voxels of a membrane; without them F1
+    # 0.748-0.883, precision 0.667-0.925, 4-26 (this seed: 0.889 / 0.960 / 1
+    # against 0.825 / 0.839 / 8)
     ph = simulate_tomogram(shape=(96, 160, 160), voxel_size=18.0, particle_classes=(4,),
                            n_particles=50, n_vesicles=2, proteins_per_vesicle=4, n_gold=2,
                            snr=0.15, seed=1, keep_clean=False)
@@ -117,7 +118,7 @@ def test_membrane_pieces_are_not_picked_among_vesicles():
                            for k in false)
         scores[name] = result["one_to_one"], on_membranes, objects
     (with_, on_with, objects), (without, on_without, _) = scores["with"], scores["without"]
-    assert with_["f1"] >= 0.87 and with_["precision"] >= 0.88, with_
-    assert on_with <= 5 and on_without >= 9, (on_with, on_without)
+    assert with_["f1"] >= 0.85 and with_["precision"] >= 0.87, with_
+    assert on_with <= 3 and on_without >= 6, (on_with, on_without)
     assert objects["n_sheets"] >= 3
     assert with_["f1"] > without["f1"] + 0.03, (with_, without)
