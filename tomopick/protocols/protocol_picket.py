@@ -230,8 +230,12 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                     self.info(f"{tsId}: {name}: {len(found)} particles")
         labels = objects["labels"]
         dtype = np.int16 if labels.max() < np.iinfo(np.int16).max else np.float32
-        # slab by slab: no whole-volume converted copy (0.6-1.2 GB at 1000 x 1000 x 300)
-        write_mrc_slabs(self._maskPath(tsId), labels, samplingRate, dtype=dtype)
+        # at the tomogram's size (labels live on the segmentation grid), slab by
+        # slab: no whole-volume converted copy (0.6-1.2 GB at 1000 x 1000 x 300)
+        write_mrc_slabs(self._maskPath(tsId),
+                        picket.GridVolume(labels, volume.shape, objects["grid_step"],
+                                          seg.pick_range),
+                        samplingRate, dtype=dtype)
         picks.save(self._picksPath(tsId))
         choice = seg.info.get("cluster_choice", {})
         self.info(f"{tsId}: {len(picks)} particles; fit z {seg.fit_range}, pick z "

@@ -13,13 +13,14 @@ A workflow is a feature mode x clusterer x localisation:
 """
 from .features import FEATURE_MODES, check_feature_mode
 from .localize import LOCALIZATIONS, check_localization, localize_particles, localize_segmentation
-from .segment import (CLUSTERERS, MAX_FIT_NEIGHBORHOODS, Segmentation, check_clusterer,
-                      lamella_z_ranges, parse_z_range, segment_tomogram, segment_workflows)
+from .segment import (CLUSTERERS, MAX_FIT_NEIGHBORHOODS, GridVolume, Segmentation,
+                      check_clusterer, lamella_z_ranges, parse_z_range, segment_tomogram,
+                      segment_workflows)
 from .workflow import picket_pick
 
 __all__ = [
     "FEATURE_MODES", "CLUSTERERS", "LOCALIZATIONS", "MAX_FIT_NEIGHBORHOODS",
     "check_feature_mode", "check_clusterer", "check_localization", "parse_z_range",
     "lamella_z_ranges", "segment_tomogram", "segment_workflows", "Segmentation",
-    "localize_particles", "localize_segmentation", "picket_pick",
+    "localize_particles", "localize_segmentation", "picket_pick", "GridVolume",
 ]

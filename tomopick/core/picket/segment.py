@@ -60,7 +60,7 @@ from . import features as pf
 __all__ = [
     "CLUSTERERS", "MAX_FIT_NEIGHBORHOODS", "check_clusterer", "parse_z_range", "preprocess",
     "lamella_z_ranges",
-    "PickETModel", "fit_model", "grid_shape", "grid_step_for", "predict_margin",
+    "PickETModel", "fit_model", "grid_shape", "grid_step_for", "GridVolume", "predict_margin",
     "choose_particle_cluster", "Segmentation", "segment_tomogram", "segment_workflows",
 ]
 
@@ -460,6 +460,57 @@ def grid_shape(shape, step):
     (64, 128, 128)
     """
     return tuple(-(-int(s) // int(step)) for s in shape)
+
+
+class GridVolume:
+    """A volume on the step grid seen at every voxel (nearest grid voxel), slab by slab.
+
+    ``GridVolume(grid, shape, step)[z0:z1]`` is the (z1 - z0, ny, nx) array
+    whose voxel (z, y, x) holds the grid voxel nearest to it; nothing
+    volume-sized is made, so a label volume of a stage-2 result is written at
+    the tomogram's size slab by slab (`formats.mrc.write_mrc_slabs`).
+
+    Parameters
+    ----------
+    grid : (gz, gy, gx) array
+        ``grid_shape(shape, step)``.
+    shape : (nz, ny, nx)
+        The volume's shape.
+    step : int
+    z_range : (lo, hi), optional
+        Inclusive slices outside which the volume reads 0 (the picking range:
+        a grid slice also stands for the slice next to it, which may be outside).
+
+    Examples
+    --------
+    >>> grid = np.arange(8).reshape(2, 2, 2)
+    >>> full = GridVolume(grid, (3, 4, 4), 2)
+    >>> full.shape, full[0:1][0].tolist()
+    ((3, 4, 4), [[0, 1, 1, 1], [2, 3, 3, 3], [2, 3, 3, 3], [2, 3, 3, 3]])
+    """
+
+    def __init__(self, grid, shape, step, z_range=None):
+        self.shape, self.step = tuple(int(s) for s in shape), int(step)
+        self.z_range = (0, self.shape[0] - 1) if z_range is None else tuple(z_range)
+        if tuple(grid.shape) != grid_shape(self.shape, self.step):
+            raise ValueError(f"grid of shape {grid.shape} is not the step-{step} grid of "
+                             f"{self.shape}")
+        self.grid, self.dtype, self.ndim = grid, grid.dtype, 3
+        # voxel i -> nearest grid voxel (i + step // 2) // step, the last one at the end
+        self._index = [np.minimum((np.arange(n) + self.step // 2) // self.step, g - 1)
+                       for n, g in zip(self.shape, grid.shape)]
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, z):
+        if not isinstance(z, slice):
+            raise TypeError("GridVolume is read by z-slices: volume[z0:z1]")
+        iz, iy, ix = (self._index[0][z],) + tuple(self._index[1:])
+        out = np.asarray(self.grid[iz[:, None, None], iy[None, :, None], ix[None, None, :]])
+        zs = np.arange(self.shape[0])[z]
+        out[(zs < self.z_range[0]) | (zs > self.z_range[1])] = 0
+        return out
 
 
 def _grid_rows(z_range, step):
