@@ -425,7 +425,7 @@ def select_gabor_filters(windows, bank, num_output_features=64):
     centred = windows - windows.mean(axis=0)
     covariance = centred.T @ centred / len(windows)
     bank = np.asarray(bank, np.float64)
-    stds = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", bank, covariance, bank), 0))
+    stds = np.sqrt(np.maximum(((bank @ covariance) * bank).sum(axis=1), 0))
     return np.argsort(stds, kind="stable")[-int(num_output_features):]
 
 

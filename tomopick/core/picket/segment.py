@@ -42,6 +42,7 @@ What differs from PickET:
   detail a particle of 12 voxels or more is made of; stage 2 finds objects on
   that grid and returns positions in voxels of the tomogram.
 """
+import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -51,7 +52,7 @@ import scipy.ndimage as ndi
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from tomopick.core.formats.mrc import release_pages
 
@@ -373,7 +374,7 @@ def _gmm_log_odds_form(gmm):
     return vectors.T, centre, quadratic, linear, float(constant)
 
 
-def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
+def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None, gabor_filters=None):
     """Fit PickET's two-class clusterer on sampled neighbourhoods.
 
     Parameters
@@ -386,6 +387,9 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     gmm_components : int, optional
         Principal components for the GMM (default: ``GMM_VARIANCE_KEPT[mode]``
         of the variance, between 2 and ``GMM_MAX_COMPONENTS[mode]``).
+    gabor_filters : (F, n^3) array, optional
+        Gabor mode: the filters to use (default: PickET's selection from the
+        bank on these windows, `features.select_gabor_filters`).
 
     Returns
     -------
@@ -409,7 +413,9 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     if len(windows) < 10:
         raise ValueError(f"only {len(windows)} neighbourhoods to fit the clusterer on")
     gabor = None
-    if mode == "Gabor":
+    if mode == "Gabor" and gabor_filters is not None:
+        gabor = np.asarray(gabor_filters, np.float32)
+    elif mode == "Gabor":
         bank, _ = pf.gabor_bank(n)
         gabor = bank[pf.select_gabor_filters(windows, bank, NUM_GABOR_FEATURES)]
     features = pf.window_features(windows, n, mode, gabor)
@@ -447,6 +453,16 @@ def fit_model(windows, n, mode, clusterer, seed=0, gmm_components=None):
     offset = -(rotation @ (components @ pca.mean_ + centre))
     return PickETModel(mode, clusterer, n, projection, offset, quadratic, linear, constant,
                        gabor, gmm, scale, info)
+
+
+@functools.lru_cache(maxsize=1)
+def _thread_pools():
+    """The process's native thread pools (BLAS, OpenMP), found once.
+
+    ``threadpool_limits`` looks them up on every call (~10 ms: it scans the
+    loaded libraries), which was a tenth of a whole prediction on small tomograms.
+    """
+    return ThreadpoolController()
 
 
 def grid_shape(shape, step):
@@ -620,7 +636,7 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
     # one BLAS thread per chunk thread.  Set once, here: the limit is process-wide,
     # and entering and leaving it from the worker threads, interleaved, left the
     # process with one BLAS thread after prediction
-    with threadpool_limits(1), ThreadPoolExecutor(n_threads) as pool:
+    with _thread_pools().limit(limits=1), ThreadPoolExecutor(n_threads) as pool:
         list(pool.map(run, starts))
     return out
 
@@ -1005,7 +1021,10 @@ def _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_co
     if inside.sum() < 100:
         return
     windows = prepared.windows[inside]
-    sub = fit_model(windows, model.n, model.mode, model.clusterer, seed, gmm_components)
+    # the halves are told apart in the features that defined the class (the
+    # same Gabor filters: their selection from the bank is half the fit's time)
+    sub = fit_model(windows, model.n, model.mode, model.clusterer, seed, gmm_components,
+                    model.gabor_filters)
     # which half is the particles, decided on the fitting sample (the halves'
     # mean centre intensities) so that the second margin can be folded into the
     # first as it is computed
