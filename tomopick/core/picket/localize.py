@@ -131,7 +131,7 @@ def _label_sizes(labels, n, slab_voxels=4_000_000):
     return sizes
 
 
-def marker_spacing(mask, particle_diameter, components=None):
+def marker_spacing(mask, particle_diameter, components=None, distances=None):
     """Watershed marker spacing (voxels) from the mask's own particle-sized blobs.
 
     The median, over the connected components whose volume is 0.1-8 times a
@@ -146,6 +146,10 @@ def marker_spacing(mask, particle_diameter, components=None):
     particle_diameter : float
         Voxels.
     components : (labels, n) from ``scipy.ndimage.label(mask)``, optional
+    distances : dict, optional
+        Filled with each measured component's distance transform (float32, in
+        its bounding box padded by one voxel) by label, for `split_watershed`
+        to reuse.
 
     Returns
     -------
@@ -173,12 +177,16 @@ def marker_spacing(mask, particle_diameter, components=None):
             radii = []
             for k in plausible:
                 box = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in boxes[k - 1])
-                radii.append(ndi.distance_transform_edt(labels[box] == k).max())
+                edt = ndi.distance_transform_edt(labels[box] == k).astype(np.float32)
+                radii.append(float(edt.max()))
+                if distances is not None:
+                    distances[int(k)] = edt
             spacing = float(np.median(radii))
     return max(1, int(round(np.clip(spacing, lo, hi))))
 
 
-def split_watershed(mask, min_distance, min_volume=0, components=None, evidence=None):
+def split_watershed(mask, min_distance, min_volume=0, components=None, evidence=None,
+                    distances=None):
     """PickET's watershed: distance-transform maxima as markers, at least one per component.
 
     Run component by component inside each bounding box (padded by one voxel):
@@ -205,6 +213,9 @@ def split_watershed(mask, min_distance, min_volume=0, components=None, evidence=
     evidence : (nz, ny, nx) float array, optional
         Per-voxel particle margin; breaks the ties of the distance map
         (`_break_ties`), so a flat core gets one marker.
+    distances : dict, optional
+        Distance transforms already computed by component (`marker_spacing`);
+        consumed.
 
     Returns
     -------
@@ -248,7 +259,9 @@ def split_watershed(mask, min_distance, min_volume=0, components=None, evidence=
             next_id = _watershed_in_slabs(own, target, min_distance, next_id,
                                           None if evidence is None else evidence[box])
             continue
-        edt = ndi.distance_transform_edt(own).astype(np.float32)
+        edt = distances.pop(comp, None) if distances else None
+        if edt is None:
+            edt = ndi.distance_transform_edt(own).astype(np.float32)
         if evidence is not None:
             _break_ties(edt, evidence[box], own)
         peaks = peak_local_max(edt, min_distance=int(min_distance), labels=own.astype(np.int32),
@@ -479,11 +492,14 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         if not min_distance and not particle_diameter:
             raise ValueError("watershed needs min_distance > 0 or a particle diameter")
         components = ndi.label(mask)
+        distances = {}
         if not min_distance:
-            min_distance = marker_spacing(mask, particle_diameter, components)
+            min_distance = marker_spacing(mask, particle_diameter, components, distances)
         min_volume = (min_volume_fraction * expected_volume(particle_diameter)
                       if particle_diameter else 0)
-        labels = split_watershed(mask, min_distance, int(min_volume), components, evidence)
+        labels = split_watershed(mask, min_distance, int(min_volume), components, evidence,
+                                 distances)
+        del distances
         del components                  # its array is now the labels
     else:
         labels, _ = ndi.label(mask)
