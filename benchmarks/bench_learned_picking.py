@@ -213,8 +213,8 @@ def part_crowded(threads):
             seg = pk.segment_tomogram(test.tomogram, mode, clusterer,
                                       particle_diameter=diameter, n_threads=threads, seed=0)
             for loc in pl.LOCALIZATIONS:
-                obj = pl.localize_particles(seg.mask, loc, diameter, evidence=seg.evidence)
-                score = f1(obj["positions"], test, diameter)
+                picks, _ = pl.localize_segmentation(seg, loc, diameter)
+                score = f1(picks.positions, test, diameter)
                 row = dict(mode=mode, clusterer=clusterer, localization=loc,
                            seconds=time.perf_counter() - start, **{
                                k: score[k] for k in ("f1", "precision", "recall")})

@@ -670,12 +670,11 @@ def accuracy(threads, seed):
                                       n_threads=threads, seed=seed)
             cells = []
             for loc in pl.LOCALIZATIONS:
-                obj = pl.localize_particles(seg.mask, loc, diameter, evidence=seg.evidence)
-                r = evaluate_picks(Picks("phantom", obj["positions"]), ph.particles,
-                                   diameter / 2)
+                picks, _ = pl.localize_segmentation(seg, loc, diameter, tomo_id="phantom")
+                r = evaluate_picks(picks, ph.particles, diameter / 2)
                 rows.append({"phantom": name, "mode": mode, "clusterer": clusterer,
                              "localization": loc, "n_true": len(ph.particles),
-                             "n_pred": len(obj["positions"]),
+                             "n_pred": len(picks),
                              "f1_1to1": r["one_to_one"]["f1"], "f1_any": r["any"]["f1"]})
                 best = max(best, r["one_to_one"]["f1"])
                 cells.append(f"{r['one_to_one']['f1']:12.2f}/{r['any']['f1']:.2f}   ")
