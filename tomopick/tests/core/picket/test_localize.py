@@ -103,3 +103,28 @@ def test_pieces_of_a_membrane_are_dropped_by_their_blobness():
     # the membrane's pieces pass every other filter
     assert len(without["positions"]) >= 3 + out["n_sheets"]
     assert np.all(pl.object_blobness(mask, out["labels"], [1, 2, 3], 12) > 0.9)
+
+
+def test_evidence_gives_a_flat_distance_ridge_one_marker():
+    # a rod of radius 3 and length 30: its distance map is a flat ridge along
+    # the axis, on which the distance alone puts a marker every min_distance
+    z, y, x = np.indices((12, 12, 40))
+    rod = ((y - 6) ** 2 + (z - 6) ** 2 <= 9) & (x >= 5) & (x < 35)
+    alone = pl.split_watershed(rod, min_distance=4)
+    evidence = np.exp(-((x - 20.0) ** 2) / 200.0).astype(np.float32) * rod
+    tied = pl.split_watershed(rod, min_distance=4, evidence=evidence)
+    assert alone.max() >= 3
+    assert tied.max() == 1 and np.array_equal(tied > 0, rod)
+
+
+def test_blobness_does_not_depend_on_the_slabs():
+    z, y, x = np.indices((30, 40, 60))
+    mask = ((x - 15) ** 2 + (y - 20) ** 2 + (z - 15) ** 2 <= 36)          # a ball
+    mask |= (abs(z - 15) <= 2) & (abs(y - 20) < 15) & (x > 30) & (x < 58)   # a sheet
+    labels, n = ndi.label(mask)
+    whole = pl.object_blobness(mask, labels, [1, 2], 12)
+    for slab in (40 * 60, 7 * 40 * 60):              # one slice, seven slices at a time
+        assert np.array_equal(pl.object_blobness(mask, labels, [1, 2], 12, slab_voxels=slab),
+                              whole)
+    ball, sheet = whole if labels[15, 20, 15] == 1 else whole[::-1]
+    assert ball > 0.9 and sheet < pl.SHEET_BLOBNESS

@@ -7,6 +7,7 @@ from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 
 from tomopick.core import picket as pk
+from tomopick.core.evaluate import evaluate_picks
 from tomopick.core.picket import features as pf
 from tomopick.core.picket import localize as pl
 from tomopick.core.picket import segment as seg
@@ -198,3 +199,42 @@ def test_second_clusterer_folds_into_the_margin_as_the_minimum():
     assert np.abs(combined[2:-2] - np.minimum(a, b)[2:-2]).max() < tol
     assert np.array_equal(combined[:2], a[:2]) and np.array_equal(combined[-2:], a[-2:])
     assert (b < a).any() and (b > a).any()       # both margins matter somewhere
+
+
+@pytest.mark.parametrize("mode,clusterer", [("FFT", "KMeans"), ("Gabor", "GMM"),
+                                            ("intensities", "GMM")])
+def test_grid_margin_is_the_full_margin_at_every_second_voxel(mode, clusterer):
+    # odd sizes: the grid keeps the last voxel of an odd axis; a z range that
+    # starts on an odd slice starts on the next grid slice
+    u = blobs(seed=5)[:, :-1, :-3]
+    windows = picket_windows(u, N).reshape(-1, N ** 3)
+    model = seg.fit_model(windows[::3], N, mode, clusterer, seed=0)
+    full = np.zeros(u.shape, np.float32)
+    seg.predict_margin(u, model, (0, u.shape[0] - 1), full)
+    grid = np.zeros(seg.grid_shape(u.shape, 2), np.float32)
+    seg.predict_margin(u, model, (3, u.shape[0] - 1), grid, chunk=2, step=2)
+    tol = 1e-5 * np.abs(full).max()               # FFT lengths differ: float32 rounding
+    assert np.abs(grid[2:] - full[4::2, ::2, ::2]).max() < tol
+    assert not grid[:2].any()                      # slices 0 and 2 are outside the range
+    with pytest.raises(ValueError, match="grid"):
+        seg.predict_margin(u, model, (0, 3), full, step=2)
+
+
+def test_segmentation_on_the_grid_picks_as_well_as_the_full_one(phantom):
+    diameter = float(np.median(phantom.particle_info["diameter"]))
+    kwargs = dict(particle_diameter=diameter, max_fit_neighborhoods=20000)
+    for mode in ("FFT", "Gabor"):
+        fine = pk.segment_tomogram(phantom.tomogram, mode, "GMM", grid_step=1, **kwargs)
+        coarse = pk.segment_tomogram(phantom.tomogram, mode, "GMM", grid_step=2, **kwargs)
+        assert coarse.grid_step == 2 and coarse.mask.shape == seg.grid_shape(fine.mask.shape, 2)
+        # the same classifier: the grid is the full segmentation, subsampled
+        assert np.array_equal(coarse.mask, fine.mask[::2, ::2, ::2])
+        # with the same marker spacing (the automatic one varies by a voxel or
+        # two on this small phantom, either way) the objects found on the grid
+        # are the particles as often: measured F1 0.89 / 0.89 (FFT), 0.74 / 0.76
+        # (Gabor); picks are in voxels of the tomogram either way
+        f1 = [evaluate_picks(pk.localize_segmentation(s, "watershed", diameter, 8,
+                                                      tomo_id="phantom")[0],
+                             phantom.particles, diameter / 2)["one_to_one"]["f1"]
+              for s in (fine, coarse)]
+        assert f1[1] >= f1[0] - 0.05 and f1[1] >= 0.7, (mode, f1)
