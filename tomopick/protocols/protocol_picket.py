@@ -112,7 +112,7 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
 
         form.addSection(label="Segmentation")
         form.addParam("featureExtraction", params.EnumParam, choices=list(FEATURE_MODES),
-                      default=0, label="Features",
+                      default=1, label="Features",
                       help="Description of each voxel's neighbourhood (after a Gaussian blur "
                            "of 2 voxels and min-max normalisation):\n"
                            "FFT: magnitudes of the DFT of the neighbourhood (the "
@@ -120,11 +120,12 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                            "Gabor: responses to PickET's bank of 1000 3D Gabor filters, "
                            "keeping the 64 that vary most;\n"
                            "intensities: the neighbourhood's voxel values.\n"
-                           "Default FFT with GMM and watershed: within 0.01 of the best "
-                           "one-to-one F1 of the 12 workflows on sparse, crowded (touching "
-                           "particles, drift, gold) and vesicle-laden simulated lamellae "
-                           "at SNR 0.15 (1.00, 0.96, 0.92; intensities + GMM + watershed "
-                           "is as good; benchmarks/bench_picket.py --lamellae).")
+                           "Default Gabor with GMM and watershed: the best or within 0.01 "
+                           "of the best one-to-one F1 of the 12 workflows on sparse, crowded "
+                           "(touching particles, drift, gold) and vesicle-laden simulated "
+                           "lamellae at SNR 0.15 (1.00, 0.95, 0.92; FFT or intensities + "
+                           "GMM + watershed are close; benchmarks/bench_picket.py "
+                           "--lamellae).")
         form.addParam("clustering", params.EnumParam, choices=list(CLUSTERERS), default=1,
                       label="Clustering",
                       help="Two-class clusterer fitted on sampled neighbourhoods and applied "
