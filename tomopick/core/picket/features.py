@@ -574,7 +574,8 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None, ste
     return out
 
 
-def _project_fft_magnitudes(padded, n, projection, block=None, reduce=None, step=1):
+def _project_fft_magnitudes(padded, n, projection, block=None, reduce=None, step=1,
+                            outputs=None):
     """``projection @ _fft_magnitudes`` at every voxel, in cache-sized blocks.
 
     The magnitudes of a block of ``block`` (z, y) rows stay in the CPU cache
@@ -597,16 +598,22 @@ def _project_fft_magnitudes(padded, n, projection, block=None, reduce=None, step
         the whole block are never held.
     step : int
         Grid step (`_fft_magnitudes`): voxels whose indices are multiples of it.
+    outputs : int, optional
+        ``reduce`` returns this many values per voxel, (outputs, bz, by, nx).
 
     Returns
     -------
     (P, nz, ny, nx) float32 ndarray, or (nz, ny, nx) with ``reduce``
-        nz, ny, nx = ceil(unpadded size / step).
+        ((outputs, nz, ny, nx) with ``outputs``); nz, ny, nx = ceil(unpadded size / step).
     """
     h = n // 2
     projection = np.atleast_2d(np.asarray(projection, np.float32))
     nz, ny, nx = (-(-(s - 2 * h) // step) for s in padded.shape)
-    out = np.empty(((nz, ny, nx) if reduce else (len(projection), nz, ny, nx)), np.float32)
+    if reduce:
+        lead = (int(outputs),) if outputs else ()
+    else:
+        lead = (len(projection),)
+    out = np.empty(lead + (nz, ny, nx), np.float32)
     bz, by = block or (6, max(1, 2048 // nx))
     for z0 in range(0, nz, bz):
         z1 = min(nz, z0 + bz)
@@ -618,7 +625,7 @@ def _project_fft_magnitudes(padded, n, projection, block=None, reduce=None, step
             proj = (projection @ mags.reshape(len(mags), -1)).reshape(
                 len(projection), z1 - z0, y1 - y0, nx)
             if reduce:
-                out[z0:z1, y0:y1] = reduce(proj)
+                out[..., z0:z1, y0:y1, :] = reduce(proj)
             else:
                 out[:, z0:z1, y0:y1] = proj
     return out

@@ -540,7 +540,7 @@ def _grid_rows(z_range, step):
 
 
 def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, combine=None,
-                   step=1):
+                   step=1, also=()):
     """Signed cluster-1 margin of every voxel in a z range, by z-chunks.
 
     Each chunk is padded on its own (`features.pad_chunk`): no padded copy of
@@ -567,6 +567,10 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
         itself and the margin (a second clusterer refining the first).
     step : int
         Grid step (voxels).
+    also : sequence of (PickETModel, out), optional
+        More FFT models evaluated in the same pass, each into its own array:
+        the magnitudes are the pass's cost, each model's projections almost
+        nothing (FFT mode only).
 
     Examples
     --------
@@ -587,9 +591,13 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
     """
     n, h = model.n, model.n // 2
     step = int(step)
-    if out.shape != grid_shape(normalized.shape, step):
-        raise ValueError(f"margin array of shape {out.shape} does not hold the step-{step} "
-                         f"grid of a {normalized.shape} volume")
+    models, outs = [model] + [m for m, _ in also], [out] + [o for _, o in also]
+    for o in outs:
+        if o.shape != grid_shape(normalized.shape, step):
+            raise ValueError(f"margin array of shape {o.shape} does not hold the step-{step} "
+                             f"grid of a {normalized.shape} volume")
+    if also and any(m.mode != "FFT" or m.n != n for m in models):
+        raise ValueError("only FFT models of one neighbourhood size share a pass")
     lo, hi = _grid_rows(z_range, step)          # grid slices whose voxel is in the range
     chunk = chunk or max(1, 12 // step)
     # fold the feature weights into the projection: features are computed unweighted
@@ -601,9 +609,18 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
     # others): the P projections of a whole chunk are never held (P x 48 MB
     # per chunk and thread on 1000 x 1000 slices)
     if model.mode == "FFT":
+        # the models' projections stacked: one matrix product per block
+        rows = [(m.projection * m.feature_scale[None]).astype(np.float32) for m in models]
+        bounds = np.cumsum([0] + [len(r) for r in rows])
+        stacked = np.concatenate(rows)
+
+        def reduce(proj):
+            return np.stack([m.margin_from_projection(proj[a:b])
+                             for m, a, b in zip(models, bounds[:-1], bounds[1:])])
+
         def chunk_margin(block):
-            return pf._project_fft_magnitudes(block, n, projection,
-                                              reduce=model.margin_from_projection, step=step)
+            return pf._project_fft_magnitudes(block, n, stacked, reduce=reduce, step=step,
+                                              outputs=len(models))
     else:
         kernels = pf._window_kernels(projection, model.mode, n, model.gabor_filters)
         # the kernel spectra of the common chunk shape, on all threads, before
@@ -626,15 +643,16 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
                 y *= factor
                 np.add(margin, y, out=margin)
             pf._correlate_kernels(block, kernels, cache=cache, consume=accumulate, step=step)
-            return margin
+            return margin[None]
 
     def run(g0):
         g1 = min(hi + 1, g0 + chunk)
-        margin = chunk_margin(pf.pad_chunk(normalized, step * g0, step * (g1 - 1) + 1, n))
-        if combine == "min":
-            np.minimum(out[g0:g1], margin, out=out[g0:g1])
-        else:
-            out[g0:g1] = margin
+        margins = chunk_margin(pf.pad_chunk(normalized, step * g0, step * (g1 - 1) + 1, n))
+        for o, margin in zip(outs, margins):
+            if combine == "min":
+                np.minimum(o[g0:g1], margin, out=o[g0:g1])
+            else:
+                o[g0:g1] = margin
 
     starts = list(range(lo, hi + 1, chunk))
     # one BLAS thread per chunk thread.  Set once, here: the limit is process-wide,
@@ -977,10 +995,28 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         timings[name] = clock[-1] - clock[-2]
 
     model = fit_model(windows, n, feature_mode, clusterer, seed, gmm_components)
+
+    def sample_labels():
+        """The first clusterer's labels of the fitting neighbourhoods."""
+        return model.predict_features(pf.window_features(windows, n, model.mode,
+                                                         model.gabor_filters))
+
+    splits = {}
+    labels_fit = sample_labels() if model.mode == "FFT" else None
+    if labels_fit is not None and min(np.mean(labels_fit == c) for c in (0, 1)) > \
+            MAX_PARTICLE_FRACTION:
+        # either class is too large for particles: the split clusterers of the
+        # candidate classes are fitted now and applied in the same pass (FFT
+        # magnitudes are the pass's cost; a second pass was a third of FFT x KMeans)
+        for c in ((0, 1) if particle_cluster == -1 else (particle_cluster,)):
+            sub = _split_model(prepared, model, labels_fit == c, seed, gmm_components)
+            if sub is not None:
+                splits[c] = (sub, np.zeros(grid_shape(normalized.shape, step), np.float32))
     lap("fit_s")
 
     margin = np.zeros(grid_shape(normalized.shape, step), np.float32)
-    predict_margin(normalized, model, pick_range, margin, n_threads=n_threads, step=step)
+    predict_margin(normalized, model, pick_range, margin, n_threads=n_threads, step=step,
+                   also=list(splits.values()))
     lap("predict_s")
     lo, hi = _grid_rows(pick_range, step)
     labels = margin > 0
@@ -999,8 +1035,20 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     fraction = float(mask[lo:hi + 1].mean())
     if fraction > MAX_PARTICLE_FRACTION:
         info["first_split"] = {"model": model.info, "particle_fraction": fraction}
-        _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_components,
-                              step)
+        # the margin becomes the smaller of the two (a voxel is as much a
+        # particle as its weaker evidence says), the mask its positive part
+        if particle_cluster in splits:
+            np.minimum(margin, splits[particle_cluster][1], out=margin)
+            np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])
+        else:
+            labels_fit = sample_labels() if labels_fit is None else labels_fit
+            sub = _split_model(prepared, model, labels_fit == particle_cluster, seed,
+                               gmm_components)
+            if sub is not None:     # applied chunk by chunk: no second volume held
+                predict_margin(normalized, sub, pick_range, margin, n_threads=n_threads,
+                               combine="min", step=step)
+                np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])
+    del splits
     mask[:lo] = False
     mask[hi + 1:] = False
     margin[:lo] = 0
@@ -1014,44 +1062,37 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
                         fit_range, pick_range, info, step)
 
 
-def _split_particle_class(prepared, model, mask, margin, seed, n_threads, gmm_components,
-                          step=1):
-    """Split a too-large particle class in two and keep its more contrasted half.
+def _split_model(prepared, model, inside, seed, gmm_components):
+    """The clusterer refitted on one class's fitting neighbourhoods, its particle half positive.
 
-    The clusterer is refitted on the fitting neighbourhoods that fell in the
-    particle class; of its two classes the one whose mean intensity (at the
-    neighbourhood centres) departs more from the volume's median is the
-    particles.  ``mask`` and ``margin`` are updated in place, chunk by chunk as
-    the second clusterer is applied (no second volume is held): the margin
-    becomes the smaller of the two margins (a voxel is as much a particle as
-    its weaker evidence says) and the mask its positive part.
+    Of the two halves, the one whose mean intensity (at the neighbourhood
+    centres) departs more from the volume's median is the particles; the
+    model is oriented so that its margin is positive there.  None when the
+    class has fewer than 100 neighbourhoods or does not split.
+
+    Parameters
+    ----------
+    prepared : _Stage1Inputs
+    model : PickETModel
+        The first clusterer.
+    inside : (M,) bool
+        The fitting neighbourhoods in the class (by ``model``'s own labels).
     """
-    # the fitting neighbourhoods on the grid are judged by their grid voxel;
-    # the others by the nearest one (the mask is smooth on the grid's scale)
-    grid_index = np.minimum(np.round(prepared.centres / step).astype(int),
-                            np.array(mask.shape) - 1)
-    inside = mask[tuple(grid_index.T)]
     if inside.sum() < 100:
-        return
+        return None
     windows = prepared.windows[inside]
     # the halves are told apart in the features that defined the class (the
     # same Gabor filters: their selection from the bank is half the fit's time)
     sub = fit_model(windows, model.n, model.mode, model.clusterer, seed, gmm_components,
                     model.gabor_filters)
-    # which half is the particles, decided on the fitting sample (the halves'
-    # mean centre intensities) so that the second margin can be folded into the
-    # first as it is computed
     half = sub.predict_features(pf.window_features(windows, model.n, model.mode,
                                                    sub.gabor_filters)).astype(bool)
     if half.all() or not half.any():
-        return
+        return None
     centre = windows[:, model.n ** 3 // 2]
     lo, hi = prepared.pick_range
     median = float(np.median(prepared.normalized[lo:hi + 1:2, ::4, ::4]))
     if abs(centre[~half].mean() - median) > abs(centre[half].mean() - median):
         sub = replace(sub, quadratic=-sub.quadratic, linear=-sub.linear,
                       constant=-sub.constant)
-    predict_margin(prepared.normalized, sub, prepared.pick_range, margin, n_threads=n_threads,
-                   combine="min", step=step)
-    lo, hi = _grid_rows(prepared.pick_range, step)
-    np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])
+    return sub
