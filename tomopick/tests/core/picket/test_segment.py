@@ -238,3 +238,23 @@ def test_segmentation_on_the_grid_picks_as_well_as_the_full_one(phantom):
                              phantom.particles, diameter / 2)["one_to_one"]["f1"]
               for s in (fine, coarse)]
         assert f1[1] >= f1[0] - 0.05 and f1[1] >= 0.7, (mode, f1)
+
+
+def test_fft_models_sharing_a_pass_give_their_own_margins():
+    # the class-split clusterers of FFT workflows ride along the first pass
+    u = blobs(seed=6)
+    windows = picket_windows(u, N).reshape(-1, N ** 3)
+    first = seg.fit_model(windows[::3], N, "FFT", "KMeans", seed=0)
+    second = seg.fit_model(windows[1::3], N, "FFT", "GMM", seed=0)
+    alone = [np.zeros(seg.grid_shape(u.shape, 2), np.float32) for _ in range(2)]
+    for model, out in zip((first, second), alone):
+        seg.predict_margin(u, model, (0, u.shape[0] - 1), out, step=2)
+    shared = [np.zeros_like(a) for a in alone]
+    seg.predict_margin(u, first, (0, u.shape[0] - 1), shared[0], step=2,
+                       also=[(second, shared[1])])
+    for a, b in zip(alone, shared):
+        assert np.abs(a - b).max() <= 1e-5 * np.abs(a).max()
+    assert not np.allclose(shared[0], shared[1])
+    gabor = seg.fit_model(windows[::3], N, "Gabor", "KMeans", seed=0)
+    with pytest.raises(ValueError, match="FFT"):
+        seg.predict_margin(u, first, (0, 3), shared[0], step=2, also=[(gabor, shared[1])])
