@@ -36,7 +36,7 @@ import scipy.fft
 
 __all__ = [
     "FEATURE_MODES", "check_neighborhood_size", "check_feature_mode", "pad_volume", "pad_chunk",
-    "window_features", "feature_volumes", "gabor_bank", "select_gabor_filters",
+    "window_features", "feature_volumes", "gabor_bank", "select_gabor_filters", "grid_shape",
 ]
 
 FEATURE_MODES = ("FFT", "Gabor", "intensities")
@@ -100,6 +100,19 @@ def pad_volume(volume, n):
     array([1., 0., 0., 1., 2., 3., 3., 2.], dtype=float32)
     """
     return np.pad(np.asarray(volume, dtype=np.float32), n // 2, mode="symmetric")
+
+
+def grid_shape(shape, step):
+    """Shape of the grid of voxels whose indices are multiples of ``step``.
+
+    Grid voxel (k, j, i) is voxel (step k, step j, step i) of the volume.
+
+    Examples
+    --------
+    >>> grid_shape((128, 255, 256), 2)
+    (64, 128, 128)
+    """
+    return tuple(-(-int(s) // int(step)) for s in shape)
 
 
 def _symmetric_index(index, size):
@@ -337,7 +350,7 @@ def _fft_magnitudes(padded, n, out_shape=None, step=1):
         window centred on voxel ``step x``, k ordered as `_fft_half_indices`.
     """
     h = n // 2
-    nz, ny, nx = out_shape or tuple(-(-(s - 2 * h) // step) for s in padded.shape)
+    nz, ny, nx = out_shape or grid_shape([s - 2 * h for s in padded.shape], step)
     freqs, _ = _fft_half_indices(n)
     out = np.empty((len(freqs), nz, ny, nx), np.float32)
     u = np.asarray(padded, np.float32)
@@ -548,7 +561,7 @@ def _correlate_kernels(padded, kernels, workers=1, cache=None, consume=None, ste
     n = kernels.shape[-1]
     shape_in = padded.shape
     valid = tuple(s - n + 1 for s in shape_in)
-    out_shape = tuple(-(-s // step) for s in valid)
+    out_shape = grid_shape(valid, step)
     fshape = _transform_shape(shape_in)
     spectrum = scipy.fft.rfftn(np.asarray(padded, np.float32), fshape, workers=workers)
     cache = {} if cache is None else cache
@@ -608,7 +621,7 @@ def _project_fft_magnitudes(padded, n, projection, block=None, reduce=None, step
     """
     h = n // 2
     projection = np.atleast_2d(np.asarray(projection, np.float32))
-    nz, ny, nx = (-(-(s - 2 * h) // step) for s in padded.shape)
+    nz, ny, nx = grid_shape([s - 2 * h for s in padded.shape], step)
     if reduce:
         lead = (int(outputs),) if outputs else ()
     else:

@@ -706,13 +706,14 @@ def object_blobness(mask, labels, ids, particle_diameter, slab_voxels=4_000_000)
     lam = np.linalg.eigvalsh(hess[core])     # ascending: lam[:, 0] most negative
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.clip(np.where(lam[:, 0] < 0, lam[:, 1] / lam[:, 0], 0.0), 0, 1)
-    # per-object median of the core's ratios
+    # per-object median of the core's ratios (every object has a core: its
+    # maximum is at or above its own quantile)
     group = group[core]
     order = np.lexsort((ratio, group))
-    ratio, group = ratio[order], group[order]
-    _, first, count = np.unique(group, return_index=True, return_counts=True)
+    ratio = ratio[order]
+    _, first, count = np.unique(group[order], return_index=True, return_counts=True)
     median = (ratio[first + (count - 1) // 2] + ratio[first + count // 2]) / 2
-    blobness = dict(zip(uniq[np.unique(group)].tolist(), median.tolist()))
+    blobness = dict(zip(uniq.tolist(), median.tolist()))
     return np.array([blobness.get(int(k), 1.0) for k in ids])
 
 
@@ -818,7 +819,7 @@ def localize_segmentation(seg, localization="connected components", particle_dia
     # the volume's own, with no slab-to-volume copy (one int32 volume less).
     # On a grid of step s lengths are divided by s going in and multiplied
     # coming out; grid voxel k is tomogram voxel s k, so positions scale alike
-    step = int(getattr(seg, "grid_step", 1))
+    step = seg.grid_step
     objects = localize_particles(
         seg.mask, localization, particle_diameter / step if particle_diameter else None,
         -(-int(min_distance) // step), seg.evidence, **filters)

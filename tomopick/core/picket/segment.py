@@ -57,11 +57,12 @@ from threadpoolctl import ThreadpoolController
 from tomopick.core.formats.mrc import release_pages
 
 from . import features as pf
+from .features import grid_shape
 
 __all__ = [
     "CLUSTERERS", "MAX_FIT_NEIGHBORHOODS", "check_clusterer", "parse_z_range", "preprocess",
     "lamella_z_ranges",
-    "PickETModel", "fit_model", "grid_shape", "grid_step_for", "GridVolume", "predict_margin",
+    "PickETModel", "fit_model", "grid_step_for", "GridVolume", "predict_margin",
     "choose_particle_cluster", "Segmentation", "segment_tomogram", "segment_workflows",
 ]
 
@@ -469,19 +470,6 @@ def _thread_pools():
     return ThreadpoolController()
 
 
-def grid_shape(shape, step):
-    """Shape of the grid of voxels whose indices are multiples of ``step``.
-
-    Grid voxel (k, j, i) is voxel (step k, step j, step i) of the volume.
-
-    Examples
-    --------
-    >>> grid_shape((128, 255, 256), 2)
-    (64, 128, 128)
-    """
-    return tuple(-(-int(s) // int(step)) for s in shape)
-
-
 class GridVolume:
     """A volume on the step grid seen at every voxel (nearest grid voxel), slab by slab.
 
@@ -600,8 +588,8 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
         raise ValueError("only FFT models of one neighbourhood size share a pass")
     lo, hi = _grid_rows(z_range, step)          # grid slices whose voxel is in the range
     chunk = chunk or max(1, 12 // step)
-    # fold the feature weights into the projection: features are computed unweighted
-    projection = (model.projection * model.feature_scale[None]).astype(np.float32)
+    # fold the feature weights into the projections: features are computed unweighted
+    projections = [(m.projection * m.feature_scale[None]).astype(np.float32) for m in models]
     # prediction needs a few linear combinations of the features, never the
     # features themselves: for intensities and Gabor one correlation kernel per
     # row of the projection, for FFT magnitudes the blocked matrix product
@@ -610,9 +598,8 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
     # per chunk and thread on 1000 x 1000 slices)
     if model.mode == "FFT":
         # the models' projections stacked: one matrix product per block
-        rows = [(m.projection * m.feature_scale[None]).astype(np.float32) for m in models]
-        bounds = np.cumsum([0] + [len(r) for r in rows])
-        stacked = np.concatenate(rows)
+        bounds = np.cumsum([0] + [len(r) for r in projections])
+        stacked = np.concatenate(projections)
 
         def reduce(proj):
             return np.stack([m.margin_from_projection(proj[a:b])
@@ -622,7 +609,7 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
             return pf._project_fft_magnitudes(block, n, stacked, reduce=reduce, step=step,
                                               outputs=len(models))
     else:
-        kernels = pf._window_kernels(projection, model.mode, n, model.gabor_filters)
+        kernels = pf._window_kernels(projections[0], model.mode, n, model.gabor_filters)
         # the kernel spectra of the common chunk shape, on all threads, before
         # the chunks share them
         shape = pf._transform_shape((step * (min(chunk, hi - lo + 1) - 1) + 1 + 2 * h,)
@@ -632,7 +619,7 @@ def predict_margin(normalized, model, z_range, out, chunk=None, n_threads=2, com
                                      for v in (model.offset, model.quadratic, model.linear))
 
         def chunk_margin(block):
-            margin = np.full(tuple(-(-(s - 2 * h) // step) for s in block.shape),
+            margin = np.full(grid_shape([s - 2 * h for s in block.shape], step),
                              model.constant, np.float32)
 
             def accumulate(p, y):
@@ -1039,7 +1026,6 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         # particle as its weaker evidence says), the mask its positive part
         if particle_cluster in splits:
             np.minimum(margin, splits[particle_cluster][1], out=margin)
-            np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])
         else:
             labels_fit = sample_labels() if labels_fit is None else labels_fit
             sub = _split_model(prepared, model, labels_fit == particle_cluster, seed,
@@ -1047,7 +1033,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
             if sub is not None:     # applied chunk by chunk: no second volume held
                 predict_margin(normalized, sub, pick_range, margin, n_threads=n_threads,
                                combine="min", step=step)
-                np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])
+        np.greater(margin[lo:hi + 1], 0, out=mask[lo:hi + 1])
     del splits
     mask[:lo] = False
     mask[hi + 1:] = False
@@ -1057,7 +1043,6 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     lap("choose_cluster_s")
     info["timings"] = timings
     info["n_predicted"] = int(np.prod(margin[lo:hi + 1].shape))
-    info["grid_step"] = step
     return Segmentation(mask, margin, model, int(particle_cluster),
                         fit_range, pick_range, info, step)
 
