@@ -250,7 +250,8 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                   + f"; {seg.info['particle_fraction']:.1%} of the voxels are particle"
                   + (f" (classified on the step-{seg.grid_step} grid)" if seg.grid_step > 1
                      else "") + "; "
-                  f"objects dropped: {objects['n_too_small']} too small, "
+                  + (f"{len(seg.gold_beads)} gold beads cut out; " if seg.gold_beads else "")
+                  + f"objects dropped: {objects['n_too_small']} too small, "
                   f"{objects['n_too_large']} too large, {objects['n_edge_slivers']} edge "
                   f"slivers")
 

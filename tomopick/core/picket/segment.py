@@ -57,6 +57,7 @@ from threadpoolctl import ThreadpoolController
 from tomopick.core.formats.mrc import release_pages
 
 from . import features as pf
+from .beads import GOLD_CONTRAST, GoldBeads, find_gold_beads
 from .features import grid_shape
 
 __all__ = [
@@ -764,6 +765,10 @@ class Segmentation:
     info : dict
     grid_step : int
         1: every voxel.
+    gold_beads : GoldBeads or None
+        Beads found in the picking range (positions and radii in voxels of the
+        tomogram), cut out of the mask (`beads.find_gold_beads`); None when
+        not looked for.
     """
     mask: np.ndarray
     evidence: np.ndarray
@@ -773,6 +778,7 @@ class Segmentation:
     pick_range: tuple
     info: dict = field(default_factory=dict)
     grid_step: int = 1
+    gold_beads: GoldBeads = None
 
 
 @dataclass
@@ -903,7 +909,8 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
                      max_fit_neighborhoods=MAX_FIT_NEIGHBORHOODS, z_fit_range=None,
                      z_pick_range=None, particle_cluster=-1, particle_diameter=None, seed=0,
                      n_threads=2,
-                     gmm_components=None, prepared=None, grid_step=None):
+                     gmm_components=None, prepared=None, grid_step=None,
+                     gold_contrast=GOLD_CONTRAST):
     """PickET stage 1: the particle / background segmentation of one tomogram.
 
     Parameters
@@ -935,6 +942,10 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         Classify only the voxels whose indices are multiples of it (the
         returned mask and evidence are that grid); default `grid_step_for`
         the particle diameter.
+    gold_contrast : float
+        Gold beads (objects this many times denser than the median particle,
+        `beads.find_gold_beads`) are cut out of the mask and listed in
+        ``gold_beads`` (needs the diameter); 0 = keep them in the mask.
 
     Returns
     -------
@@ -1039,12 +1050,21 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     mask[hi + 1:] = False
     margin[:lo] = 0
     margin[hi + 1:] = 0
-    info["particle_fraction"] = float(mask[lo:hi + 1].mean())
     lap("choose_cluster_s")
+    beads = None
+    if particle_diameter and gold_contrast:
+        beads, footprint = find_gold_beads(normalized[lo * step:hi * step + 1:step, ::step, ::step],
+                                           mask[lo:hi + 1], particle_diameter / step,
+                                           gold_contrast)
+        mask[lo:hi + 1] &= ~footprint
+        beads.positions = (beads.positions + [0, 0, lo]) * step
+        beads.radii = beads.radii * step
+        lap("gold_s")
+    info["particle_fraction"] = float(mask[lo:hi + 1].mean())
     info["timings"] = timings
     info["n_predicted"] = int(np.prod(margin[lo:hi + 1].shape))
     return Segmentation(mask, margin, model, int(particle_cluster),
-                        fit_range, pick_range, info, step)
+                        fit_range, pick_range, info, step, beads)
 
 
 def _split_model(prepared, model, inside, seed, gmm_components):
