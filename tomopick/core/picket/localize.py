@@ -295,6 +295,19 @@ def _distance_maxima(edt, min_distance):
     (with ``labels`` it was 40 % of a watershed localisation: a
     ``find_objects`` and a relabelled copy per component).
     """
+    # most components hold one candidate (the maximum filter's fixed points
+    # above 0): it is the marker, without the spacing pass (a KD-tree per
+    # component, three quarters of peak_local_max's time); the rest go the
+    # whole way.  Same candidates as peak_local_max: separable filter of the
+    # same size, 'nearest' edges, no peak in a constant map.
+    size = 2 * int(min_distance) + 1
+    candidates = edt == ndi.maximum_filter(edt, size=size, mode="nearest")
+    if candidates.all():
+        return np.zeros((0, edt.ndim), np.intp)
+    candidates &= edt > 0
+    found = np.argwhere(candidates)
+    if len(found) <= 1:
+        return found
     return peak_local_max(edt, min_distance=int(min_distance), threshold_abs=0,
                           exclude_border=False)
 

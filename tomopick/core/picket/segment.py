@@ -183,17 +183,23 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
         a, b = max(0, z0 - halo), min(nz, z1 + halo)
         block = ndi.gaussian_filter(np.asarray(volume[a:b], np.float32), sigma)
         out[z0:z1] = block[z0 - a:z0 - a + (z1 - z0)]
+        # the extremes while the chunk is in cache, in this thread
+        return float(out[z0:z1].min()), float(out[z0:z1].max())
+
+    def normalize(z0):
+        part = out[z0:z0 + chunk]
+        part -= np.float32(lo)
+        part *= np.float32(1.0 / (hi - lo))
 
     with ThreadPoolExecutor(n_threads) as pool:
-        list(pool.map(blur, range(0, nz, chunk)))
-    # the tomogram is read once: its mapped file pages would otherwise count in
-    # this process's memory as long as the map lives (1.2 GB at 1000 x 1000 x 300)
-    release_pages(volume)
-    lo, hi = float(out.min()), float(out.max())
-    if not hi > lo:
-        raise ValueError("tomogram is constant after blurring: nothing to segment")
-    out -= lo
-    out *= np.float32(1.0 / (hi - lo))
+        extremes = np.array(list(pool.map(blur, range(0, nz, chunk))))
+        # the tomogram is read once: its mapped file pages would otherwise count in
+        # this process's memory as long as the map lives (1.2 GB at 1000 x 1000 x 300)
+        release_pages(volume)
+        lo, hi = extremes[:, 0].min(), extremes[:, 1].max()
+        if not hi > lo:
+            raise ValueError("tomogram is constant after blurring: nothing to segment")
+        list(pool.map(normalize, range(0, nz, chunk)))
     return out
 
 
