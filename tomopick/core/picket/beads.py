@@ -22,6 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from .localize import _label_sizes
 
 __all__ = ["GOLD_CONTRAST", "MAX_BEAD_FRACTION", "GoldBeads", "find_gold_beads"]
 
@@ -34,6 +39,11 @@ GOLD_CONTRAST = 2.2
 #: 107-226 objects otherwise)
 MAX_BEAD_FRACTION = 0.1
 MAX_BEADS_ANYWAY = 10
+#: seed voxels beyond which the deviating voxels are not beads (a field of
+#: 1,000 beads of 400 voxels each stays below)
+MAX_SEED_VOXELS = 1_000_000
+# voxels the median of the volume is taken from (at most, about)
+MEDIAN_SAMPLE = 4_000_000
 
 
 @dataclass
@@ -69,12 +79,51 @@ def _particle_peaks(deviation, mask, particle_diameter):
     labels, n = ndi.label(mask[::2, ::2, ::2])
     if n == 0:
         return np.zeros(0)
-    volumes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    volumes = _label_sizes(labels, n)[1:]
     peaks = np.asarray(ndi.maximum(deviation, labels, np.arange(1, n + 1)))
     return peaks[volumes >= 0.5 * np.pi / 6 * (particle_diameter / 2) ** 3]
 
 
-def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST):
+def _seed_groups(volume, median, threshold, slab_voxels):
+    """6-connected groups of the voxels deviating more than ``threshold`` from ``median``.
+
+    Found slab by slab and grouped from their coordinates (a KD-tree of the
+    few seed voxels), not labelled in a volume-sized array (1.2 GB of int32 at
+    1000 x 1000 x 300).  Groups come in the order ``scipy.ndimage.label``
+    numbers them (raster order of their first voxel).
+
+    Returns
+    -------
+    list of (K_i, 3) int ndarray, or None
+        [z, y, x] of each group's voxels; None when there are more than
+        `MAX_SEED_VOXELS` (no field of beads is that dense).
+    """
+    step = max(1, slab_voxels // max(1, volume[0].size))
+    found, total = [], 0
+    for z0 in range(0, volume.shape[0], step):
+        part = volume[z0:z0 + step]
+        hit = part > median + threshold
+        hit |= part < median - threshold
+        coords = np.argwhere(hit)
+        total += len(coords)
+        if total > MAX_SEED_VOXELS:
+            return None
+        coords[:, 0] += z0
+        found.append(coords)
+    coords = np.concatenate(found) if found else np.zeros((0, 3), np.intp)
+    if len(coords) == 0:
+        return []
+    # face neighbours are the pairs at distance 1 (the next is sqrt 2)
+    pairs = cKDTree(coords).query_pairs(1.0, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                       shape=(len(coords), len(coords)))
+    n, group = connected_components(graph, directed=False)
+    order = np.argsort(group, kind="stable")
+    return np.split(coords[order], np.cumsum(np.bincount(group, minlength=n))[:-1])
+
+
+def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST, cut=False,
+                    slab_voxels=4_000_000):
     """Gold beads: objects whose peak is ``contrast`` times denser than the particles'.
 
     The deviation of every voxel from the volume median is compared with the
@@ -83,10 +132,10 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST):
     are too many to be beads: `MAX_BEAD_FRACTION`).  Its core is the
     connected region above half its own peak around the peak (for a bead
     larger than the blur, its physical extent), its centre the core's
-    centroid.  The footprint is every voxel closer to a core than a particle
-    radius: where no particle centre can be, and where the bead's halo and
-    the fragments it leaves in the mask lie (measured 4-12 voxels from 3-voxel
-    beads with 16-voxel particles).
+    centroid.  Its footprint is every voxel closer to the core than a
+    particle radius: where no particle centre can be, and where the bead's
+    halo and the fragments it leaves in the mask lie (measured 4-12 voxels
+    from 3-voxel beads with 16-voxel particles).
 
     Parameters
     ----------
@@ -98,13 +147,15 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST):
         Voxels of this volume.
     contrast : float
         In median particle peaks (`GOLD_CONTRAST`).
+    cut : bool
+        Clear the beads' footprints from ``mask``, in place.
+    slab_voxels : int
+        Voxels scanned for seeds at a time.
 
     Returns
     -------
-    beads : GoldBeads
+    GoldBeads
         Empty when the mask holds no particle-sized object.
-    footprint : (nz, ny, nx) bool ndarray
-        Voxels within a particle radius of a core (to cut out of the mask).
 
     Examples
     --------
@@ -115,45 +166,45 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST):
     >>> for cx in (12, 30, 48):                          # three particles, radius 5
     ...     volume[(x - cx) ** 2 + (y - 20) ** 2 + (z - 16) ** 2 <= 25] -= 0.2
     >>> volume[(x - 30) ** 2 + (y - 45) ** 2 + (z - 16) ** 2 <= 4] -= 1.0   # a bead, radius 2
-    >>> beads, footprint = find_gold_beads(volume, volume < -0.1, particle_diameter=10)
+    >>> mask = volume < -0.1
+    >>> beads = find_gold_beads(volume, mask, particle_diameter=10, cut=True)
     >>> len(beads), np.round(beads.positions).astype(int).tolist()
     (1, [[30, 45, 16]])
-    >>> bool(footprint[16, 20, 30]), bool(footprint[16, 45, 30])
-    (False, True)
+    >>> bool(mask[16, 20, 30]), bool(mask[16, 45, 30])      # a particle kept, the bead cut
+    (True, False)
     """
     volume = np.asarray(volume)
-    mask = np.asarray(mask, bool)
-    if volume.shape != mask.shape:
-        raise ValueError(f"volume {volume.shape} and particle mask {mask.shape} differ in shape")
-    # no volume-sized deviation array: the coarse grid, the seeds' mask and
-    # each bead's box are enough (150 MB less on a 500 x 500 x 150 grid)
-    coarse = volume[::2, ::2, ::2]
-    median = np.float32(np.median(coarse))
-    footprint = np.zeros(mask.shape, bool)
-    empty = GoldBeads(np.zeros((0, 3)), np.zeros(0), np.zeros(0)), footprint
-    peaks = _particle_peaks(np.abs(coarse - median), mask, float(particle_diameter))
+    if volume.shape != np.shape(mask):
+        raise ValueError(f"volume {volume.shape} and particle mask {np.shape(mask)} differ "
+                         "in shape")
+    empty = GoldBeads(np.zeros((0, 3)), np.zeros(0), np.zeros(0))
+    # the median from at most ~MEDIAN_SAMPLE voxels, every second one at least
+    stride = max(2, int(np.ceil((volume.size / MEDIAN_SAMPLE) ** (1 / 3))))
+    median = np.float32(np.median(volume[::stride, ::stride, ::stride]))
+    peaks = _particle_peaks(np.abs(volume[::2, ::2, ::2] - median), mask,
+                            float(particle_diameter))
     reference = float(np.median(peaks)) if len(peaks) else 0.0
     if not reference > 0:
         return empty
-    seeds = volume > median + np.float32(contrast * reference)
-    seeds |= volume < median - np.float32(contrast * reference)
-    seeds, n = ndi.label(seeds)
-    if n == 0 or n > max(MAX_BEADS_ANYWAY, MAX_BEAD_FRACTION * len(peaks)):
+    groups = _seed_groups(volume, median, np.float32(contrast * reference), slab_voxels)
+    if not groups or len(groups) > max(MAX_BEADS_ANYWAY, MAX_BEAD_FRACTION * len(peaks)):
         return empty
     clearance = particle_diameter / 2
     halo = int(np.ceil(clearance)) + 1
     positions, radii, contrasts = [], [], []
-    for k, box in enumerate(ndi.find_objects(seeds), start=1):
-        box = tuple(slice(max(0, s.start - halo), min(e, s.stop + halo))
-                    for s, e in zip(box, mask.shape))
+    for seed in groups:
+        box = tuple(slice(max(0, lo - halo), min(e, hi + 1 + halo))
+                    for lo, hi, e in zip(seed.min(axis=0), seed.max(axis=0), volume.shape))
+        offset = np.array([b.start for b in box])
         local = np.abs(volume[box] - median)
-        peak_at = np.unravel_index(np.argmax(np.where(seeds[box] == k, local, 0)), local.shape)
+        at = seed - offset
+        peak_at = tuple(at[np.argmax(local[tuple(at.T)])])
         peak = float(local[peak_at])
         above, _ = ndi.label(local > 0.5 * peak)
         core = above == above[peak_at]
-        footprint[box] |= ndi.distance_transform_edt(~core) <= clearance
-        offset = np.array([s.start for s in box], float)
+        if cut:
+            mask[box] &= ndi.distance_transform_edt(~core) > clearance
         positions.append((np.array(ndi.center_of_mass(core)) + offset)[::-1])
         radii.append((3 * core.sum() / (4 * np.pi)) ** (1 / 3))
         contrasts.append(peak / reference)
-    return GoldBeads(np.array(positions), np.array(radii), np.array(contrasts)), footprint
+    return GoldBeads(np.array(positions), np.array(radii), np.array(contrasts))

@@ -1059,10 +1059,9 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
     lap("choose_cluster_s")
     beads = None
     if particle_diameter and gold_contrast:
-        beads, footprint = find_gold_beads(normalized[lo * step:hi * step + 1:step, ::step, ::step],
-                                           mask[lo:hi + 1], particle_diameter / step,
-                                           gold_contrast)
-        mask[lo:hi + 1] &= ~footprint
+        beads = find_gold_beads(normalized[lo * step:hi * step + 1:step, ::step, ::step],
+                                mask[lo:hi + 1], particle_diameter / step, gold_contrast,
+                                cut=True)
         beads.positions = (beads.positions + [0, 0, lo]) * step
         beads.radii = beads.radii * step
         lap("gold_s")
