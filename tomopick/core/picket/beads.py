@@ -68,20 +68,25 @@ class GoldBeads:
         return len(self.radii)
 
 
-def _particle_peaks(deviation, mask, particle_diameter):
-    """Peak deviation of each of the mask's particle-sized objects, (N,).
+def _particle_peaks(volume, median, mask, particle_diameter, slab_voxels):
+    """Peak deviation from ``median`` of each of the mask's particle-sized objects, (N,).
 
-    On every second voxel (objects are several voxels across there:
-    ``deviation`` is given there already); objects of at least half a
-    particle's volume count (the many small noise objects of a mask would set
-    the reference too low).
+    On every second voxel (objects are several voxels across there), slab by
+    slab (no volume-sized deviation array, nor scipy's sorted copies of one);
+    objects of at least half a particle's volume count (the many small noise
+    objects of a mask would set the reference too low).
     """
     labels, n = ndi.label(mask[::2, ::2, ::2])
     if n == 0:
         return np.zeros(0)
-    volumes = _label_sizes(labels, n)[1:]
-    peaks = np.asarray(ndi.maximum(deviation, labels, np.arange(1, n + 1)))
-    return peaks[volumes >= 0.5 * np.pi / 6 * (particle_diameter / 2) ** 3]
+    peaks = np.zeros(n)
+    index = np.arange(1, n + 1)
+    step = max(1, slab_voxels // max(1, labels[0].size))
+    for z0 in range(0, labels.shape[0], step):
+        deviation = np.abs(volume[2 * z0:2 * (z0 + step):2, ::2, ::2] - median)
+        np.maximum(peaks, ndi.maximum(deviation, labels[z0:z0 + step], index), out=peaks)
+    sizes = _label_sizes(labels, n)[1:]
+    return peaks[sizes >= 0.5 * np.pi / 6 * (particle_diameter / 2) ** 3]
 
 
 def _seed_groups(volume, median, threshold, slab_voxels):
@@ -181,8 +186,7 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST, cut
     # the median from at most ~MEDIAN_SAMPLE voxels, every second one at least
     stride = max(2, int(np.ceil((volume.size / MEDIAN_SAMPLE) ** (1 / 3))))
     median = np.float32(np.median(volume[::stride, ::stride, ::stride]))
-    peaks = _particle_peaks(np.abs(volume[::2, ::2, ::2] - median), mask,
-                            float(particle_diameter))
+    peaks = _particle_peaks(volume, median, mask, float(particle_diameter), slab_voxels)
     reference = float(np.median(peaks)) if len(peaks) else 0.0
     if not reference > 0:
         return empty
