@@ -7,10 +7,13 @@ A workflow is a feature mode x clusterer x localisation:
 - `segment`: stage 1, a two-class clustering of those features into particle
   and background (`segment_tomogram`; several workflows sharing their
   preparation: `segment_workflows`);
+- `beads`: gold beads found against the particles' own contrast and cut out
+  of the particle mask (`segment_tomogram` does it; `find_gold_beads`);
 - `localize`: stage 2, particle positions from the particle mask (connected
   components or watershed; `localize_segmentation` on a stage-1 result);
 - `workflow`: both stages on one tomogram (`picket_pick`).
 """
+from .beads import GoldBeads, find_gold_beads
 from .features import FEATURE_MODES, check_feature_mode
 from .localize import LOCALIZATIONS, check_localization, localize_particles, localize_segmentation
 from .segment import (CLUSTERERS, MAX_FIT_NEIGHBORHOODS, GridVolume, Segmentation,
@@ -23,4 +26,5 @@ __all__ = [
     "check_feature_mode", "check_clusterer", "check_localization", "parse_z_range",
     "lamella_z_ranges", "segment_tomogram", "segment_workflows", "Segmentation",
     "localize_particles", "localize_segmentation", "picket_pick", "GridVolume",
+    "find_gold_beads", "GoldBeads",
 ]
