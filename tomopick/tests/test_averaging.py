@@ -7,7 +7,6 @@ by a random rotation and moved by up to 2 voxels, Fourier-filtered by a
 given SNR (signal variance over noise variance in the box), as a tomogram's
 subtomogram would be.
 """
-import os
 
 import numpy as np
 import pytest
@@ -26,20 +25,11 @@ from tomopick.core.resample import fourier_crop_to
 from tomopick.core.rotations import angular_distance, uniform_rotations
 from tomopick.core.simulate import random_rotations
 from tomopick.core.rotations import angle_between, homogeneous
+from tomopick.tests.shared_data import data_file
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-DATA_DIRS = [os.path.join(_HERE, "..", "..", "..", "shared", "data"), "/work/shared/data"]
 RIBOSOME = "emd3883_80S_ribosome_64px_8.66A.mrc"
 PROTEASOME = "pdb_3j9i_20S_proteasome.pdb"
 TILT = (-60.0, 60.0)
-
-
-def data_file(name):
-    for directory in DATA_DIRS:
-        path = os.path.join(directory, name)
-        if os.path.exists(path):
-            return path
-    pytest.skip(f"{name} not found in {DATA_DIRS} (the shared real-data folder)")
 
 
 def ribosome(n=32):

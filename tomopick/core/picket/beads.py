@@ -69,28 +69,36 @@ class GoldBeads:
 
 
 def _particle_peaks(volume, median, mask, particle_diameter, slab_voxels):
-    """Peak deviation from ``median`` of each of the mask's particle-sized objects, (N,).
+    """Signed peak deviation from ``median`` of each of the mask's particle-sized objects, (N,).
 
-    On every second voxel (objects are several voxels across there), slab by
-    slab (no volume-sized deviation array, nor scipy's sorted copies of one);
-    objects of at least half a particle's volume count (the many small noise
-    objects of a mask would set the reference too low).
+    The peak is the object's extreme value on the side it departs most from
+    the median.  On every second voxel (objects are several voxels across
+    there), slab by slab (no volume-sized deviation array, nor scipy's sorted
+    copies of one); objects of at least half a particle's volume count (the
+    many small noise objects of a mask would set the reference too low).
     """
     labels, n = ndi.label(mask[::2, ::2, ::2])
     if n == 0:
         return np.zeros(0)
-    peaks = np.zeros(n)
+    highest, lowest = np.full(n, -np.inf), np.full(n, np.inf)
     index = np.arange(1, n + 1)
     step = max(1, slab_voxels // max(1, labels[0].size))
     for z0 in range(0, labels.shape[0], step):
-        deviation = np.abs(volume[2 * z0:2 * (z0 + step):2, ::2, ::2] - median)
-        np.maximum(peaks, ndi.maximum(deviation, labels[z0:z0 + step], index), out=peaks)
+        part, lab = volume[2 * z0:2 * (z0 + step):2, ::2, ::2], labels[z0:z0 + step]
+        present = np.zeros(n + 1, bool)
+        present[lab.ravel()] = True
+        # labels absent from the slab come back as 0 from scipy: left out
+        here = present[1:]
+        highest[here] = np.maximum(highest[here], np.asarray(ndi.maximum(part, lab, index))[here])
+        lowest[here] = np.minimum(lowest[here], np.asarray(ndi.minimum(part, lab, index))[here])
+    highest, lowest = highest - median, lowest - median
+    peaks = np.where(highest >= -lowest, highest, lowest)
     sizes = _label_sizes(labels, n)[1:]
     return peaks[sizes >= 0.5 * np.pi / 6 * (particle_diameter / 2) ** 3]
 
 
-def _seed_groups(volume, median, threshold, slab_voxels):
-    """6-connected groups of the voxels deviating more than ``threshold`` from ``median``.
+def _seed_groups(volume, median, threshold, sign, slab_voxels):
+    """6-connected groups of the voxels beyond ``median + sign * threshold``.
 
     Found slab by slab and grouped from their coordinates (a KD-tree of the
     few seed voxels), not labelled in a volume-sized array (1.2 GB of int32 at
@@ -107,9 +115,8 @@ def _seed_groups(volume, median, threshold, slab_voxels):
     found, total = [], 0
     for z0 in range(0, volume.shape[0], step):
         part = volume[z0:z0 + step]
-        hit = part > median + threshold
-        hit |= part < median - threshold
-        coords = np.argwhere(hit)
+        coords = np.argwhere(part > median + threshold if sign > 0 else
+                             part < median - threshold)
         total += len(coords)
         if total > MAX_SEED_VOXELS:
             return None
@@ -133,7 +140,8 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST, cut
 
     The deviation of every voxel from the volume median is compared with the
     median peak deviation of the particle mask's particle-sized objects; each
-    connected region above ``contrast`` times that is a bead (none when they
+    connected region beyond ``contrast`` times that, on the side of the
+    median the particles lie (gold is denser than protein), is a bead (none when they
     are too many to be beads: `MAX_BEAD_FRACTION`).  Its core is the
     connected region above half its own peak around the peak (for a bead
     larger than the blur, its physical extent), its centre the core's
@@ -187,10 +195,13 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST, cut
     stride = max(2, int(np.ceil((volume.size / MEDIAN_SAMPLE) ** (1 / 3))))
     median = np.float32(np.median(volume[::stride, ::stride, ::stride]))
     peaks = _particle_peaks(volume, median, mask, float(particle_diameter), slab_voxels)
-    reference = float(np.median(peaks)) if len(peaks) else 0.0
+    reference = float(np.median(np.abs(peaks))) if len(peaks) else 0.0
     if not reference > 0:
         return empty
-    groups = _seed_groups(volume, median, np.float32(contrast * reference), slab_voxels)
+    # gold is denser than any protein: it departs from the solvent on the
+    # particles' side (whichever the contrast convention)
+    sign = 1 if (peaks > 0).sum() >= (peaks < 0).sum() else -1
+    groups = _seed_groups(volume, median, np.float32(contrast * reference), sign, slab_voxels)
     if not groups or len(groups) > max(MAX_BEADS_ANYWAY, MAX_BEAD_FRACTION * len(peaks)):
         return empty
     clearance = particle_diameter / 2

@@ -1,27 +1,15 @@
 """Real molecular shapes in the simulator (tomopick.core.simulate.maps)."""
-import os
-
 import numpy as np
-import pytest
 
 from tomopick.core.rotations import symmetry_matrices
 from tomopick.core.simulate import simulate_tomogram
 from tomopick.core.simulate.maps import MapShape, map_particle_class, pdb_density
 from tomopick.core.template_matching import rotate_templates
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def _data_file(name):
-    repo = os.path.join(HERE, "..", "..", "..", "..")
-    for d in (os.path.join(repo, "..", "shared", "data"), "/work/shared/data"):
-        if os.path.exists(os.path.join(d, name)):
-            return os.path.join(d, name)
-    pytest.skip(f"real data {name} not found in ../shared/data")
+from tomopick.tests.shared_data import data_file
 
 
 def test_pdb_density_of_the_proteasome_is_a_d7_barrel():
-    vol = pdb_density(_data_file("pdb_3j9i_20S_proteasome.pdb"), 6.0)
+    vol = pdb_density(data_file("pdb_3j9i_20S_proteasome.pdb"), 6.0)
     n = vol.shape[0]
     # a ~150 Å long barrel: the envelope spans 120-200 Å along its longest axis
     z, y, x = np.nonzero(vol > 0.2 * vol.max())
@@ -42,7 +30,7 @@ def test_pdb_density_of_the_proteasome_is_a_d7_barrel():
 
 
 def test_map_particles_are_pasted_with_their_recorded_orientation():
-    rib = map_particle_class("ribosome80S", _data_file("emd3883_80S_ribosome_64px_8.66A.mrc"),
+    rib = map_particle_class("ribosome80S", data_file("emd3883_80S_ribosome_64px_8.66A.mrc"),
                              None, 20.0)
     assert isinstance(rib["shape"], MapShape)
     ph = simulate_tomogram(shape=(40, 72, 72), voxel_size=20.0, n_particles=3, n_vesicles=0,

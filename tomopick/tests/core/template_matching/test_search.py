@@ -1,5 +1,4 @@
 """Template matching (tomopick.core.template_matching), in the manner of pytom-match-pick's tests."""
-import os
 
 import numpy as np
 import pytest
@@ -12,17 +11,9 @@ from tomopick.core.simulate import particle_template, random_rotations, simulate
 from tomopick.core.template_matching import (Correlator, match_template, prepare_template,
                                              rotate_templates)
 from tomopick.core.template_matching.search import _Level
+from tomopick.tests.shared_data import data_file
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 RIBOSOME = "emd3883_80S_ribosome_64px_8.66A.mrc"
-
-
-def _data_file(name):
-    repo = os.path.join(HERE, "..", "..", "..", "..")
-    for d in (os.path.join(repo, "..", "shared", "data"), "/work/shared/data"):
-        if os.path.exists(os.path.join(d, name)):
-            return os.path.join(d, name)
-    pytest.skip(f"real data {name} not found in ../shared/data")
 
 
 def _paste(volume, template, R, position):
@@ -82,7 +73,7 @@ def test_pure_noise_gives_about_false_positives_picks():
     # central 99 % of Poisson(6) is 1..13 (and the calibration constant is
     # known to ~30 %, mean 4..8, whose 99 % ranges stay within 0..15)
     from tomopick.core.formats.mrc import read_mrc
-    ref = read_mrc(_data_file(RIBOSOME))
+    ref = read_mrc(data_file(RIBOSOME))
     voxel, diameter = 25.0, 400.0
     t, m, _ = prepare_template(ref, 8.66, voxel, diameter)
     counts = []
@@ -122,7 +113,7 @@ def test_wedge_weighting_raises_the_true_peak_over_background():
 def test_real_ribosomes_in_a_phantom_are_picked_and_oriented():
     from tomopick.core.formats.mrc import read_mrc
     from tomopick.core.simulate import map_particle_class
-    path = _data_file(RIBOSOME)
+    path = data_file(RIBOSOME)
     voxel, diameter = 24.0, 400.0
     rib = map_particle_class("ribosome80S", path, None, voxel)
     ph = simulate_tomogram(shape=(48, 96, 96), voxel_size=voxel, n_particles=14, n_vesicles=0,
