@@ -2,9 +2,10 @@
 
 Per tomogram: a two-class segmentation from neighbourhood features (FFT
 magnitudes, Gabor responses or raw intensities) clustered by KMeans or a
-Gaussian mixture, then the particle class is split into objects (connected
+Gaussian mixture (gold beads cut out of the particle class with a particle
+radius around them), then the particle class is split into objects (connected
 components or watershed) whose centroids are the picks. The algorithms live in
-tomopick.core.picket (features, segment, localize, workflow); this
+tomopick.core.picket (features, segment, beads, localize, workflow); this
 module reads the form, runs them per tomogram and registers the outputs.
 """
 import os
