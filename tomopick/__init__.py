@@ -9,14 +9,7 @@ Importing this package (or ``tomopick.core``) loads nothing of Scipion:
 ``Plugin``, which pyworkflow asks for when it discovers the plugin, is loaded
 on first access together with the environment defaults (`tomopick._plugin`).
 """
-import os as _os
-
 __version__ = "0.2.0"
-# OpenMP threads (scikit-learn's KMeans) otherwise spin after each parallel
-# region and hold the cores the next step's thread pools need (blur,
-# prediction): PickET workflows took 5-10 % longer and varied twice as much
-# (bench_picket.py, 2 cores).  Read when OpenMP loads; a user's setting wins.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _logo = None
 _references = ["Arvindekar2025", "Weickert1999"]
 

@@ -141,15 +141,3 @@ def test_wizards_of_the_non_directional_forms():
         tm.inputTomograms.set(tomograms)
         assert wizards.TemplateMatchingBoxSizeWizard.boxSize(tm) == 18
 
-
-def test_importing_tomopick_makes_openmp_wait_passively_unless_told_otherwise():
-    # OpenMP reads the policy when it loads: tomopick sets it on import, before
-    # scikit-learn loads OpenMP, and leaves a user's own setting alone
-    code = "import os, tomopick; print(os.environ['OMP_WAIT_POLICY'])"
-    for given, expected in ((None, "PASSIVE"), ("ACTIVE", "ACTIVE")):
-        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        if given:
-            env["OMP_WAIT_POLICY"] = given
-        out = subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120,
-                             capture_output=True, text=True).stdout.strip()
-        assert out == expected, (given, out)
