@@ -142,7 +142,7 @@ def parse_z_range(text, nz=None):
 
 # --------------------------------------------------------------------------- preprocessing
 
-def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
+def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2, slice_std=None):
     """Gaussian blur then min-max normalisation to [0, 1] (PickET's preprocessing).
 
     Blurred in z-chunks with a halo of 4 sigma (exact: the same as blurring the
@@ -154,6 +154,9 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
     volume : (nz, ny, nx) array
     sigma : float
         Gaussian sigma in voxels.
+    slice_std : (nz,) float array, optional
+        Filled with the standard deviation of each normalised z-slice
+        (`lamella_z_ranges`' profile), computed in the chunk threads.
 
     Returns
     -------
@@ -190,6 +193,8 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
         part = out[z0:z0 + chunk]
         part -= np.float32(lo)
         part *= np.float32(1.0 / (hi - lo))
+        if slice_std is not None:
+            slice_std[z0:z0 + len(part)] = [np.std(s) for s in part]
 
     with ThreadPoolExecutor(n_threads) as pool:
         extremes = np.array(list(pool.map(blur, range(0, nz, chunk))))
@@ -203,7 +208,7 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2):
     return out
 
 
-def lamella_z_ranges(normalized, margin=0, min_thickness=None):
+def lamella_z_ranges(normalized, margin=0, min_thickness=None, slice_std=None):
     """Fitting and picking z ranges from the slice profile of the lamella.
 
     The per-slice standard deviation of the blurred volume is high where there
@@ -222,6 +227,8 @@ def lamella_z_ranges(normalized, margin=0, min_thickness=None):
         radius, so particles straddling the slab edge keep their full mask).
     min_thickness : int, optional
         Smallest fitting range (default: 5 slices).
+    slice_std : (nz,) array, optional
+        The slices' standard deviations, when known (`preprocess` computes them).
 
     Returns
     -------
@@ -240,7 +247,8 @@ def lamella_z_ranges(normalized, margin=0, min_thickness=None):
     (True, True)
     """
     nz = normalized.shape[0]
-    profile = np.asarray([np.std(s) for s in normalized], float)
+    profile = np.asarray([np.std(s) for s in normalized] if slice_std is None else slice_std,
+                         float)
     edge = int(2 * BLUR_SIGMA)
     if nz > 6 * edge:
         # the blur's reflecting boundary inflates the outermost slices' variance
@@ -837,10 +845,11 @@ def _prepare_stage1(volume, neighborhood_size=5, max_fit_neighborhoods=MAX_FIT_N
         if rng_ is not None and not (0 <= rng_[0] <= rng_[1] < nz):
             raise ValueError(f"{name} {tuple(rng_)} is outside slices 0..{nz - 1}")
     t0 = time.perf_counter()
-    normalized = preprocess(volume, n_threads=n_threads)
+    slice_std = np.empty(nz)
+    normalized = preprocess(volume, n_threads=n_threads, slice_std=slice_std)
     t1 = time.perf_counter()
     radius = int(np.ceil(particle_diameter / 2)) if particle_diameter else n // 2
-    auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius)
+    auto_fit, auto_pick = lamella_z_ranges(normalized, margin=radius, slice_std=slice_std)
     fit_range = tuple(z_fit_range) if z_fit_range is not None else auto_fit
     pick_range = tuple(z_pick_range) if z_pick_range is not None else auto_pick
     rng = np.random.default_rng(seed)
