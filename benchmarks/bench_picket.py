@@ -577,8 +577,8 @@ def _warm_up(workflows=WORKFLOWS):
     for cx, cy in [(12, 12), (34, 12), (12, 34), (34, 34)]:
         volume[(x - cx) ** 2 + (y - cy) ** 2 + (z - 12) ** 2 <= 36] -= 1.0
     # two overlapping balls: the watershed floods (its first use imports
-    # skimage.segmentation, ~0.13 s) and peak_local_max spaces the markers,
-    # which the four lone balls above never need
+    # skimage.segmentation) and peak_local_max spaces the markers, which the
+    # four lone balls above never need
     pair = ((x - 18) ** 2 + (y - 24) ** 2 + (z - 12) ** 2 <= 36) | \
            ((x - 28) ** 2 + (y - 24) ** 2 + (z - 12) ** 2 <= 36)
     assert pl.split_watershed(pair, min_distance=3).max() == 2

@@ -26,8 +26,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from .localize import _label_sizes
-
 __all__ = ["GOLD_CONTRAST", "MAX_BEAD_FRACTION", "GoldBeads", "find_gold_beads"]
 
 #: a bead's peak deviation from the volume median, in median particle peaks
@@ -81,19 +79,19 @@ def _particle_peaks(volume, median, mask, particle_diameter, slab_voxels):
     if n == 0:
         return np.zeros(0)
     highest, lowest = np.full(n, -np.inf), np.full(n, np.inf)
+    sizes = np.zeros(n, np.int64)
     index = np.arange(1, n + 1)
     step = max(1, slab_voxels // max(1, labels[0].size))
     for z0 in range(0, labels.shape[0], step):
         part, lab = volume[2 * z0:2 * (z0 + step):2, ::2, ::2], labels[z0:z0 + step]
-        present = np.zeros(n + 1, bool)
-        present[lab.ravel()] = True
+        counts = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+        sizes += counts
         # labels absent from the slab come back as 0 from scipy: left out
-        here = present[1:]
+        here = counts > 0
         highest[here] = np.maximum(highest[here], np.asarray(ndi.maximum(part, lab, index))[here])
         lowest[here] = np.minimum(lowest[here], np.asarray(ndi.minimum(part, lab, index))[here])
     highest, lowest = highest - median, lowest - median
     peaks = np.where(highest >= -lowest, highest, lowest)
-    sizes = _label_sizes(labels, n)[1:]
     return peaks[sizes >= 0.5 * np.pi / 6 * (particle_diameter / 2) ** 3]
 
 
@@ -140,8 +138,8 @@ def find_gold_beads(volume, mask, particle_diameter, contrast=GOLD_CONTRAST, cut
 
     The deviation of every voxel from the volume median is compared with the
     median peak deviation of the particle mask's particle-sized objects; each
-    connected region beyond ``contrast`` times that, on the side of the
-    median the particles lie (gold is denser than protein), is a bead (none when they
+    connected region beyond ``contrast`` times that, on the side of the median
+    the particles lie (gold is denser than protein), is a bead (none when they
     are too many to be beads: `MAX_BEAD_FRACTION`).  Its core is the
     connected region above half its own peak around the peak (for a bead
     larger than the blur, its physical extent), its centre the core's
