@@ -11,7 +11,9 @@ A workflow is a feature mode x clusterer x localisation:
   of the particle mask (`segment_tomogram` does it; `find_gold_beads`);
 - `localize`: stage 2, particle positions from the particle mask (connected
   components or watershed; `localize_segmentation` on a stage-1 result);
-- `workflow`: both stages on one tomogram (`picket_pick`).
+- `workflow`: both stages on one tomogram (`picket_pick`);
+- `blur`: the Gaussian blur of a z-slab both stages use (preprocessing, mask
+  smoothing: `gaussian_slab`).
 """
 from .beads import GoldBeads, find_gold_beads
 from .features import FEATURE_MODES, check_feature_mode

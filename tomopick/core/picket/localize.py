@@ -49,6 +49,8 @@ from skimage.feature import peak_local_max
 
 from tomopick.core.picks import Picks
 
+from .blur import gaussian_slab
+
 __all__ = [
     "LOCALIZATIONS", "check_localization", "expected_volume", "marker_spacing",
     "split_watershed", "object_blobness", "localize_particles", "localize_segmentation",
@@ -670,9 +672,8 @@ def object_blobness(mask, labels, ids, particle_diameter, slab_voxels=4_000_000)
     wanted = np.zeros(int(labels.max()) + 2, bool)
     wanted[ids[ids < len(wanted)]] = True
     # the smoothed mask's values and Hessians at every voxel of the wanted
-    # objects, z-slab by z-slab with the smoothing's reach (+1 for the
-    # differences) as a halo: the same numbers as smoothing the whole mask
-    halo = int(3.0 * sigma + 0.5) + 1
+    # objects, z-slab by z-slab, the slab smoothed with one slice more on
+    # either side for the differences: the same numbers as smoothing the whole mask
     nz = mask.shape[0]
     step = max(1, slab_voxels // max(1, mask[0].size))
     found = {k: [] for k in ("label", "value", "hessian")}
@@ -681,13 +682,12 @@ def object_blobness(mask, labels, ids, particle_diameter, slab_voxels=4_000_000)
         core = wanted[np.minimum(labels[z0:z1], len(wanted) - 1)]
         if not core.any():
             continue
-        a, b = max(0, z0 - halo), min(nz, z1 + halo)
-        smooth = ndi.gaussian_filter(np.asarray(mask[a:b], np.float32), sigma, mode="nearest",
-                                     truncate=3.0)
+        a, b = max(0, z0 - 1), min(nz, z1 + 1)
+        smooth = gaussian_slab(mask, a, b, sigma, truncate=3.0, mode="nearest")
         # edge padding = the 'nearest' boundary for the differences at the faces
-        padded = np.pad(smooth, 1, mode="edge")
+        padded = np.pad(smooth, ((1 - (z0 - a), 1 - (b - z1)), (1, 1), (1, 1)), mode="edge")
         zz, yy, xx = np.nonzero(core)
-        c = (zz + (z0 - a) + 1, yy + 1, xx + 1)
+        c = (zz + 1, yy + 1, xx + 1)
         at = lambda d: padded[c[0] + d[0], c[1] + d[1], c[2] + d[2]]   # noqa: E731
         centre = at((0, 0, 0))
         hess = np.empty((len(centre), 3, 3), np.float32)

@@ -58,6 +58,7 @@ from tomopick.core.formats.mrc import release_pages
 
 from . import features as pf
 from .beads import GOLD_CONTRAST, GoldBeads, find_gold_beads
+from .blur import gaussian_slab
 from .features import grid_shape
 
 __all__ = [
@@ -142,12 +143,12 @@ def parse_z_range(text, nz=None):
 
 # --------------------------------------------------------------------------- preprocessing
 
-def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2, slice_std=None):
+def preprocess(volume, sigma=BLUR_SIGMA, chunk=16, n_threads=2, slice_std=None):
     """Gaussian blur then min-max normalisation to [0, 1] (PickET's preprocessing).
 
-    Blurred in z-chunks with a halo of 4 sigma (exact: the same as blurring the
-    whole volume with scipy's 'reflect' boundary), so a memory-mapped input is
-    read chunk by chunk.
+    Blurred in z-chunks with a halo of 4 sigma (`blur.gaussian_slab`: the
+    same as blurring the whole volume with scipy's 'reflect' boundary, to
+    float32 rounding), so a memory-mapped input is read chunk by chunk.
 
     Parameters
     ----------
@@ -178,21 +179,17 @@ def preprocess(volume, sigma=BLUR_SIGMA, chunk=64, n_threads=2, slice_std=None):
     if np.ndim(volume) != 3:
         raise ValueError(f"tomogram must be 3D [z, y, x], got shape {np.shape(volume)}")
     nz = volume.shape[0]
-    halo = int(4.0 * sigma + 0.5)
     out = np.empty(volume.shape, np.float32)
 
     def blur(z0):
-        z1 = min(nz, z0 + chunk)
-        a, b = max(0, z0 - halo), min(nz, z1 + halo)
-        block = ndi.gaussian_filter(np.asarray(volume[a:b], np.float32), sigma)
-        out[z0:z1] = block[z0 - a:z0 - a + (z1 - z0)]
+        part = gaussian_slab(volume, z0, min(nz, z0 + chunk), sigma, out=out[z0:z0 + chunk])
         # the extremes while the chunk is in cache, in this thread
-        return float(out[z0:z1].min()), float(out[z0:z1].max())
+        return float(part.min()), float(part.max())
 
     def normalize(z0):
         part = out[z0:z0 + chunk]
         part -= np.float32(lo)
-        part *= np.float32(1.0 / (hi - lo))
+        part /= np.float32(hi - lo)
         if slice_std is not None:
             slice_std[z0:z0 + len(part)] = [np.std(s) for s in part]
 

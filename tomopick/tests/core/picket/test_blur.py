@@ -1,0 +1,28 @@
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from tomopick.core.picket.blur import gaussian_slab
+
+
+@pytest.mark.parametrize("mode", ["reflect", "nearest"])
+@pytest.mark.parametrize("nz", [3, 11, 40])
+def test_slabs_equal_scipy_blur_of_the_whole_volume(mode, nz):
+    # slabs in the middle, at both faces, and a volume thinner than the
+    # kernel's reach (the face boundary reflected more than once)
+    volume = np.random.default_rng(nz).normal(size=(nz, 14, 17)).astype(np.float32)
+    for sigma, truncate in ((2.0, 4.0), (1.3, 3.0)):
+        whole = ndi.gaussian_filter(volume, sigma, mode=mode, truncate=truncate)
+        for z0, z1 in {(0, nz), (0, min(nz, 4)), (nz // 2, nz), (nz // 3, max(nz // 3 + 1, nz - 2))}:
+            slab = gaussian_slab(volume, z0, z1, sigma, truncate=truncate, mode=mode)
+            # float32 sums in another order than scipy's float64 ones
+            np.testing.assert_allclose(slab, whole[z0:z1], rtol=0, atol=2e-6)
+
+
+def test_writes_into_the_given_array_and_rejects_other_modes():
+    volume = np.random.default_rng(0).normal(size=(10, 8, 8)).astype(np.float32)
+    out = np.zeros((10, 8, 8), np.float32)
+    assert gaussian_slab(volume, 0, 10, 1.0, out=out) is out
+    np.testing.assert_allclose(out, ndi.gaussian_filter(volume, 1.0), atol=2e-6)
+    with pytest.raises(ValueError, match="mode"):
+        gaussian_slab(volume, 0, 10, 1.0, mode="wrap")
