@@ -673,7 +673,8 @@ def object_blobness(mask, labels, ids, particle_diameter, slab_voxels=4_000_000)
     wanted[ids[ids < len(wanted)]] = True
     # the smoothed mask's values and Hessians at every voxel of the wanted
     # objects, z-slab by z-slab, the slab smoothed with one slice more on
-    # either side for the differences: the same numbers as smoothing the whole mask
+    # either side for the differences: the same numbers as smoothing the whole
+    # mask (to float32 rounding)
     nz = mask.shape[0]
     step = max(1, slab_voxels // max(1, mask[0].size))
     found = {k: [] for k in ("label", "value", "hessian")}
