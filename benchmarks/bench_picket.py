@@ -671,11 +671,14 @@ def lamellae(threads, seed):
                              "precision": r["precision"], "recall": r["recall"],
                              "min_distance": obj["min_distance"],
                              "particle_fraction": seg.info["particle_fraction"], "s1_s": s1})
-                rows[-1].update({k: obj[k] for k in ("n_flat", "n_sheets", "n_split")})
+                rows[-1].update({k: obj[k] for k in ("n_flat", "n_sheets", "n_membrane",
+                                                     "n_off_membrane", "n_split")})
                 print(f"  {mode:11s} {clusterer:6s} {loc:20s} n={len(picks):4d} "
                       f"P={r['precision']:.2f} R={r['recall']:.2f} F1={r['f1']:.3f} "
                       f"(particle class {seg.info['particle_fraction']:.2f}; dropped flat "
-                      f"{obj['n_flat']}, sheets {obj['n_sheets']}; split {obj['n_split']})",
+                      f"{obj['n_flat']}, sheets {obj['n_sheets']}, membrane pieces "
+                      f"{obj['n_membrane']}; off membranes {obj['n_off_membrane']}; split "
+                      f"{obj['n_split']})",
                       flush=True)
     print(f"\n{'workflow':40s} " + " ".join(f"{n:>11s}" for n, _, _ in LAMELLAE))
     for mode, clusterer in WORKFLOWS:

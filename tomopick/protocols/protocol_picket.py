@@ -252,9 +252,13 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                   + (f" (classified on the step-{seg.grid_step} grid)" if seg.grid_step > 1
                      else "") + "; "
                   + (f"{len(seg.gold_beads)} gold beads cut out; " if seg.gold_beads else "")
+                  + (f"membranes on {seg.info['membrane_fraction']:.1%} of the voxels, "
+                     f"{objects['n_off_membrane']} particles found merged with them; "
+                     if "membrane_fraction" in seg.info else "")
                   + f"objects dropped: {objects['n_too_small']} too small, "
                   f"{objects['n_too_large']} too large, {objects['n_edge_slivers']} edge "
-                  f"slivers")
+                  f"slivers, {objects['n_sheets']} sheets, {objects['n_membrane']} membrane "
+                  f"pieces")
 
     def createOutputStep(self):
         tomoSet = self.inputTomograms.get()

@@ -86,6 +86,14 @@ SHEET_WIDTH = 1.5
 # the lowest blobness of anything no wider than SHEET_WIDTH diameters, however
 # thin (see `object_blobness`)
 SHEET_BLOBNESS = BLOBNESS_SCALE ** 2 / (BLOBNESS_SCALE ** 2 + SHEET_WIDTH ** 2 / 20)
+#: objects with more than this fraction of their voxels in the membrane band
+#: (`Segmentation.membranes`) are membrane pieces (measured on the lamellae of
+#: ``bench_picket.py --lamellae``: false picks on vesicles 0.37-0.57, particles
+#: up to 0.04)
+MEMBRANE_OVERLAP = 0.25
+#: smallest part of a membrane sheet lying off the membrane band that is kept
+#: as a particle merged with the membrane, in expected particle volumes
+MIN_OFF_MEMBRANE = 0.35
 
 
 def check_localization(name):
@@ -435,7 +443,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
                        max_volume_factor=8.0, edge_margin=None, faces=None,
                        min_mass_fraction=0.35, max_density_factor=4.0,
                        min_flatness=0.5, min_blobness=None,
-                       split_mass_factor=1.75):
+                       split_mass_factor=1.75, membranes=None):
     """Objects of a particle mask and their centroids.
 
     Parameters
@@ -478,6 +486,12 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         left merged (needs a diameter; 0 = no split).  1.75: a single
         particle's mass stayed below 1.46-1.76 median (99th percentile,
         sparse lamellae, GMM workflows), a merged pair has about 2.
+    membranes : (nz, ny, nx) bool array, optional
+        The membrane band (`Segmentation.membranes`; needs a diameter): objects
+        with more than `MEMBRANE_OVERLAP` of their voxels in it are dropped
+        (membrane pieces), and of a sheet that much on a membrane, each
+        connected part off the band of at least `MIN_OFF_MEMBRANE` expected
+        volumes becomes an object (a particle merged with the membrane).
     edge_margin : float, optional
         Objects whose centroid is closer than this (voxels) to a face are
         dropped; default particle_diameter / 8 (0 without a diameter).
@@ -494,8 +508,10 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         'labels' (nz, ny, nx) int32, kept objects renumbered 1..N;
         'widths' (N, 3) principal widths, smallest first (voxels; a ball of
         diameter D: D, D, D); 'n_objects', 'n_too_small', 'n_too_large',
-        'n_edge_slivers', 'n_faint', 'n_dense', 'n_flat', 'n_sheets' (objects
-        dropped by each filter), 'n_split' (objects split into several picks);
+        'n_edge_slivers', 'n_faint', 'n_dense', 'n_flat', 'n_sheets',
+        'n_membrane' (objects dropped by each filter), 'n_off_membrane'
+        (objects found off the membrane in sheets), 'n_split' (objects split
+        into several picks);
         'min_distance' (the watershed spacing used, else 0).
 
     Raises
@@ -536,7 +552,7 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         labels, _ = ndi.label(mask)
         labels = labels.astype(np.int32, copy=False)
     nobj = int(labels.max())
-    volumes, sums, products, mass = _object_sums(labels, nobj, evidence)
+    volumes, sums, products, mass, widths, positions = _statistics(labels, nobj, evidence)
     keep = volumes > 0
     too_small = too_large = np.zeros(nobj, bool)
     if particle_diameter:
@@ -544,9 +560,6 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         too_small = volumes < min_volume_fraction * expected
         too_large = volumes > max_volume_factor * expected
         keep &= ~too_small & ~too_large
-    widths = _principal_widths(volumes, sums, products)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        positions = sums / volumes[:, None]
     if edge_margin is None:
         edge_margin = particle_diameter / 8 if particle_diameter else 0.0
     if faces is None:
@@ -583,7 +596,25 @@ def localize_particles(mask, method="connected components", particle_diameter=No
         threshold = SHEET_BLOBNESS if min_blobness is None else min_blobness
         sheet[ids - 1] = object_blobness(mask, labels, ids, particle_diameter) < threshold
         keep &= ~sheet
-    n_split, n_found = 0, nobj
+    membrane = np.zeros(nobj, bool)
+    n_off_membrane = 0
+    if particle_diameter and membranes is not None and keep.any():
+        in_band = np.bincount(labels[np.asarray(membranes, bool)], minlength=nobj + 1)[1:]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            on_band = in_band > MEMBRANE_OVERLAP * volumes
+        membrane = keep & on_band
+        keep &= ~membrane
+        laden = np.flatnonzero(sheet & on_band) + 1
+        if len(laden):
+            labels, parts = _off_membrane_parts(
+                labels, laden, membranes, MIN_OFF_MEMBRANE * expected_volume(particle_diameter))
+            if parts:
+                n_off_membrane = len(parts)
+                volumes, sums, products, mass, widths, positions = _statistics(
+                    labels, nobj + len(parts), evidence)
+                keep = np.concatenate([keep, np.ones(len(parts), bool)])
+                nobj += len(parts)
+    n_split, n_found = 0, nobj - n_off_membrane
     reference = np.median(mass[keep]) if keep.sum() > 2 else 0.0
     if particle_diameter and split_mass_factor and reference > 0:
         # a part per median mass, from 1.75 medians up (a single particle's mass
@@ -597,10 +628,8 @@ def localize_particles(mask, method="connected components", particle_diameter=No
             # the parts replace their object: recompute their statistics
             keep[heavy] = False
             nobj2 = nobj + extra
-            volumes, sums, products, mass = _object_sums(labels, nobj2, evidence)
-            widths = _principal_widths(volumes, sums, products)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                positions = sums / volumes[:, None]
+            volumes, sums, products, mass, widths, positions = _statistics(labels, nobj2,
+                                                                           evidence)
             keep = np.concatenate([keep, volumes[nobj:] > 0])
             nobj = nobj2
     new_id = np.zeros(nobj + 1, np.int32)
@@ -611,7 +640,8 @@ def localize_particles(mask, method="connected components", particle_diameter=No
             "n_too_small": int(too_small.sum()), "n_too_large": int(too_large.sum()),
             "n_edge_slivers": int(slivers.sum()), "n_faint": int(faint.sum()),
             "n_dense": int(dense.sum()), "n_flat": int(flattened.sum()),
-            "n_sheets": int(sheet.sum()), "n_split": n_split,
+            "n_sheets": int(sheet.sum()), "n_membrane": int(membrane.sum()),
+            "n_off_membrane": n_off_membrane, "n_split": n_split,
             "widths": widths[keep],
             "min_distance": int(min_distance) if method == "watershed" else 0}
 
@@ -731,6 +761,37 @@ def object_blobness(mask, labels, ids, particle_diameter, slab_voxels=4_000_000)
     return np.array([blobness.get(int(k), 1.0) for k in ids])
 
 
+def _statistics(labels, nobj, evidence=None):
+    """`_object_sums` of objects 1..nobj with their principal widths and centroids."""
+    volumes, sums, products, mass = _object_sums(labels, nobj, evidence)
+    widths = _principal_widths(volumes, sums, products)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        positions = sums / volumes[:, None]
+    return volumes, sums, products, mass, widths, positions
+
+
+def _off_membrane_parts(labels, ids, membranes, min_volume):
+    """Each object's connected parts off the membrane band, from ``min_volume`` voxels up.
+
+    The parts get new labels after ``labels.max()`` (written in place; the
+    rest of each object keeps its label); returns (labels, new ids).
+    """
+    boxes = ndi.find_objects(labels, max_label=int(max(ids)))
+    next_id = int(labels.max()) + 1
+    new = []
+    for k in ids:
+        box = boxes[k - 1]
+        parts, n = ndi.label((labels[box] == k) & ~np.asarray(membranes[box], bool))
+        if n == 0:
+            continue
+        sizes = np.bincount(parts.ravel())
+        for part in np.flatnonzero(sizes[1:] >= min_volume) + 1:
+            labels[box][parts == part] = next_id
+            new.append(next_id)
+            next_id += 1
+    return labels, new
+
+
 def _split_heavy(labels, evidence, ids, counts):
     """Split each object ``ids[i]`` into ``counts[i]`` parts (`_weighted_kmeans` of its voxels).
 
@@ -834,6 +895,7 @@ def localize_segmentation(seg, localization="connected components", particle_dia
     # On a grid of step s lengths are divided by s going in and multiplied
     # coming out; grid voxel k is tomogram voxel s k, so positions scale alike
     step = seg.grid_step
+    filters.setdefault("membranes", seg.membranes)
     objects = localize_particles(
         seg.mask, localization, particle_diameter / step if particle_diameter else None,
         -(-int(min_distance) // step), seg.evidence, **filters)

@@ -59,6 +59,7 @@ from tomopick.core.formats.mrc import release_pages
 from . import features as pf
 from .beads import GOLD_CONTRAST, GoldBeads, find_gold_beads
 from .blur import gaussian_slab
+from .membranes import find_membranes
 from .features import grid_shape
 
 __all__ = [
@@ -785,6 +786,10 @@ class Segmentation:
         Beads found in the picking range (positions and radii in voxels of the
         tomogram), cut out of the mask (`beads.find_gold_beads`); None when
         not looked for.
+    membranes : bool ndarray or None
+        Voxels within `membranes.MEMBRANE_REACH` of a membrane's mid-surface
+        (`membranes.find_membranes`), on the mask's grid; stage 2 tells
+        membrane pieces from particles with it.  None when not looked for.
     """
     mask: np.ndarray
     evidence: np.ndarray
@@ -795,6 +800,7 @@ class Segmentation:
     info: dict = field(default_factory=dict)
     grid_step: int = 1
     gold_beads: GoldBeads = None
+    membranes: np.ndarray = None
 
 
 @dataclass
@@ -927,7 +933,7 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
                      z_pick_range=None, particle_cluster=-1, particle_diameter=None, seed=0,
                      n_threads=2,
                      gmm_components=None, prepared=None, grid_step=None,
-                     gold_contrast=GOLD_CONTRAST):
+                     gold_contrast=GOLD_CONTRAST, membranes=True):
     """PickET stage 1: the particle / background segmentation of one tomogram.
 
     Parameters
@@ -963,6 +969,10 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         Gold beads (objects this many times denser than the median particle,
         `beads.find_gold_beads`) are cut out of the mask and listed in
         ``gold_beads`` (needs the diameter); 0 = keep them in the mask.
+    membranes : bool
+        Find the membranes (`membranes.find_membranes`, needs the diameter):
+        ``Segmentation.membranes``, which stage 2 uses to drop membrane pieces
+        and to keep particles merged with a membrane.
 
     Returns
     -------
@@ -1076,11 +1086,18 @@ def segment_tomogram(volume, feature_mode="FFT", clusterer="KMeans", neighborhoo
         beads.positions = (beads.positions + [0, 0, lo]) * step
         beads.radii = beads.radii * step
         lap("gold_s")
+    band = None
+    if particle_diameter and membranes:
+        band = np.zeros(mask.shape, bool)
+        band[lo:hi + 1] = find_membranes(normalized[lo * step:hi * step + 1:step, ::step, ::step],
+                                         mask[lo:hi + 1], particle_diameter, step, n_threads)
+        info["membrane_fraction"] = float(band[lo:hi + 1].mean())
+        lap("membranes_s")
     info["particle_fraction"] = float(mask[lo:hi + 1].mean())
     info["timings"] = timings
     info["n_predicted"] = int(np.prod(margin[lo:hi + 1].shape))
     return Segmentation(mask, margin, model, int(particle_cluster),
-                        fit_range, pick_range, info, step, beads)
+                        fit_range, pick_range, info, step, beads, band)
 
 
 def _split_model(prepared, model, inside, seed, gmm_components):

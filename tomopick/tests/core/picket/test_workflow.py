@@ -109,7 +109,7 @@ def test_membrane_pieces_are_not_picked_among_vesicles():
                                        max_fit_neighborhoods=30000)
     scores = {}
     for name, filters in (("with", {}), ("without", dict(min_flatness=0, min_blobness=0,
-                                                          split_mass_factor=0))):
+                                                          split_mass_factor=0, membranes=None))):
         picks, objects = pk.localize_segmentation(segmentation, "watershed", diameter,
                                                   tomo_id="phantom", **filters)
         result = evaluate_picks(picks, ph.particles, diameter / 2)
