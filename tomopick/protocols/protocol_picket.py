@@ -3,9 +3,10 @@
 Per tomogram: a two-class segmentation from neighbourhood features (FFT
 magnitudes, Gabor responses or raw intensities) clustered by KMeans or a
 Gaussian mixture (gold beads cut out of the particle class with a particle
-radius around them), then the particle class is split into objects (connected
-components or watershed) whose centroids are the picks. The algorithms live in
-tomopick.core.picket (features, segment, beads, localize, workflow); this
+radius around them, lipid membranes found in the density), then the particle
+class is split into objects (connected components or watershed) whose
+centroids are the picks. The algorithms live in tomopick.core.picket
+(features, segment, beads, membranes, localize, workflow); this
 module reads the form, runs them per tomogram and registers the outputs.
 """
 import os
@@ -173,10 +174,11 @@ class ProtTomoPickPickET(EMProtocol, ProtTomoBase):
                       help="connected components: each connected particle region is one "
                            "particle.\nwatershed: regions are split at the valleys of their "
                            "distance transform (touching particles).\nWith either, objects "
-                           "flatter than half a ball (slabs along the faces) or lying on a "
-                           "sheet (membrane pieces: the smoothed mask curves strongly only "
-                           "across it) are dropped, and objects with about twice the median "
-                           "mass or more are split into that many picks.")
+                           "flatter than half a ball (slabs along the faces), lying on a "
+                           "sheet (the smoothed mask curves strongly only across it) or on a "
+                           "lipid membrane found in the density are dropped, a particle "
+                           "merged with a membrane is kept, and objects with about twice the "
+                           "median mass or more are split into that many picks.")
         form.addParam("minDistance", params.IntParam, default=0, validators=[params.GE(0)],
                       condition="localization == 1", label="Minimum distance (voxels)",
                       help="Minimum distance between watershed markers. 0: automatic, the "

@@ -56,7 +56,7 @@ _SAMPLE = 4
 
 
 def find_membranes(volume, mask, particle_diameter, step=1, n_threads=2,
-                   slab_voxels=2_000_000):
+                   slab_voxels=4_000_000):
     """The band of voxels within `MEMBRANE_REACH` of a membrane's mid-surface.
 
     Parameters
