@@ -80,6 +80,11 @@ def find_membranes(volume, mask, particle_diameter, step=1, n_threads=2,
     (nz, ny, nx) bool ndarray
         On the grid of ``volume``.
 
+    Raises
+    ------
+    ValueError
+        If the volume is not 3D or the mask's shape differs.
+
     Examples
     --------
     >>> rng = np.random.default_rng(0)
@@ -92,6 +97,9 @@ def find_membranes(volume, mask, particle_diameter, step=1, n_threads=2,
     >>> [bool(band[20, 40, 40]), bool(band[8, 14, 32]), bool(band[30, 40, 40])]  # sheet, ball
     [True, False, False]
     """
+    if np.ndim(volume) != 3 or np.shape(mask) != np.shape(volume):
+        raise ValueError(f"membranes need a 3D volume and a mask of its shape, got "
+                         f"{np.shape(volume)} and {np.shape(mask)}")
     nz = volume.shape[0]
     sigma_g, rho = GRADIENT_SIGMA / step, TENSOR_SIGMA / step
     diameter = float(particle_diameter) / step

@@ -99,3 +99,8 @@ def test_the_band_does_not_depend_on_slabs_or_threads():
     for threads, slab_voxels in ((2, 10 ** 9), (3, 50_000)):
         assert np.array_equal(find_membranes(normalized, mask, 10, n_threads=threads,
                                              slab_voxels=slab_voxels), whole)
+
+
+def test_a_mask_of_another_shape_is_refused():
+    with pytest.raises(ValueError, match="mask of its shape"):
+        find_membranes(np.zeros((8, 16, 16), np.float32), np.zeros((8, 16, 15), bool), 10)
