@@ -49,7 +49,7 @@ from skimage.feature import peak_local_max
 
 from tomopick.core.picks import Picks
 
-from .blur import gaussian_slab
+from .blur import gaussian_slab, hessian_at
 
 __all__ = [
     "LOCALIZATIONS", "check_localization", "expected_volume", "marker_spacing",
@@ -715,23 +715,10 @@ def object_blobness(mask, labels, ids, particle_diameter, slab_voxels=4_000_000)
             continue
         a, b = max(0, z0 - 1), min(nz, z1 + 1)
         smooth = gaussian_slab(mask, a, b, sigma, truncate=3.0, mode="nearest")
-        # edge padding = the 'nearest' boundary for the differences at the faces
-        padded = np.pad(smooth, ((1 - (z0 - a), 1 - (b - z1)), (1, 1), (1, 1)), mode="edge")
-        zz, yy, xx = np.nonzero(core)
-        c = (zz + 1, yy + 1, xx + 1)
-        at = lambda d: padded[c[0] + d[0], c[1] + d[1], c[2] + d[2]]   # noqa: E731
-        centre = at((0, 0, 0))
-        hess = np.empty((len(centre), 3, 3), np.float32)
-        steps = np.eye(3, dtype=int)
-        for i in range(3):
-            hess[:, i, i] = at(steps[i]) - 2 * centre + at(-steps[i])
-            for j in range(i + 1, 3):
-                hess[:, i, j] = hess[:, j, i] = (at(steps[i] + steps[j]) - at(steps[i] - steps[j])
-                                                 - at(steps[j] - steps[i])
-                                                 + at(-steps[i] - steps[j])) / 4
+        points = np.argwhere(core) + [z0 - a, 0, 0]
         found["label"].append(labels[z0:z1][core])
-        found["value"].append(centre)
-        found["hessian"].append(hess)
+        found["value"].append(smooth[tuple(points.T)])
+        found["hessian"].append(hessian_at(smooth, points))
     if not found["label"]:
         return out
     label, value, hess = (np.concatenate(found[k]) for k in ("label", "value", "hessian"))

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import scipy.ndimage as ndi
 
-from .blur import gaussian_slab
+from .blur import gaussian_slab, hessian_at
 
 __all__ = ["MEMBRANE_PLANARITY", "MEMBRANE_REACH", "find_membranes"]
 
@@ -201,25 +201,13 @@ def _slab_tensor(volume, mask, slab, halo, sigma_g, rho, dense):
     coords, rows, l1 = coords[use], rows[:, use], l1[use]
     in_planar, in_sample = in_planar[use], in_sample[use]
     normal = _first_eigenvector(rows, l1)
-    # second differences of the smoothed density at those voxels, along the normal
-    # (edge padding = the 'nearest' boundary; gathered by flat index + offset)
-    padded = np.pad(smooth, 1, mode="edge").ravel()
-    shape = np.array(smooth.shape) + 2
-    strides = np.array([shape[1] * shape[2], shape[2], 1])
-    centre_index = (coords + [z0 - a + 1, 1, 1]) @ strides
-
-    def at(d):
-        return padded.take(centre_index + int(np.dot(d, strides))).astype(np.float64)
-
-    centre = at((0, 0, 0))
+    # the smoothed density's curvature at those voxels along the normal
+    hessian = hessian_at(smooth, coords + [z0 - a, 0, 0], np.float64)
     ridge = np.zeros(len(coords))
-    steps = np.eye(3, dtype=int)
     for i in range(3):
-        ridge -= normal[:, i] ** 2 * (at(steps[i]) - 2 * centre + at(-steps[i]))
+        ridge -= normal[:, i] ** 2 * hessian[:, i, i]
         for j in range(i + 1, 3):
-            ridge -= 2 * normal[:, i] * normal[:, j] * (
-                at(steps[i] + steps[j]) - at(steps[i] - steps[j]) - at(steps[j] - steps[i])
-                + at(-steps[i] - steps[j])) / 4
+            ridge -= 2 * normal[:, i] * normal[:, j] * hessian[:, i, j]
     coords[:, 0] += z0
     return {"coords": coords[in_planar], "energy": l1[in_planar], "ridge": ridge[in_planar],
             "sample_energy": l1[in_sample], "sample_ridge": ridge[in_sample]}
