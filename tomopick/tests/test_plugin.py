@@ -140,4 +140,3 @@ def test_wizards_of_the_non_directional_forms():
         tomograms.setSamplingRate(20.0)
         tm.inputTomograms.set(tomograms)
         assert wizards.TemplateMatchingBoxSizeWizard.boxSize(tm) == 18
-
